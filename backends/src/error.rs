@@ -1,0 +1,164 @@
+//! The one error type every backend returns, with a kind that the inbound
+//! server maps to a protocol status in exactly one place.
+
+use std::fmt;
+
+/// What went wrong, independent of the protocol that reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The file or folder does not exist.
+    NotFound,
+    /// The storage refused the operation.
+    PermissionDenied,
+    /// Something already exists under the target name.
+    AlreadyExists,
+    /// A folder cannot be removed because it still has entries.
+    DirectoryNotEmpty,
+    /// A folder was expected, a file was found.
+    NotADirectory,
+    /// A file was expected, a folder was found.
+    IsADirectory,
+    /// The path cannot be used (bad characters, too long, escapes the root).
+    InvalidPath,
+    /// The backend cannot do this operation at all.
+    Unsupported,
+    /// The storage is full or over quota.
+    NoSpace,
+    /// The connection to the remote dropped; the operation may be retried.
+    ConnectionLost,
+    /// The remote did not answer in time; the operation may be retried.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_temporary(self) -> bool {
+        matches!(self, ErrorKind::ConnectionLost | ErrorKind::Timeout)
+    }
+}
+
+/// An error from a storage backend: a kind, the operation and path it
+/// concerns, and a message a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub struct BackendError {
+    kind: ErrorKind,
+    operation: &'static str,
+    path: String,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    /// An error of `kind` for `operation` on `path`.
+    pub fn new(
+        kind: ErrorKind,
+        operation: &'static str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        BackendError {
+            kind,
+            operation,
+            path: path.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause (kept for logs, not shown to clients).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Maps an OS error from local storage to a kind and a readable message.
+    pub fn from_io(operation: &'static str, path: impl Into<String>, err: std::io::Error) -> Self {
+        let kind = io_kind(&err);
+        let message = match kind {
+            ErrorKind::NotFound => "no such file or folder".to_string(),
+            ErrorKind::PermissionDenied => "permission denied by the storage".to_string(),
+            ErrorKind::AlreadyExists => "already exists".to_string(),
+            ErrorKind::DirectoryNotEmpty => "folder is not empty".to_string(),
+            ErrorKind::NotADirectory => "not a folder".to_string(),
+            ErrorKind::IsADirectory => "is a folder".to_string(),
+            ErrorKind::InvalidPath => "path is not allowed".to_string(),
+            ErrorKind::NoSpace => "storage is full".to_string(),
+            _ => err.to_string(),
+        };
+        BackendError::new(kind, operation, path, message).with_source(err)
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The operation that failed (`"read"`, `"rename"`, ...).
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The path the operation was about, relative to the backend's root.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The human-readable description, without operation and path.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind.is_temporary()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{} /: {}", self.operation, self.message)
+        } else {
+            write!(f, "{} /{}: {}", self.operation, self.path, self.message)
+        }
+    }
+}
+
+fn io_kind(err: &std::io::Error) -> ErrorKind {
+    use rustix::io::Errno;
+    use std::io::ErrorKind as Io;
+    if let Some(errno) = Errno::from_io_error(err) {
+        let by_errno = [
+            (Errno::NOTEMPTY, ErrorKind::DirectoryNotEmpty),
+            (Errno::NOTDIR, ErrorKind::NotADirectory),
+            (Errno::ISDIR, ErrorKind::IsADirectory),
+            (Errno::NOSPC, ErrorKind::NoSpace),
+            (Errno::DQUOT, ErrorKind::NoSpace),
+            // openat2 with RESOLVE_BENEATH answers EXDEV when a path would
+            // leave the root, ELOOP for a link it refuses to follow.
+            (Errno::XDEV, ErrorKind::InvalidPath),
+            (Errno::LOOP, ErrorKind::InvalidPath),
+            (Errno::NAMETOOLONG, ErrorKind::InvalidPath),
+        ];
+        if let Some((_, kind)) = by_errno.iter().find(|(e, _)| *e == errno) {
+            return *kind;
+        }
+    }
+    match err.kind() {
+        Io::NotFound => ErrorKind::NotFound,
+        Io::PermissionDenied => ErrorKind::PermissionDenied,
+        Io::AlreadyExists => ErrorKind::AlreadyExists,
+        Io::Unsupported => ErrorKind::Unsupported,
+        Io::TimedOut => ErrorKind::Timeout,
+        Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
+            ErrorKind::ConnectionLost
+        }
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Result alias for backend operations.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -1,0 +1,25 @@
+//! Storage backends: one interface ([`Backend`]) for the gateway's own
+//! storage and every remote kind.
+//!
+//! Layout:
+//! - [`error`]: [`BackendError`] and its [`ErrorKind`], the only error a
+//!   backend returns; the inbound server maps kinds to protocol statuses.
+//! - [`path`]: [`StoragePath`], a validated relative path; backends accept
+//!   nothing else, so `..` and NUL bytes never reach them.
+//! - [`backend`]: the [`Backend`] trait, readers, writers and value types.
+//! - [`local`]: the gateway's own storage on the local file system.
+//! - [`conformance`]: the cases every backend must pass.
+
+pub mod backend;
+pub mod conformance;
+pub mod error;
+pub mod local;
+pub mod path;
+
+pub use backend::{
+    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
+    RenameMode, SpaceInfo, WriteMode,
+};
+pub use error::{BackendError, ErrorKind, Result};
+pub use local::LocalBackend;
+pub use path::{PathError, StoragePath};
