@@ -207,7 +207,7 @@ pub async fn stat_kinds(b: &dyn Backend) {
         .await
         .expect("stat root")
         .is_dir());
-    let err = b.stat(&p("c_stat/nope")).await.err().expect("stat missing");
+    let err = b.stat(&p("c_stat/nope")).await.expect_err("stat missing");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
@@ -237,13 +237,12 @@ pub async fn listing(b: &dyn Backend) {
 /// mkdir needs a parent and refuses an existing name.
 pub async fn folders(b: &dyn Backend) {
     b.mkdir(&p("c_dirs")).await.expect("mkdir");
-    let err = b.mkdir(&p("c_dirs")).await.err().expect("mkdir twice");
+    let err = b.mkdir(&p("c_dirs")).await.expect_err("mkdir twice");
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     let err = b
         .mkdir(&p("c_dirs/no/such"))
         .await
-        .err()
-        .expect("mkdir without parent");
+        .expect_err("mkdir without parent");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     b.mkdir(&p("c_dirs/a")).await.expect("mkdir nested");
     assert!(b.stat(&p("c_dirs/a")).await.expect("stat").is_dir());
@@ -254,12 +253,12 @@ pub async fn removal(b: &dyn Backend) {
     b.mkdir(&p("c_rm")).await.expect("mkdir");
     b.mkdir(&p("c_rm/d")).await.expect("mkdir d");
     put(b, "c_rm/d/f", b"1").await;
-    let err = b.rmdir(&p("c_rm/d")).await.err().expect("rmdir non-empty");
+    let err = b.rmdir(&p("c_rm/d")).await.expect_err("rmdir non-empty");
     assert_eq!(err.kind(), ErrorKind::DirectoryNotEmpty, "{err}");
-    let err = b.remove(&p("c_rm/d")).await.err().expect("remove a folder");
+    let err = b.remove(&p("c_rm/d")).await.expect_err("remove a folder");
     assert_eq!(err.kind(), ErrorKind::IsADirectory, "{err}");
     b.remove(&p("c_rm/d/f")).await.expect("remove file");
-    let err = b.remove(&p("c_rm/d/f")).await.err().expect("remove twice");
+    let err = b.remove(&p("c_rm/d/f")).await.expect_err("remove twice");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     b.rmdir(&p("c_rm/d")).await.expect("rmdir empty");
     assert_eq!(
@@ -276,8 +275,7 @@ pub async fn renames(b: &dyn Backend) {
     let err = b
         .rename(&p("c_mv/a"), &p("c_mv/b"), RenameMode::NoReplace)
         .await
-        .err()
-        .expect("rename onto existing");
+        .expect_err("rename onto existing");
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     assert_eq!(get(b, "c_mv/b").await, b"bbb", "target untouched");
     b.rename(&p("c_mv/a"), &p("c_mv/c"), RenameMode::NoReplace)
@@ -303,8 +301,7 @@ pub async fn renames(b: &dyn Backend) {
     let err = b
         .rename(&p("c_mv/missing"), &p("c_mv/x"), RenameMode::NoReplace)
         .await
-        .err()
-        .expect("rename missing");
+        .expect_err("rename missing");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 

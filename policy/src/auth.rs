@@ -107,6 +107,12 @@ impl Authenticator {
         self.users.get(name).cloned()
     }
 
+    /// Whether `from` passes the global allow-list (checked when a
+    /// connection arrives, before any login).
+    pub fn address_allowed(&self, from: IpAddr) -> bool {
+        address_allowed(&self.global_allowed_networks, from)
+    }
+
     /// Whether `from` passes both the global and the user's allow-list.
     fn address_ok(&self, user: &User, from: IpAddr) -> bool {
         address_allowed(&self.global_allowed_networks, from) && user.allows_address(from)

@@ -1,0 +1,149 @@
+//! The config file's shape: plain serde structs that refuse unknown keys.
+//! They are turned once, in [`super::validate`], into runtime settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use policy::Permission;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Listening, storage and process settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Login limits.
+    #[serde(default)]
+    pub login: LoginSection,
+    /// The users who may log in.
+    #[serde(default)]
+    pub users: Vec<UserSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Addresses the SFTP server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// The gateway's own storage folder.
+    pub storage: Option<PathBuf>,
+    /// Where the gateway keeps what it learns (host keys, state database).
+    pub state: Option<PathBuf>,
+    /// `text` or `json` log lines.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// How long transfers in flight may run on after SIGTERM/SIGINT.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A session with no traffic for this long is closed.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Source networks allowed to connect at all (empty: any).
+    #[serde(default)]
+    pub allowed_networks: Vec<IpNet>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            storage: None,
+            state: None,
+            log_format: LogFormat::default(),
+            shutdown_grace: default_grace(),
+            idle_timeout: default_idle(),
+            allowed_networks: Vec::new(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[login]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSection {
+    /// Failed logins from one address (within `failure_window`) before it is banned; 0 disables.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The window in which failures are counted.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// How long a banned address is refused.
+    #[serde(default = "default_ban", with = "humantime_serde")]
+    pub ban_duration: Duration,
+    /// Authentication attempts allowed on one connection.
+    #[serde(default = "default_attempts")]
+    pub max_auth_attempts: usize,
+}
+
+impl Default for LoginSection {
+    fn default() -> Self {
+        LoginSection {
+            max_failures: default_max_failures(),
+            failure_window: default_window(),
+            ban_duration: default_ban(),
+            max_auth_attempts: default_attempts(),
+        }
+    }
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    /// Login name.
+    pub name: String,
+    /// Argon2 PHC hash (`gateway user hash-password`).
+    pub password_hash: Option<String>,
+    /// Public keys in authorized_keys format.
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// A file of authorized keys, one per line.
+    pub authorized_keys_file: Option<PathBuf>,
+    /// Folder in the storage that the user sees as `/` (default: the name).
+    pub home: Option<String>,
+    /// Source networks this user may log in from (empty: any).
+    #[serde(default)]
+    pub allowed_networks: Vec<IpNet>,
+    /// Folder → permissions; absent means every permission everywhere.
+    pub permissions: Option<BTreeMap<String, Vec<Permission>>>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 2222))]
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_ban() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_attempts() -> usize {
+    6
+}

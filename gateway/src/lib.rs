@@ -1,0 +1,26 @@
+//! The gateway: an SFTP server whose users see one tree, served from the
+//! gateway's own storage and (later) mounts on remote servers.
+//!
+//! Layout, in the order a connection meets it:
+//! - [`serve`]: start-up (storage, state, host keys, first user), the
+//!   accept loop, graceful shutdown.
+//! - [`ssh`]: one SSH connection: authentication via `policy`, the
+//!   login throttle, and the `sftp` subsystem.
+//! - [`sftp`]: one SFTP session: packet decoding, many requests in flight,
+//!   handles, and the mapping of errors to SFTP statuses.
+//! - [`tree`]: path resolution (the only place a client path is turned
+//!   into a storage path) and the mount table.
+//! - [`config`]: the TOML file and environment overrides, validated once.
+//! - [`state`]: what the gateway learns while running (embedded redb).
+//! - [`transfers`]: the count of transfers in flight, for shutdown.
+//! - [`cli`], [`logging`]: the command line and log output.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod serve;
+pub mod sftp;
+pub mod ssh;
+pub mod state;
+pub mod transfers;
+pub mod tree;

@@ -1,0 +1,96 @@
+//! The `gateway` binary: parses the command line and runs one command.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::cli::{Cli, Command, ConfigCommand, UserCommand};
+use gateway::{config, logging, serve};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return config_failed(&e),
+            };
+            logging::init(settings.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve::run(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match config::load(config.as_deref()) {
+            Ok(s) => {
+                let source = s
+                    .source
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults".to_string());
+                println!(
+                    "config OK: {source} ({} user(s), listening on {})",
+                    s.users.len(),
+                    list(&s.listen)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failed(&e),
+        },
+        Command::User {
+            command: UserCommand::HashPassword,
+        } => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+                eprintln!("error: cannot read the password from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("error: the password is empty");
+                return ExitCode::FAILURE;
+            }
+            match policy::hash_password(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_failed(e: &config::ConfigError) -> ExitCode {
+    for problem in &e.0 {
+        eprintln!("error: {problem}");
+    }
+    ExitCode::from(2)
+}
+
+fn list(addrs: &[std::net::SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,202 @@
+//! What the gateway learns while it runs (the first user now; pinned host
+//! keys, disabled remotes and sync runs later), behind [`StateStore`] so a
+//! shared PostgreSQL store can replace the embedded one for several nodes.
+//!
+//! The embedded store is redb: pure Rust (no C build), one file, and every
+//! committed write transaction is fsynced before `commit` returns, so a
+//! crash right after a write loses nothing.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Errors from the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be opened or used.
+    #[error("state database {}: {message}", path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("state database: a stored `{table}` record is damaged: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A key-value namespace in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Users the gateway created itself (the first-start `admin`).
+    Users,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+        }
+    }
+}
+
+/// Durable key-value state. Implementations must make `put` and
+/// `put_if_absent` durable before returning.
+pub trait StateStore: Send + Sync {
+    /// The value under `key`, if any.
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Stores `value` under `key`, replacing what was there.
+    fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<(), StateError>;
+    /// Stores `value` only if `key` is absent; returns whether it stored it.
+    fn put_if_absent(&self, table: Table, key: &str, value: &[u8]) -> Result<bool, StateError>;
+    /// Every key and value of `table`.
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StateError>;
+}
+
+/// The embedded store: one redb file in the state folder.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl RedbStore {
+    /// File name of the database inside the state folder.
+    pub const FILE_NAME: &'static str = "state.redb";
+
+    /// Opens (creating if needed) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, StateError> {
+        let path = state_dir.join(Self::FILE_NAME);
+        let db = Database::create(&path).map_err(|e| StateError::Database {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(RedbStore { db, path })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Database {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+impl StateStore for RedbStore {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match txn.open_table(definition(table)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let value = t.get(key).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
+            t.insert(key, value).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn put_if_absent(&self, table: Table, key: &str, value: &[u8]) -> Result<bool, StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let stored = {
+            let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
+            let exists = t.get(key).map_err(|e| self.err(e))?.is_some();
+            if !exists {
+                t.insert(key, value).map_err(|e| self.err(e))?;
+            }
+            !exists
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(stored)
+    }
+
+    fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match txn.open_table(definition(table)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// A user the gateway created itself, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredUser {
+    /// Login name.
+    pub name: String,
+    /// Argon2 PHC hash.
+    pub password_hash: String,
+    /// Folder in the storage seen as `/` (empty: the storage root).
+    pub home: String,
+}
+
+/// The users the gateway created itself.
+pub fn stored_users(store: &dyn StateStore) -> Result<Vec<StoredUser>, StateError> {
+    store
+        .list(Table::Users)?
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_slice(&v).map_err(|e| StateError::Corrupt {
+                table: "users",
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Stores a user unless one of that name exists; returns whether it did.
+pub fn create_user(store: &dyn StateStore, user: &StoredUser) -> Result<bool, StateError> {
+    let value = serde_json::to_vec(user).map_err(|e| StateError::Corrupt {
+        table: "users",
+        message: e.to_string(),
+    })?;
+    store.put_if_absent(Table::Users, &user.name, &value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = StoredUser {
+            name: "admin".into(),
+            password_hash: "h".into(),
+            home: String::new(),
+        };
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert!(stored_users(&store).unwrap().is_empty());
+            assert!(create_user(&store, &user).unwrap());
+            assert!(!create_user(&store, &user).unwrap());
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(stored_users(&store).unwrap(), vec![user]);
+        assert_eq!(store.get(Table::Users, "nobody").unwrap(), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! A user's virtual tree: the one place where a path sent by a client is
+//! resolved, and the mount table that says which storage serves it.
+//!
+//! Client paths are resolved lexically against the user's root: `.` is
+//! dropped, `..` steps up but never above `/`, so `/../../etc` is the
+//! user's own `/etc`. The result is a [`VirtualPath`]; the mount table then
+//! maps it to a backend and a validated [`StoragePath`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use backends::{Backend, PathError, StoragePath};
+
+/// A normalised absolute path in a user's tree: `/`, `/a`, `/a/b`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VirtualPath(String);
+
+impl VirtualPath {
+    /// The user's root.
+    pub fn root() -> Self {
+        VirtualPath("/".to_string())
+    }
+
+    /// Resolves a path sent by a client (absolute, or relative to `/`).
+    pub fn resolve(client_path: &str) -> Result<Self, PathError> {
+        if client_path.contains('\0') {
+            return Err(PathError::NulByte);
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for name in client_path.split('/') {
+            match name {
+                "" | "." => {}
+                ".." => {
+                    names.pop();
+                }
+                n => names.push(n),
+            }
+        }
+        // Length and per-name limits are checked by StoragePath's rules.
+        let checked = StoragePath::from_names(names.iter().copied())?;
+        Ok(VirtualPath(format!("/{}", checked.as_str())))
+    }
+
+    /// The path as text, always starting with `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the user's root.
+    pub fn is_root(&self) -> bool {
+        self.0 == "/"
+    }
+
+    /// The containing folder (the root's parent is the root).
+    pub fn parent(&self) -> VirtualPath {
+        match self.0.rfind('/') {
+            Some(0) | None => VirtualPath::root(),
+            Some(i) => VirtualPath(self.0[..i].to_string()),
+        }
+    }
+
+    /// The path relative to `/`, as backend names.
+    fn relative(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+impl fmt::Display for VirtualPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VirtualPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VirtualPath({:?})", self.0)
+    }
+}
+
+/// One folder of the tree served by a storage.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Where it appears in the user's tree.
+    pub at: VirtualPath,
+    /// The storage serving it.
+    pub backend: Arc<dyn Backend>,
+    /// The folder of that storage that appears at `at`.
+    pub base: StoragePath,
+}
+
+/// Where a virtual path lives.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The storage.
+    pub backend: Arc<dyn Backend>,
+    /// The path within it.
+    pub path: StoragePath,
+    /// Index of the mount in the tree (two paths on one mount share it).
+    pub mount: usize,
+}
+
+/// A user's tree: mounts, the longest matching prefix wins.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    mounts: Vec<Mount>,
+}
+
+impl Tree {
+    /// A tree where `base` of `backend` is the user's whole `/`.
+    pub fn single(backend: Arc<dyn Backend>, base: StoragePath) -> Self {
+        Tree {
+            mounts: vec![Mount {
+                at: VirtualPath::root(),
+                backend,
+                base,
+            }],
+        }
+    }
+
+    /// Finds the storage and path serving `path`.
+    pub fn locate(&self, path: &VirtualPath) -> Location {
+        let (index, mount) = self
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| is_under(path, &m.at))
+            .max_by_key(|(_, m)| m.at.0.len())
+            .unwrap_or((0, &self.mounts[0]));
+        let rest = &path.relative()[mount.at.relative().len()..];
+        // `path` was validated by VirtualPath::resolve, so this cannot fail;
+        // fall back to the mount's base rather than panic.
+        let sub = StoragePath::parse(rest).unwrap_or_default();
+        Location {
+            backend: mount.backend.clone(),
+            path: mount.base.join(&sub),
+            mount: index,
+        }
+    }
+}
+
+fn is_under(path: &VirtualPath, at: &VirtualPath) -> bool {
+    at.is_root()
+        || path.0 == at.0
+        || (path.0.starts_with(&at.0) && path.0.as_bytes().get(at.0.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_never_leaves_the_root() {
+        assert_eq!(
+            VirtualPath::resolve("/../../etc/passwd").unwrap().as_str(),
+            "/etc/passwd"
+        );
+        assert_eq!(VirtualPath::resolve("a/./b/../c").unwrap().as_str(), "/a/c");
+        assert_eq!(VirtualPath::resolve("..").unwrap().as_str(), "/");
+        assert_eq!(VirtualPath::resolve("").unwrap().as_str(), "/");
+        assert!(VirtualPath::resolve("a\0b").is_err());
+        assert!(VirtualPath::resolve(&"n".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(
+            VirtualPath::resolve("/a/b").unwrap().parent().as_str(),
+            "/a"
+        );
+        assert_eq!(VirtualPath::resolve("/a").unwrap().parent().as_str(), "/");
+        assert!(VirtualPath::root().parent().is_root());
+    }
+
+    #[test]
+    fn locates_under_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(backends::LocalBackend::open(dir.path()).unwrap());
+        let tree = Tree::single(backend, StoragePath::parse("alice").unwrap());
+        let loc = tree.locate(&VirtualPath::resolve("/../x/y").unwrap());
+        assert_eq!(loc.path.as_str(), "alice/x/y");
+        assert_eq!(tree.locate(&VirtualPath::root()).path.as_str(), "alice");
+    }
+}
