@@ -138,11 +138,18 @@ pub fn load_with_env(
     // Pass 1: the file alone, for errors with positions.
     if let Err(err) = toml::from_str::<ConfigFile>(&text) {
         let offset = err.span().map(|s| s.start);
+        let mut message = err.message().trim().to_string();
+        // Quote the offending value when it is short enough to read.
+        if let Some(found) = err.span().and_then(|s| text.get(s)).map(str::trim) {
+            if !found.is_empty() && found.len() <= 80 && !found.contains('\n') && !message.contains(found) {
+                message.push_str(&format!(" (found {found})"));
+            }
+        }
         return Err(ConfigError(vec![Problem {
             file: path.map(Path::to_path_buf),
             line: offset.map(|o| keys.line_at(o)),
             key: offset.and_then(|o| keys.key_at(o)).map(str::to_string),
-            message: err.message().trim().to_string(),
+            message,
         }]));
     }
     // Pass 2: the file with the environment on top.
