@@ -141,7 +141,11 @@ pub fn load_with_env(
         let mut message = err.message().trim().to_string();
         // Quote the offending value when it is short enough to read.
         if let Some(found) = err.span().and_then(|s| text.get(s)).map(str::trim) {
-            if !found.is_empty() && found.len() <= 80 && !found.contains('\n') && !message.contains(found) {
+            if !found.is_empty()
+                && found.len() <= 80
+                && !found.contains('\n')
+                && !message.contains(found)
+            {
                 message.push_str(&format!(" (found {found})"));
             }
         }

@@ -12,6 +12,8 @@ mod attrs;
 pub mod error;
 mod handles;
 mod ops;
+#[cfg(test)]
+mod session_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
