@@ -243,7 +243,14 @@ impl russh::server::Handler for Connection {
             peer: self.peer,
             transfers: self.shared.transfers.clone(),
         };
-        tokio::spawn(sftp::serve(channel.into_stream(), ctx));
+        let ssh = session.handle();
+        tokio::spawn(async move {
+            sftp::serve(channel.into_stream(), ctx).await;
+            // Like sshd: report success, then close. Without an exit status
+            // OpenSSH's scp reports failure even after a complete transfer.
+            let _ = ssh.exit_status_request(channel_id, 0).await;
+            let _ = ssh.close(channel_id).await;
+        });
         Ok(())
     }
 

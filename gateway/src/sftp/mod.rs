@@ -4,9 +4,11 @@
 //! next, which would make every read and write cost a full round trip to
 //! a remote behind a mount. This loop decodes packets itself
 //! (`russh_sftp::protocol::Packet`) and keeps up to [`MAX_IN_FLIGHT`]
-//! requests running at once on the session's task; replies go out in
-//! completion order, which SFTP allows. Writes to one handle are applied
-//! in offset order by the handle itself ([`handles::WriteHandle`]).
+//! requests running at once on the session's task. Replies go out in
+//! request order: SFTP allows any order, but OpenSSH's `scp` and `sftp`
+//! truncate a download at the first reply that arrives out of order.
+//! Writes to one handle are applied in offset order by the handle itself
+//! ([`handles::WriteHandle`]).
 
 mod attrs;
 pub mod error;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::stream::FuturesUnordered;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use policy::User;
 use russh_sftp::protocol::Packet;
@@ -59,7 +61,7 @@ where
     let writer_task = tokio::spawn(write_replies(writer, outbox));
 
     let mut input = BytesMut::with_capacity(MAX_PACKET_LEN);
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight = FuturesOrdered::new();
     let mut eof = false;
     'session: loop {
         // Start every request already received, up to the limit.
@@ -67,7 +69,7 @@ where
             match next_frame(&mut input) {
                 Ok(Some(frame)) => {
                     let session = session.clone();
-                    in_flight.push(async move { session.handle_frame(frame).await });
+                    in_flight.push_back(async move { session.handle_frame(frame).await });
                 }
                 Ok(None) => break,
                 Err(reason) => {

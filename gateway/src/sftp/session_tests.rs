@@ -185,8 +185,12 @@ async fn reads_of_one_session_run_concurrently() {
             other => panic!("unexpected reply {other:?}"),
         }
     }
-    seen.sort();
-    assert_eq!(seen, (100..100 + N as u32).collect::<Vec<_>>());
+
+    assert_eq!(
+        seen,
+        (100..100 + N as u32).collect::<Vec<_>>(),
+        "replies in request order"
+    );
 }
 
 #[tokio::test]
