@@ -63,6 +63,21 @@ impl LocalBackend {
         })
     }
 
+    /// A backend whose root is `path` of this one, for a user who must see
+    /// only their home: symlinks are then contained by that folder too.
+    pub async fn subtree(&self, path: &StoragePath) -> Result<LocalBackend> {
+        let root = self.root.clone();
+        let p = path.clone();
+        let fd = blocking("open", path, move || {
+            open_beneath(&root, &p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+        })
+        .await?;
+        Ok(LocalBackend {
+            root: Arc::new(fd),
+            root_path: self.root_path.join(path.as_str()),
+        })
+    }
+
     /// The root folder on disk.
     pub fn root_path(&self) -> &Path {
         &self.root_path
@@ -620,6 +635,31 @@ mod tests {
             .expect("must fail");
         assert_eq!(err.kind(), ErrorKind::InvalidPath);
         assert!(outside.path().join("secret").exists());
+    }
+
+    #[tokio::test]
+    async fn a_subtree_contains_relative_links_to_its_siblings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("alice")).unwrap();
+        std::fs::create_dir_all(dir.path().join("bob")).unwrap();
+        std::fs::write(dir.path().join("bob/secret"), b"s").unwrap();
+        std::os::unix::fs::symlink("../bob", dir.path().join("alice/bob")).unwrap();
+        let storage = LocalBackend::open(dir.path()).unwrap();
+        let whole = StoragePath::parse("alice/bob/secret").unwrap();
+        assert!(
+            storage.open_read(&whole).await.is_ok(),
+            "inside the storage root the link resolves"
+        );
+        let alice = storage
+            .subtree(&StoragePath::parse("alice").unwrap())
+            .await
+            .unwrap();
+        let err = alice
+            .open_read(&StoragePath::parse("bob/secret").unwrap())
+            .await
+            .err()
+            .expect("must fail");
+        assert_eq!(err.kind(), ErrorKind::InvalidPath);
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(users, settings.allowed_networks.clone()),
         throttle: LoginThrottle::new(settings.throttle),
-        storage: Arc::new(storage),
+        storage,
         transfers: ActiveTransfers::default(),
     });
     let config = Arc::new(ssh::ssh_config(

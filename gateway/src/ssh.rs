@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::{Backend, StoragePath};
+use backends::{LocalBackend, StoragePath};
 use policy::{Authenticator, LoginThrottle, User};
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
@@ -24,8 +24,8 @@ pub struct Shared {
     pub authenticator: Authenticator,
     /// Refuses addresses after repeated failures.
     pub throttle: LoginThrottle,
-    /// The gateway's own storage.
-    pub storage: Arc<dyn Backend>,
+    /// The gateway's own storage; each user gets the subtree of their home.
+    pub storage: LocalBackend,
     /// Transfers in flight, for graceful shutdown.
     pub transfers: ActiveTransfers,
 }
@@ -236,20 +236,30 @@ impl russh::server::Handler for Connection {
                 return Ok(());
             }
         };
+        let home_storage = match self.shared.storage.subtree(&home).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(user = %user.name, "cannot open the home folder: {e}");
+                session.channel_failure(channel_id)?;
+                return Ok(());
+            }
+        };
         session.channel_success(channel_id)?;
         let ctx = SessionContext {
-            tree: Tree::single(self.shared.storage.clone(), home),
+            tree: Tree::single(Arc::new(home_storage), StoragePath::root()),
             user,
             peer: self.peer,
             transfers: self.shared.transfers.clone(),
         };
         let ssh = session.handle();
         tokio::spawn(async move {
-            sftp::serve(channel.into_stream(), ctx).await;
-            // Like sshd: report success, then close. Without an exit status
-            // OpenSSH's scp reports failure even after a complete transfer.
+            let stream = sftp::serve(channel.into_stream(), ctx).await;
+            // Like sshd: exit status first, then EOF and close (dropping the
+            // stream closes the channel). OpenSSH's scp reports failure when
+            // the status is missing or arrives after the close.
             let _ = ssh.exit_status_request(channel_id, 0).await;
-            let _ = ssh.close(channel_id).await;
+            let _ = ssh.eof(channel_id).await;
+            drop(stream);
         });
         Ok(())
     }

@@ -360,3 +360,53 @@ fn dot_dot_and_absolute_paths_stay_in_home() {
         "`cd ..` from / should stay at /\n{out}"
     );
 }
+
+#[test]
+fn symlinks_in_storage_cannot_lead_outside_the_home_storage() {
+    let fx = Fixture::with_perms(&[("/", ALL)]);
+    // Links planted in alice's home (by someone with shell access) that
+    // point at bob's home, the storage root and the machine's /etc.
+    std::os::unix::fs::symlink(fx.env.data.join("bob"), fx.alice_home.join("to-bob")).unwrap();
+    std::os::unix::fs::symlink("../bob", fx.alice_home.join("rel-bob")).unwrap();
+    std::os::unix::fs::symlink("../..", fx.alice_home.join("up")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", fx.alice_home.join("passwd")).unwrap();
+    let local = fx.local_file("overwrite.txt", b"overwritten through a link\n");
+    let got_bob = fx.env.path("got-bob");
+    let got_passwd = fx.env.path("got-passwd");
+    let batch = format!(
+        "-get to-bob/{BOB_SECRET} {got_bob}\n\
+         -get rel-bob/{BOB_SECRET} {got_bob}\n\
+         -put {local} rel-bob/{BOB_SECRET}\n\
+         -ls rel-bob\n\
+         -get passwd {got_passwd}\n\
+         -put {local} to-bob/{BOB_SECRET}\n\
+         -put {local} up/planted.txt\n\
+         -ls to-bob\n",
+        got_bob = p(&got_bob),
+        got_passwd = p(&got_passwd),
+        local = p(&local),
+    );
+    let out = fx.key_client().sftp(&batch).unwrap();
+    assert!(
+        !got_bob.exists(),
+        "bob's file was read through a symlink\n{out}"
+    );
+    assert!(
+        !got_passwd.exists(),
+        "/etc/passwd was read through a symlink\n{out}"
+    );
+    assert_eq!(
+        fs::read(fx.env.data.join("bob").join(BOB_SECRET)).unwrap(),
+        b"bob's secret\n",
+        "bob's file was overwritten through a symlink\n{out}"
+    );
+    assert!(
+        !fx.env.data.join("planted.txt").exists()
+            && !fx.env.dir.path().join("planted.txt").exists(),
+        "a file was planted outside the home through a symlink\n{out}"
+    );
+    assert!(
+        !out.lists_name(BOB_SECRET),
+        "bob's folder was listed through a symlink\n{out}"
+    );
+}

@@ -50,10 +50,11 @@ pub struct SessionContext {
     pub transfers: ActiveTransfers,
 }
 
-/// Serves SFTP on `stream` until the client closes it.
-pub async fn serve<S>(stream: S, ctx: SessionContext)
+/// Serves SFTP on `stream` until the client closes it, then hands the
+/// stream back, so the SSH layer can end the channel properly.
+pub async fn serve<S>(stream: S, ctx: SessionContext) -> Option<S>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let session = Arc::new(ops::Session::new(ctx));
     let (mut reader, writer) = tokio::io::split(stream);
@@ -101,7 +102,8 @@ where
     drop(in_flight);
     session.end();
     drop(replies);
-    let _ = writer_task.await;
+    let writer = writer_task.await.ok()?;
+    Some(reader.unsplit(writer))
 }
 
 /// Takes one whole packet (without its length) off the front of `input`.
@@ -126,23 +128,26 @@ fn next_frame(input: &mut BytesMut) -> Result<Option<Bytes>, String> {
     Ok(Some(input.split_to(len).freeze()))
 }
 
-/// Writes encoded replies, flushing whenever no more are waiting.
-async fn write_replies<W: AsyncWrite>(writer: W, mut outbox: mpsc::Receiver<Bytes>) {
-    let mut writer = std::pin::pin!(writer);
-    while let Some(first) = outbox.recv().await {
+/// Writes encoded replies, flushing whenever no more are waiting; returns
+/// the writer (not shut down: the SSH layer sends exit-status before EOF).
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut outbox: mpsc::Receiver<Bytes>,
+) -> W {
+    'replies: while let Some(first) = outbox.recv().await {
         if writer.write_all(&first).await.is_err() {
-            return;
+            break;
         }
         while let Ok(more) = outbox.try_recv() {
             if writer.write_all(&more).await.is_err() {
-                return;
+                break 'replies;
             }
         }
         if writer.flush().await.is_err() {
-            return;
+            break;
         }
     }
-    let _ = writer.shutdown().await;
+    writer
 }
 
 /// Encodes a reply packet.
