@@ -8,13 +8,17 @@
 //!   nothing else, so `..` and NUL bytes never reach them.
 //! - [`backend`]: the [`Backend`] trait, readers, writers and value types.
 //! - [`local`]: the gateway's own storage on the local file system.
+//! - [`pool`]: the capped, fair connection pool of the remote backends.
+//! - [`dial`]: outbound TCP from the dedicated source addresses.
 //! - [`conformance`]: the cases every backend must pass.
 
 pub mod backend;
 pub mod conformance;
+pub mod dial;
 pub mod error;
 pub mod local;
 pub mod path;
+pub mod pool;
 
 pub use backend::{
     Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
