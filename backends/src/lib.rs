@@ -10,6 +10,7 @@
 //! - [`local`]: the gateway's own storage on the local file system.
 //! - [`pool`]: the capped, fair connection pool of the remote backends.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
+//! - [`sftp`]: a folder on a remote SFTP server.
 //! - [`conformance`]: the cases every backend must pass.
 
 pub mod backend;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod local;
 pub mod path;
 pub mod pool;
+pub mod sftp;
 
 pub use backend::{
     Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,

@@ -1,0 +1,926 @@
+//! A folder on a remote SFTP server, over russh and russh-sftp.
+//!
+//! Every operation checks a connection out of the remote's [`Pool`]; an
+//! open file or listing keeps its connection until it is closed, so a
+//! transfer never shares or loses its connection. Reads and writes keep
+//! many requests in flight on their connection, so a transfer is not bound
+//! by round trips. New files are written under a hidden name and renamed
+//! into place on close (`posix-rename@openssh.com` where offered).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, FileMode, OpenFlags, StatusCode};
+
+use crate::backend::{
+    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
+    RenameMode, SpaceInfo, WriteMode,
+};
+use crate::dial::{dial, SourceAddresses};
+use crate::local::UPLOAD_PREFIX;
+use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
+use crate::{BackendError, ErrorKind, Result, StoragePath};
+
+/// Largest read or write sent in one request (OpenSSH's sshd accepts 261120).
+const CHUNK: usize = 255 * 1024;
+/// Writes of one file in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
+/// Seconds a single SFTP request may take before the connection is dropped.
+const REQUEST_TIMEOUT_SECS: u64 = 60;
+
+/// Decides whether a remote's host key is acceptable; the gateway pins keys
+/// in its state and disables a remote whose key changed.
+pub trait HostKeyPolicy: Send + Sync + std::fmt::Debug {
+    /// Called before connecting: an error if the remote is disabled.
+    fn check_enabled(&self) -> Result<()>;
+    /// Called with the key the server presents, before authentication; an
+    /// error closes the connection.
+    fn verify(&self, presented: &PublicKey) -> Result<()>;
+}
+
+/// How to reach and log in to one remote SFTP server.
+#[derive(Clone)]
+pub struct SftpSettings {
+    /// The remote's name in the config (for messages).
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Login name.
+    pub username: String,
+    /// Password, if password authentication is configured.
+    pub password: Option<String>,
+    /// Private key, if key authentication is configured.
+    pub private_key: Option<Arc<PrivateKey>>,
+    /// Folder on the remote that is this backend's root ("" = login folder).
+    pub root: String,
+    /// Where connections come from.
+    pub sources: SourceAddresses,
+    /// Limit for TCP connect, SSH handshake and login.
+    pub connect_timeout: Duration,
+    /// Host key verification.
+    pub host_keys: Arc<dyn HostKeyPolicy>,
+    /// Pool limits.
+    pub pool: PoolSettings,
+}
+
+impl std::fmt::Debug for SftpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are never shown.
+        f.debug_struct("SftpSettings")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("private_key", &self.private_key.as_ref().map(|_| "<hidden>"))
+            .field("root", &self.root)
+            .field("sources", &self.sources.addresses())
+            .finish()
+    }
+}
+
+/// One live SFTP connection.
+pub struct SftpConnection {
+    ssh: russh::client::Handle<ClientHandler>,
+    sftp: Arc<RawSftpSession>,
+    posix_rename: bool,
+    statvfs: bool,
+    local: SocketAddr,
+}
+
+impl SftpConnection {
+    /// The local address this connection left from.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Opens SFTP connections for the pool.
+pub struct SftpConnector {
+    settings: SftpSettings,
+}
+
+/// russh's client callbacks: host key verification.
+pub struct ClientHandler {
+    policy: Arc<dyn HostKeyPolicy>,
+    rejection: Arc<Mutex<Option<BackendError>>>,
+}
+
+impl russh::client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            let err = BackendError::new(ErrorKind::PermissionDenied, "connect", "", "the server presented a certificate; only plain host keys can be pinned");
+            *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+            return Ok(false);
+        };
+        match self.policy.verify(key) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn client_config() -> Arc<russh::client::Config> {
+    let preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_128_GCM,
+            russh::cipher::AES_256_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+            russh::cipher::AES_128_CTR,
+        ]),
+        ..russh::Preferred::default()
+    };
+    Arc::new(russh::client::Config {
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        preferred,
+        ..Default::default()
+    })
+}
+
+impl SftpConnector {
+    async fn open(&self) -> Result<SftpConnection> {
+        let s = &self.settings;
+        s.host_keys.check_enabled()?;
+        let (stream, local) = dial(&s.host, s.port, &s.sources, s.connect_timeout).await?;
+        let rejection = Arc::new(Mutex::new(None));
+        let handler = ClientHandler { policy: s.host_keys.clone(), rejection: rejection.clone() };
+        let handshake = async {
+            let mut ssh = match russh::client::connect_stream(client_config(), stream, handler).await {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(rejected) = rejection.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        return Err(rejected);
+                    }
+                    return Err(self.lost(format!("SSH handshake failed: {e}")));
+                }
+            };
+            self.authenticate(&mut ssh).await?;
+            let channel = ssh.channel_open_session().await.map_err(|e| self.lost(format!("cannot open a session: {e}")))?;
+            channel
+                .request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| self.lost(format!("the server refused the sftp subsystem: {e}")))?;
+            let config = russh_sftp::client::Config {
+                max_packet_len: 256 * 1024 + 1024,
+                request_timeout_secs: REQUEST_TIMEOUT_SECS,
+                ..Default::default()
+            };
+            let sftp = RawSftpSession::new_with_config(channel.into_stream(), config);
+            let version = sftp.init().await.map_err(|e| self.lost(format!("SFTP start failed: {e}")))?;
+            Ok(SftpConnection {
+                ssh,
+                posix_rename: version.extensions.contains_key("posix-rename@openssh.com"),
+                statvfs: version.extensions.contains_key("statvfs@openssh.com"),
+                sftp: Arc::new(sftp),
+                local,
+            })
+        };
+        match tokio::time::timeout(s.connect_timeout, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::new(
+                ErrorKind::Timeout,
+                "connect",
+                "",
+                format!("remote `{}`: unreachable: no SSH login within {}s", s.name, s.connect_timeout.as_secs()),
+            )),
+        }
+    }
+
+    async fn authenticate(&self, ssh: &mut russh::client::Handle<ClientHandler>) -> Result<()> {
+        let s = &self.settings;
+        let mut tried = Vec::new();
+        if let Some(key) = &s.private_key {
+            let hash = if key.algorithm().is_rsa() {
+                ssh.best_supported_rsa_hash().await.ok().flatten().flatten().or(Some(HashAlg::Sha512))
+            } else {
+                None
+            };
+            let result = ssh
+                .authenticate_publickey(&s.username, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                .await
+                .map_err(|e| self.lost(format!("login failed: {e}")))?;
+            if result.success() {
+                return Ok(());
+            }
+            tried.push("private key");
+        }
+        if let Some(password) = &s.password {
+            let result = ssh
+                .authenticate_password(&s.username, password)
+                .await
+                .map_err(|e| self.lost(format!("login failed: {e}")))?;
+            if result.success() {
+                return Ok(());
+            }
+            tried.push("password");
+        }
+        let how = if tried.is_empty() { "no password or private key configured".to_string() } else { format!("tried {}", tried.join(" and ")) };
+        Err(BackendError::new(
+            ErrorKind::PermissionDenied,
+            "connect",
+            "",
+            format!("remote `{}`: authentication failed for user `{}` ({how})", s.name, s.username),
+        ))
+    }
+
+    fn lost(&self, message: String) -> BackendError {
+        BackendError::new(ErrorKind::ConnectionLost, "connect", "", format!("remote `{}`: {message}", self.settings.name))
+    }
+}
+
+#[async_trait]
+impl Connector for SftpConnector {
+    type Connection = SftpConnection;
+
+    async fn connect(&self) -> Result<SftpConnection> {
+        let conn = self.open().await;
+        if let Err(e) = &conn {
+            tracing::warn!(remote = %self.settings.name, "connect failed: {e}");
+        }
+        conn
+    }
+
+    fn is_usable(&self, c: &SftpConnection) -> bool {
+        !c.ssh.is_closed()
+    }
+}
+
+/// A folder on a remote SFTP server.
+#[derive(Clone)]
+pub struct SftpBackend {
+    pool: Pool<SftpConnector>,
+}
+
+impl std::fmt::Debug for SftpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SftpBackend").field("remote", &self.pool.connector().settings.name).finish()
+    }
+}
+
+impl SftpBackend {
+    /// A backend for `settings`, with its own pool. Call inside a runtime.
+    pub fn new(settings: SftpSettings) -> Self {
+        let name = settings.name.clone();
+        let pool_settings = settings.pool;
+        SftpBackend { pool: Pool::new(name, SftpConnector { settings }, pool_settings) }
+    }
+
+    /// The remote's settings.
+    pub fn settings(&self) -> &SftpSettings {
+        &self.pool.connector().settings
+    }
+
+    /// The pool's current use.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Checks out a connection (for `remote test`: it reports where it came from).
+    pub async fn connection(&self) -> Result<Pooled<SftpConnector>> {
+        self.pool.get().await
+    }
+
+    /// The remote path of `path`.
+    fn remote(&self, path: &StoragePath) -> String {
+        remote_path(&self.settings().root, path)
+    }
+
+    fn err(&self, op: &'static str, path: &StoragePath, e: SftpError) -> BackendError {
+        let (kind, message) = match &e {
+            SftpError::Status(st) => match st.status_code {
+                StatusCode::NoSuchFile => (ErrorKind::NotFound, "no such file or folder".to_string()),
+                StatusCode::PermissionDenied => (ErrorKind::PermissionDenied, "permission denied by the remote".to_string()),
+                StatusCode::OpUnsupported => (ErrorKind::Unsupported, "not supported by the remote".to_string()),
+                _ => (ErrorKind::Other, format!("the remote says: {}", st.error_message)),
+            },
+            SftpError::Timeout => (ErrorKind::Timeout, "the remote did not answer in time".to_string()),
+            SftpError::Limited(m) => (ErrorKind::Other, m.clone()),
+            SftpError::IO(m) | SftpError::UnexpectedBehavior(m) => (ErrorKind::ConnectionLost, format!("connection to the remote lost: {m}")),
+            SftpError::UnexpectedPacket => (ErrorKind::ConnectionLost, "the remote answered out of protocol".to_string()),
+        };
+        BackendError::new(kind, op, path.as_str(), format!("remote `{}`: {message}", self.settings().name)).with_source(e)
+    }
+
+    /// Metadata of `remote`, or `None` if it does not exist.
+    async fn probe(conn: &SftpConnection, remote: &str) -> Option<Metadata> {
+        conn.sftp.stat(remote).await.ok().map(|a| metadata_of(&a.attrs))
+    }
+}
+
+/// Drops a connection that broke during an operation instead of reusing it.
+fn settle<T>(conn: &mut Pooled<SftpConnector>, result: &Result<T>) {
+    if let Err(e) = result {
+        if e.is_temporary() {
+            conn.mark_broken();
+        }
+    }
+}
+
+fn remote_path(root: &str, path: &StoragePath) -> String {
+    if root.is_empty() {
+        return if path.is_root() { ".".to_string() } else { path.as_str().to_string() };
+    }
+    let root = if root == "/" { root } else { root.trim_end_matches('/') };
+    if path.is_root() {
+        root.to_string()
+    } else if root.ends_with('/') {
+        format!("{root}{}", path.as_str())
+    } else {
+        format!("{root}/{}", path.as_str())
+    }
+}
+
+fn metadata_of(a: &FileAttributes) -> Metadata {
+    let bits = a.permissions.unwrap_or(0);
+    let kind = if bits & 0o170000 == FileMode::DIR.bits() {
+        EntryKind::Dir
+    } else if bits & 0o170000 == FileMode::REG.bits() || a.permissions.is_none() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    };
+    Metadata {
+        kind,
+        size: a.size.unwrap_or(0),
+        modified: a.mtime.map(|t| UNIX_EPOCH + Duration::from_secs(t.into())),
+        mode: a.permissions.map(|p| p & 0o7777),
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl Backend for SftpBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            set_modified: true,
+            truncate: true,
+            resume_write: true,
+            rename_replace: true,
+            space_info: true,
+            empty_dirs: true,
+        }
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
+        let remote = self.remote(path);
+        {
+            let mut conn = self.pool.get().await?;
+            let c: &SftpConnection = &conn;
+            let result = async { c.sftp.stat(remote).await.map(|a| metadata_of(&a.attrs)).map_err(|e| self.err("stat", path, e)) }.await;
+            settle(&mut conn, &result);
+            result
+        }
+    }
+
+    async fn list(&self, path: &StoragePath) -> Result<ListStream> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let handle = match conn.sftp.opendir(remote.clone()).await {
+            Ok(h) => h.handle,
+            Err(e) => {
+                let mut err = self.err("list", path, e);
+                if err.kind() == ErrorKind::NotFound {
+                    if let Some(meta) = Self::probe(&conn, &remote).await {
+                        if !meta.is_dir() {
+                            err = BackendError::new(ErrorKind::NotADirectory, "list", path.as_str(), "not a folder");
+                        }
+                    }
+                }
+                if err.is_temporary() {
+                    conn.mark_broken();
+                }
+                return Err(err);
+            }
+        };
+        let backend = self.clone();
+        let path = path.clone();
+        let state = Some((conn, handle));
+        let pages = futures::stream::unfold(state, move |state| {
+            let backend = backend.clone();
+            let path = path.clone();
+            async move {
+                let (mut conn, handle) = state?;
+                match conn.sftp.readdir(handle.clone()).await {
+                    Ok(name) => {
+                        let entries: Vec<DirEntry> = name
+                            .files
+                            .into_iter()
+                            .filter(|f| f.filename != "." && f.filename != ".." && !f.filename.starts_with(UPLOAD_PREFIX))
+                            .map(|f| DirEntry { metadata: metadata_of(&f.attrs), name: f.filename })
+                            .collect();
+                        Some((Ok(entries), Some((conn, handle))))
+                    }
+                    Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => {
+                        let _ = conn.sftp.close(handle).await;
+                        None
+                    }
+                    Err(e) => {
+                        let err = backend.err("list", &path, e);
+                        if err.is_temporary() {
+                            conn.mark_broken();
+                        } else {
+                            let _ = conn.sftp.close(handle).await;
+                        }
+                        Some((Err(err), None))
+                    }
+                }
+            }
+        });
+        Ok(pages.boxed())
+    }
+
+    async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        match conn.sftp.open(remote.clone(), OpenFlags::READ, FileAttributes::default()).await {
+            Ok(h) => Ok(Box::new(SftpReader { backend: self.clone(), conn: Some(conn), handle: h.handle, path: path.clone() })),
+            Err(e) => {
+                let mut err = self.err("open", path, e);
+                if err.kind() == ErrorKind::Other {
+                    if let Some(meta) = Self::probe(&conn, &remote).await {
+                        if meta.is_dir() {
+                            err = BackendError::new(ErrorKind::IsADirectory, "open", path.as_str(), "is a folder");
+                        }
+                    }
+                }
+                if err.is_temporary() {
+                    conn.mark_broken();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn open_write(&self, path: &StoragePath, mode: WriteMode) -> Result<Box<dyn FileWriter>> {
+        let Some(name) = path.file_name() else {
+            return Err(BackendError::new(ErrorKind::PermissionDenied, "write", "", "the root folder cannot be written"));
+        };
+        let final_remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let (target, position, publish) = match mode {
+            WriteMode::Replace { exclusive } => {
+                match Self::probe(&conn, &final_remote).await {
+                    Some(m) if m.is_dir() => return Err(BackendError::new(ErrorKind::IsADirectory, "write", path.as_str(), "is a folder")),
+                    Some(_) if exclusive => return Err(BackendError::new(ErrorKind::AlreadyExists, "write", path.as_str(), "already exists")),
+                    _ => {}
+                }
+                let parent = path.parent().unwrap_or_default();
+                let temp_name = format!("{UPLOAD_PREFIX}{}-{}", random_suffix(), name.chars().take(64).collect::<String>());
+                let temp = parent.child(&temp_name).map_err(|e| BackendError::new(ErrorKind::InvalidPath, "write", path.as_str(), e.to_string()))?;
+                (self.remote(&temp), 0, Some((final_remote, exclusive)))
+            }
+            WriteMode::Resume { offset } => (final_remote, offset, None),
+        };
+        let flags = if publish.is_some() { OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE } else { OpenFlags::WRITE };
+        match conn.sftp.open(target.clone(), flags, FileAttributes::default()).await {
+            Ok(h) => Ok(Box::new(SftpWriter {
+                backend: self.clone(),
+                conn: Some(conn),
+                handle: h.handle,
+                path: path.clone(),
+                target,
+                publish,
+                position,
+                in_flight: FuturesUnordered::new(),
+            })),
+            Err(e) => {
+                let err = self.err("write", path, e);
+                if err.is_temporary() {
+                    conn.mark_broken();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn mkdir(&self, path: &StoragePath) -> Result<()> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let c: &SftpConnection = &conn;
+        let result = async {
+            {
+                match c.sftp.mkdir(remote.clone(), FileAttributes::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let mut err = self.err("mkdir", path, e);
+                        if !err.is_temporary() {
+                            if Self::probe(c, &remote).await.is_some() {
+                                err = BackendError::new(ErrorKind::AlreadyExists, "mkdir", path.as_str(), "already exists");
+                            } else if let Some(parent) = path.parent() {
+                                if Self::probe(c, &self.remote(&parent)).await.is_none() {
+                                    err = BackendError::new(ErrorKind::NotFound, "mkdir", path.as_str(), "the containing folder does not exist");
+                                }
+                            }
+                        }
+                        Err(err)
+                    }
+                }
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
+    }
+
+    async fn remove(&self, path: &StoragePath) -> Result<()> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let c: &SftpConnection = &conn;
+        let result = async {
+            {
+                match c.sftp.remove(remote.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let mut err = self.err("remove", path, e);
+                        if err.kind() == ErrorKind::Other || err.kind() == ErrorKind::PermissionDenied {
+                            if let Some(m) = Self::probe(c, &remote).await {
+                                if m.is_dir() {
+                                    err = BackendError::new(ErrorKind::IsADirectory, "remove", path.as_str(), "is a folder");
+                                }
+                            }
+                        }
+                        Err(err)
+                    }
+                }
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
+    }
+
+    async fn rmdir(&self, path: &StoragePath) -> Result<()> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let c: &SftpConnection = &conn;
+        let result = async {
+            {
+                match c.sftp.rmdir(remote.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let mut err = self.err("rmdir", path, e);
+                        if err.kind() == ErrorKind::Other {
+                            match Self::probe(c, &remote).await {
+                                Some(m) if m.is_dir() => err = BackendError::new(ErrorKind::DirectoryNotEmpty, "rmdir", path.as_str(), "folder is not empty"),
+                                Some(_) => err = BackendError::new(ErrorKind::NotADirectory, "rmdir", path.as_str(), "not a folder"),
+                                None => {}
+                            }
+                        }
+                        Err(err)
+                    }
+                }
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
+        let (src, dst) = (self.remote(from), self.remote(to));
+        let mut conn = self.pool.get().await?;
+        let c: &SftpConnection = &conn;
+        let result = async {
+            {
+                let result = match mode {
+                    RenameMode::Replace => rename_replacing(c, &src, &dst).await,
+                    RenameMode::NoReplace => {
+                        if Self::probe(c, &dst).await.is_some() {
+                            return Err(BackendError::new(ErrorKind::AlreadyExists, "rename", to.as_str(), "the target already exists"));
+                        }
+                        c.sftp.rename(src.clone(), dst.clone()).await.map(|_| ())
+                    }
+                };
+                result.map_err(|e| {
+                    let err = self.err("rename", from, e);
+                    if err.kind() == ErrorKind::Other && matches!(mode, RenameMode::NoReplace) {
+                        BackendError::new(ErrorKind::AlreadyExists, "rename", to.as_str(), "the target already exists")
+                    } else {
+                        err
+                    }
+                })
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
+    }
+
+    async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
+        let remote = self.remote(path);
+        let secs = modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs().min(u32::MAX.into()) as u32).unwrap_or(0);
+        let attrs = FileAttributes { atime: Some(secs), mtime: Some(secs), ..FileAttributes::empty() };
+        {
+            let mut conn = self.pool.get().await?;
+            let c: &SftpConnection = &conn;
+            let result = async { c.sftp.setstat(remote, attrs).await.map(|_| ()).map_err(|e| self.err("set modification time", path, e)) }.await;
+            settle(&mut conn, &result);
+            result
+        }
+    }
+
+    async fn truncate(&self, path: &StoragePath, size: u64) -> Result<()> {
+        let remote = self.remote(path);
+        let attrs = FileAttributes { size: Some(size), ..FileAttributes::empty() };
+        {
+            let mut conn = self.pool.get().await?;
+            let c: &SftpConnection = &conn;
+            let result = async { c.sftp.setstat(remote, attrs).await.map(|_| ()).map_err(|e| self.err("truncate", path, e)) }.await;
+            settle(&mut conn, &result);
+            result
+        }
+    }
+
+    async fn space(&self, path: &StoragePath) -> Result<SpaceInfo> {
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let c: &SftpConnection = &conn;
+        let result = async {
+            {
+                if !c.statvfs {
+                    return Err(crate::backend::unsupported("space", path));
+                }
+                let v = c.sftp.statvfs(remote).await.map_err(|e| self.err("space", path, e))?;
+                Ok(SpaceInfo {
+                    block_size: v.fragment_size.max(1),
+                    blocks: v.blocks,
+                    blocks_free: v.blocks_free,
+                    blocks_available: v.blocks_avail,
+                    files: v.inodes,
+                    files_free: v.inodes_free,
+                    name_max: v.name_max,
+                })
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
+    }
+}
+
+/// Renames over an existing target: `posix-rename@openssh.com` where the
+/// server has it, otherwise remove-then-rename.
+async fn rename_replacing(c: &SftpConnection, src: &str, dst: &str) -> std::result::Result<(), SftpError> {
+    if c.posix_rename {
+        let mut data = Vec::with_capacity(8 + src.len() + dst.len());
+        for s in [src, dst] {
+            data.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            data.extend_from_slice(s.as_bytes());
+        }
+        return match c.sftp.extended("posix-rename@openssh.com", data).await? {
+            russh_sftp::protocol::Packet::Status(st) if st.status_code == StatusCode::Ok => Ok(()),
+            russh_sftp::protocol::Packet::Status(st) => Err(SftpError::Status(st)),
+            _ => Err(SftpError::UnexpectedPacket),
+        };
+    }
+    match c.sftp.rename(src, dst).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let _ = c.sftp.remove(dst).await;
+            c.sftp.rename(src, dst).await.map(|_| ())
+        }
+    }
+}
+
+/// A remote file open for reading; holds its connection until dropped.
+struct SftpReader {
+    backend: SftpBackend,
+    conn: Option<Pooled<SftpConnector>>,
+    handle: String,
+    path: StoragePath,
+}
+
+impl SftpReader {
+    fn conn(&self) -> Result<&Pooled<SftpConnector>> {
+        self.conn.as_ref().ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "read", self.path.as_str(), "the file is closed"))
+    }
+}
+
+#[async_trait]
+impl FileReader for SftpReader {
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        let conn = self.conn()?;
+        let mut out = Vec::new();
+        // One request per chunk, all in flight together.
+        let mut requests: VecDeque<_> = (0..len.div_ceil(CHUNK))
+            .map(|i| {
+                let n = CHUNK.min(len - i * CHUNK) as u32;
+                conn.sftp.read(self.handle.clone(), offset + (i * CHUNK) as u64, n)
+            })
+            .collect();
+        while let Some(request) = requests.pop_front() {
+            match request.await {
+                Ok(data) => {
+                    let short = data.data.len() < CHUNK.min(len - out.len());
+                    out.extend_from_slice(&data.data);
+                    if short {
+                        break;
+                    }
+                }
+                Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => break,
+                Err(e) => return Err(self.backend.err("read", &self.path, e)),
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn metadata(&self) -> Result<Metadata> {
+        let conn = self.conn()?;
+        conn.sftp.fstat(self.handle.clone()).await.map(|a| metadata_of(&a.attrs)).map_err(|e| self.backend.err("stat", &self.path, e))
+    }
+}
+
+impl Drop for SftpReader {
+    fn drop(&mut self) {
+        // Close the remote handle before the connection goes back to the pool.
+        if let Some(conn) = self.conn.take() {
+            let handle = std::mem::take(&mut self.handle);
+            spawn_cleanup(async move {
+                let _ = conn.sftp.close(handle).await;
+                drop(conn);
+            });
+        }
+    }
+}
+
+fn spawn_cleanup(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(task);
+    }
+}
+
+type WriteFuture = BoxFuture<'static, std::result::Result<(), SftpError>>;
+
+/// A remote file being written; holds its connection until closed.
+struct SftpWriter {
+    backend: SftpBackend,
+    conn: Option<Pooled<SftpConnector>>,
+    handle: String,
+    path: StoragePath,
+    /// The file written to (a hidden temporary name for `Replace`).
+    target: String,
+    /// For `Replace`: the final name and whether it must not exist.
+    publish: Option<(String, bool)>,
+    position: u64,
+    in_flight: FuturesUnordered<WriteFuture>,
+}
+
+impl SftpWriter {
+    fn sftp(&self) -> Result<Arc<RawSftpSession>> {
+        self.conn
+            .as_ref()
+            .map(|c| c.sftp.clone())
+            .ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "write", self.path.as_str(), "the file is closed"))
+    }
+
+    fn fail(&mut self, e: SftpError) -> BackendError {
+        let err = self.backend.err("write", &self.path, e);
+        if err.is_temporary() {
+            if let Some(c) = self.conn.as_mut() {
+                c.mark_broken();
+            }
+        }
+        err
+    }
+
+    async fn drain(&mut self) -> Result<()> {
+        while let Some(done) = self.in_flight.next().await {
+            if let Err(e) = done {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FileWriter for SftpWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let sftp = self.sftp()?;
+        for chunk in data.chunks(CHUNK) {
+            while self.in_flight.len() >= WRITES_IN_FLIGHT {
+                if let Some(Err(e)) = self.in_flight.next().await {
+                    return Err(self.fail(e));
+                }
+            }
+            let (sftp, handle, offset, bytes) = (sftp.clone(), self.handle.clone(), self.position, chunk.to_vec());
+            self.in_flight.push(Box::pin(async move { sftp.write(handle, offset, bytes).await.map(|_| ()) }));
+            self.position += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        let drained = self.drain().await;
+        let sftp = self.sftp()?;
+        if let Err(e) = drained {
+            self.discard().await;
+            return Err(e);
+        }
+        if let Err(e) = sftp.close(self.handle.clone()).await {
+            let err = self.fail(e);
+            self.discard().await;
+            return Err(err);
+        }
+        if let Some((final_remote, exclusive)) = self.publish.take() {
+            let conn = self.conn.as_ref().ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "close", self.path.as_str(), "the file is closed"))?;
+            let result = if exclusive {
+                conn.sftp.rename(self.target.clone(), final_remote).await.map(|_| ())
+            } else {
+                rename_replacing(conn, &self.target, &final_remote).await
+            };
+            if let Err(e) = result {
+                let err = self.fail(e);
+                if let Some(c) = self.conn.as_ref() {
+                    let _ = c.sftp.remove(self.target.clone()).await;
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.discard().await;
+        Ok(())
+    }
+}
+
+impl SftpWriter {
+    /// Closes the handle and, for a `Replace`, removes the temporary file.
+    async fn discard(&mut self) {
+        while self.in_flight.next().await.is_some() {}
+        if let Some(conn) = self.conn.as_ref() {
+            let _ = conn.sftp.close(self.handle.clone()).await;
+            if self.publish.take().is_some() {
+                let _ = conn.sftp.remove(self.target.clone()).await;
+            }
+        }
+    }
+}
+
+impl Drop for SftpWriter {
+    fn drop(&mut self) {
+        // Dropped without close (client vanished): discard in the background.
+        let Some(conn) = self.conn.take() else { return };
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let (handle, target, publish) = (std::mem::take(&mut self.handle), self.target.clone(), self.publish.take());
+        spawn_cleanup(async move {
+            in_flight.for_each(|_| async {}).await;
+            if !handle.is_empty() {
+                let _ = conn.sftp.close(handle).await;
+            }
+            if publish.is_some() {
+                let _ = conn.sftp.remove(target).await;
+            }
+            drop(conn);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths_join_the_root() {
+        let p = |s: &str| StoragePath::parse(s).unwrap();
+        assert_eq!(remote_path("", &StoragePath::root()), ".");
+        assert_eq!(remote_path("", &p("a/b")), "a/b");
+        assert_eq!(remote_path("/data/", &p("a")), "/data/a");
+        assert_eq!(remote_path("/data", &StoragePath::root()), "/data");
+        assert_eq!(remote_path("/", &p("x")), "/x");
+        assert_eq!(remote_path("/", &StoragePath::root()), "/");
+    }
+}
