@@ -3,11 +3,21 @@
 //! Layout:
 //! - [`host_keys`]: the inbound server's host keys (load, generate, store,
 //!   fingerprint).
+//! - [`private_keys`]: the private keys the gateway authenticates with on
+//!   remotes, read from OpenSSH, PEM (PKCS#1, SEC1, PKCS#8), PuTTY .ppk
+//!   v2/v3 and ssh.com SSH2 files, encrypted or not.
+//! - [`keygen`]: new RSA-4096 client key pairs for remotes (private key
+//!   and `.pub` line).
 //!
-//! Later work adds private-key parsing for remotes (OpenSSH, PuTTY, SSH2),
-//! host-key pins for remote servers, and TLS configuration for FTPS.
+//! Later work adds host-key pins for remote servers, and TLS configuration
+//! for FTPS.
 
 pub mod host_keys;
+pub mod keygen;
+pub mod private_keys;
+
+pub use keygen::{generate_rsa_4096, write_new_key_pair, GeneratedKey};
+pub use private_keys::{load_private_key_file, parse_private_key, KeyError};
 
 use std::path::PathBuf;
 
@@ -29,6 +39,20 @@ pub enum CertError {
         path: PathBuf,
         /// What the parser said.
         reason: String,
+    },
+    /// A private key file could not be used (format, passphrase, damage).
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why it could not be used.
+        source: KeyError,
+    },
+    /// A key file to be created exists already; it is never overwritten.
+    #[error("{}: already exists; refusing to overwrite a key file", path.display())]
+    Exists {
+        /// The file concerned.
+        path: PathBuf,
     },
     /// Key generation or encoding failed.
     #[error("key generation failed: {0}")]
