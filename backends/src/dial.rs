@@ -45,15 +45,40 @@ impl SourceAddresses {
 
 /// Connects to `host:port` from one of `sources`, within `timeout`.
 /// Returns the stream and the local address it left from.
-pub async fn dial(host: &str, port: u16, sources: &SourceAddresses, timeout: Duration) -> Result<(TcpStream, SocketAddr)> {
+pub async fn dial(
+    host: &str,
+    port: u16,
+    sources: &SourceAddresses,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr)> {
     let target = format!("{host}:{port}");
-    let resolved: Vec<SocketAddr> = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
-        .await
-        .map_err(|_| BackendError::new(ErrorKind::Timeout, "connect", "", format!("{target}: name lookup timed out")))?
-        .map_err(|e| BackendError::new(ErrorKind::ConnectionLost, "connect", "", format!("{target}: unreachable: cannot resolve the name: {e}")))?
-        .collect();
+    let resolved: Vec<SocketAddr> =
+        tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| {
+                BackendError::new(
+                    ErrorKind::Timeout,
+                    "connect",
+                    "",
+                    format!("{target}: name lookup timed out"),
+                )
+            })?
+            .map_err(|e| {
+                BackendError::new(
+                    ErrorKind::ConnectionLost,
+                    "connect",
+                    "",
+                    format!("{target}: unreachable: cannot resolve the name: {e}"),
+                )
+            })?
+            .collect();
     let Some(first) = resolved.first().copied() else {
-        return Err(BackendError::new(ErrorKind::ConnectionLost, "connect", "", format!("{target}: unreachable: the name has no address")));
+        return Err(BackendError::new(
+            ErrorKind::ConnectionLost,
+            "connect",
+            "",
+            format!("{target}: unreachable: the name has no address"),
+        ));
     };
     let stream = if sources.addresses.is_empty() {
         let socket = new_socket(first).map_err(|e| connect_error(&target, e))?;
@@ -66,15 +91,26 @@ pub async fn dial(host: &str, port: u16, sources: &SourceAddresses, timeout: Dur
     Ok((stream, local))
 }
 
-async fn dial_from_dedicated(resolved: &[SocketAddr], sources: &SourceAddresses, target: &str, timeout: Duration) -> Result<TcpStream> {
+async fn dial_from_dedicated(
+    resolved: &[SocketAddr],
+    sources: &SourceAddresses,
+    target: &str,
+    timeout: Duration,
+) -> Result<TcpStream> {
     let count = sources.addresses.len();
     let start = sources.next.fetch_add(1, Ordering::Relaxed);
     let mut bind_failures = Vec::new();
     for i in 0..count {
         let source = sources.addresses[(start + i) % count];
         // A source of the wrong family can never reach the target.
-        let Some(dest) = resolved.iter().find(|a| a.is_ipv4() == source.is_ipv4()).copied() else {
-            bind_failures.push(format!("{source}: the remote has no address of that family"));
+        let Some(dest) = resolved
+            .iter()
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .copied()
+        else {
+            bind_failures.push(format!(
+                "{source}: the remote has no address of that family"
+            ));
             continue;
         };
         let bound = new_socket(dest).and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s));
@@ -103,7 +139,12 @@ fn new_socket(dest: SocketAddr) -> std::io::Result<TcpSocket> {
     }
 }
 
-async fn connect(socket: TcpSocket, dest: SocketAddr, target: &str, timeout: Duration) -> Result<TcpStream> {
+async fn connect(
+    socket: TcpSocket,
+    dest: SocketAddr,
+    target: &str,
+    timeout: Duration,
+) -> Result<TcpStream> {
     match tokio::time::timeout(timeout, socket.connect(dest)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(connect_error(target, e)),
@@ -111,13 +152,22 @@ async fn connect(socket: TcpSocket, dest: SocketAddr, target: &str, timeout: Dur
             ErrorKind::Timeout,
             "connect",
             "",
-            format!("{target}: unreachable: no answer within {}s", timeout.as_secs()),
+            format!(
+                "{target}: unreachable: no answer within {}s",
+                timeout.as_secs()
+            ),
         )),
     }
 }
 
 fn connect_error(target: &str, e: std::io::Error) -> BackendError {
-    BackendError::new(ErrorKind::ConnectionLost, "connect", "", format!("{target}: unreachable: {e}")).with_source(e)
+    BackendError::new(
+        ErrorKind::ConnectionLost,
+        "connect",
+        "",
+        format!("{target}: unreachable: {e}"),
+    )
+    .with_source(e)
 }
 
 #[cfg(test)]
@@ -128,10 +178,15 @@ mod tests {
     async fn binds_the_dedicated_addresses_in_turn() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let sources = SourceAddresses::dedicated(vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()]);
+        let sources = SourceAddresses::dedicated(vec![
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.3".parse().unwrap(),
+        ]);
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let (_stream, local) = dial("127.0.0.1", port, &sources, Duration::from_secs(5)).await.unwrap();
+            let (_stream, local) = dial("127.0.0.1", port, &sources, Duration::from_secs(5))
+                .await
+                .unwrap();
             let (_, peer) = listener.accept().await.unwrap();
             assert_eq!(peer.ip(), local.ip());
             seen.push(local.ip().to_string());
@@ -143,19 +198,32 @@ mod tests {
     async fn skips_an_unbindable_address_and_never_falls_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mixed = SourceAddresses::dedicated(vec!["192.0.2.1".parse().unwrap(), "127.0.0.4".parse().unwrap()]);
+        let mixed = SourceAddresses::dedicated(vec![
+            "192.0.2.1".parse().unwrap(),
+            "127.0.0.4".parse().unwrap(),
+        ]);
         for _ in 0..2 {
-            let (_s, local) = dial("127.0.0.1", port, &mixed, Duration::from_secs(5)).await.unwrap();
+            let (_s, local) = dial("127.0.0.1", port, &mixed, Duration::from_secs(5))
+                .await
+                .unwrap();
             assert_eq!(local.ip().to_string(), "127.0.0.4");
             let (_, peer) = listener.accept().await.unwrap();
             assert_eq!(peer.ip().to_string(), "127.0.0.4");
         }
         let none = SourceAddresses::dedicated(vec!["192.0.2.1".parse().unwrap()]);
-        let err = dial("127.0.0.1", port, &none, Duration::from_secs(5)).await.unwrap_err();
-        assert!(err.message().contains("cannot bind source address"), "{err}");
+        let err = dial("127.0.0.1", port, &none, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains("cannot bind source address"),
+            "{err}"
+        );
         assert!(err.message().contains("192.0.2.1"), "{err}");
         // Nothing reached the listener from the failed attempt.
         let pending = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
-        assert!(pending.is_err(), "a connection arrived despite the bind failure");
+        assert!(
+            pending.is_err(),
+            "a connection arrived despite the bind failure"
+        );
     }
 }

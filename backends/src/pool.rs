@@ -78,13 +78,18 @@ pub struct Pool<C: Connector> {
 
 impl<C: Connector> Clone for Pool<C> {
     fn clone(&self) -> Self {
-        Pool { inner: self.inner.clone() }
+        Pool {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl<C: Connector> std::fmt::Debug for Pool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("name", &self.inner.name).field("stats", &self.stats()).finish()
+        f.debug_struct("Pool")
+            .field("name", &self.inner.name)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -92,12 +97,19 @@ impl<C: Connector> Pool<C> {
     /// A pool named `name` (for messages) opening connections with `connector`.
     /// Must be created inside a tokio runtime (it starts the idle reaper).
     pub fn new(name: impl Into<String>, connector: C, settings: PoolSettings) -> Self {
-        let settings = PoolSettings { max: settings.max.max(1), ..settings };
+        let settings = PoolSettings {
+            max: settings.max.max(1),
+            ..settings
+        };
         let inner = Arc::new(Inner {
             name: name.into(),
             connector,
             settings,
-            state: Mutex::new(State { open: 0, idle: VecDeque::new(), waiters: VecDeque::new() }),
+            state: Mutex::new(State {
+                open: 0,
+                idle: VecDeque::new(),
+                waiters: VecDeque::new(),
+            }),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&inner)));
         Pool { inner }
@@ -111,7 +123,11 @@ impl<C: Connector> Pool<C> {
     /// Current use.
     pub fn stats(&self) -> PoolStats {
         let st = self.inner.lock();
-        PoolStats { open: st.open, idle: st.idle.len(), waiting: st.waiters.len() }
+        PoolStats {
+            open: st.open,
+            idle: st.idle.len(),
+            waiting: st.waiters.len(),
+        }
     }
 
     /// Checks out a connection, waiting for a free slot if all are taken.
@@ -170,7 +186,11 @@ impl<C: Connector> Pool<C> {
     }
 
     fn pooled(&self, conn: C::Connection) -> Pooled<C> {
-        Pooled { connection: Some(conn), pool: self.inner.clone(), broken: false }
+        Pooled {
+            connection: Some(conn),
+            pool: self.inner.clone(),
+            broken: false,
+        }
     }
 }
 
@@ -226,13 +246,17 @@ impl<C: Connector> std::ops::Deref for Pooled<C> {
     type Target = C::Connection;
     fn deref(&self) -> &C::Connection {
         // Only `drop` takes the connection out.
-        self.connection.as_ref().unwrap_or_else(|| unreachable!("connection taken before drop"))
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("connection taken before drop"))
     }
 }
 
 impl<C: Connector> Drop for Pooled<C> {
     fn drop(&mut self) {
-        let Some(conn) = self.connection.take() else { return };
+        let Some(conn) = self.connection.take() else {
+            return;
+        };
         if self.broken || !self.pool.connector.is_usable(&conn) {
             drop(conn);
             self.pool.free_slot();
@@ -257,7 +281,9 @@ async fn reap_idle<C: Connector>(pool: Weak<Inner<C>>) {
             let mut keep = VecDeque::new();
             let mut gone = Vec::new();
             while let Some((conn, since)) = st.idle.pop_front() {
-                if now.duration_since(since) >= inner.settings.idle || !inner.connector.is_usable(&conn) {
+                if now.duration_since(since) >= inner.settings.idle
+                    || !inner.connector.is_usable(&conn)
+                {
                     gone.push(conn);
                 } else {
                     keep.push_back((conn, since));
@@ -298,23 +324,42 @@ mod tests {
         type Connection = Conn;
         async fn connect(&self) -> Result<Conn> {
             if self.fail.load(Ordering::SeqCst) {
-                return Err(BackendError::new(ErrorKind::ConnectionLost, "connect", "", "refused"));
+                return Err(BackendError::new(
+                    ErrorKind::ConnectionLost,
+                    "connect",
+                    "",
+                    "refused",
+                ));
             }
             let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(5)).await;
-            Ok(Conn { live: self.live.clone() })
+            Ok(Conn {
+                live: self.live.clone(),
+            })
         }
         fn is_usable(&self, _: &Conn) -> bool {
             true
         }
     }
 
-    fn pool(max: usize, wait: Duration, idle: Duration) -> (Pool<Counting>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    fn pool(
+        max: usize,
+        wait: Duration,
+        idle: Duration,
+    ) -> (Pool<Counting>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let live = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
-        let c = Counting { live: live.clone(), peak: peak.clone(), fail: AtomicBool::new(false) };
-        (Pool::new("test", c, PoolSettings { max, wait, idle }), live, peak)
+        let c = Counting {
+            live: live.clone(),
+            peak: peak.clone(),
+            fail: AtomicBool::new(false),
+        };
+        (
+            Pool::new("test", c, PoolSettings { max, wait, idle }),
+            live,
+            peak,
+        )
     }
 
     #[tokio::test]
@@ -332,8 +377,19 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert!(peak.load(Ordering::SeqCst) <= 3, "peak {}", peak.load(Ordering::SeqCst));
-        assert_eq!(pool.stats(), PoolStats { open: live.load(Ordering::SeqCst), idle: live.load(Ordering::SeqCst), waiting: 0 });
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
+        assert_eq!(
+            pool.stats(),
+            PoolStats {
+                open: live.load(Ordering::SeqCst),
+                idle: live.load(Ordering::SeqCst),
+                waiting: 0
+            }
+        );
     }
 
     #[tokio::test]
@@ -341,7 +397,10 @@ mod tests {
         let (pool, _, _) = pool(1, Duration::from_millis(50), Duration::from_secs(60));
         let held = pool.get().await.unwrap();
         let err = pool.get().await.err().expect("must time out");
-        assert!(err.is_temporary() && err.message().contains("busy"), "{err}");
+        assert!(
+            err.is_temporary() && err.message().contains("busy"),
+            "{err}"
+        );
         drop(held);
         assert!(pool.get().await.is_ok(), "the slot is free again");
         assert_eq!(pool.stats().waiting, 0);

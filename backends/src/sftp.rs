@@ -84,7 +84,10 @@ impl std::fmt::Debug for SftpSettings {
             .field("port", &self.port)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("private_key", &self.private_key.as_ref().map(|_| "<hidden>"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<hidden>"),
+            )
             .field("root", &self.root)
             .field("sources", &self.sources.addresses())
             .finish()
@@ -121,9 +124,17 @@ pub struct ClientHandler {
 impl russh::client::Handler for ClientHandler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            let err = BackendError::new(ErrorKind::PermissionDenied, "connect", "", "the server presented a certificate; only plain host keys can be pinned");
+            let err = BackendError::new(
+                ErrorKind::PermissionDenied,
+                "connect",
+                "",
+                "the server presented a certificate; only plain host keys can be pinned",
+            );
             *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
             return Ok(false);
         };
@@ -165,19 +176,28 @@ impl SftpConnector {
         s.host_keys.check_enabled()?;
         let (stream, local) = dial(&s.host, s.port, &s.sources, s.connect_timeout).await?;
         let rejection = Arc::new(Mutex::new(None));
-        let handler = ClientHandler { policy: s.host_keys.clone(), rejection: rejection.clone() };
+        let handler = ClientHandler {
+            policy: s.host_keys.clone(),
+            rejection: rejection.clone(),
+        };
         let handshake = async {
-            let mut ssh = match russh::client::connect_stream(client_config(), stream, handler).await {
-                Ok(h) => h,
-                Err(e) => {
-                    if let Some(rejected) = rejection.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                        return Err(rejected);
+            let mut ssh =
+                match russh::client::connect_stream(client_config(), stream, handler).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        if let Some(rejected) =
+                            rejection.lock().unwrap_or_else(|p| p.into_inner()).take()
+                        {
+                            return Err(rejected);
+                        }
+                        return Err(self.lost(format!("SSH handshake failed: {e}")));
                     }
-                    return Err(self.lost(format!("SSH handshake failed: {e}")));
-                }
-            };
+                };
             self.authenticate(&mut ssh).await?;
-            let channel = ssh.channel_open_session().await.map_err(|e| self.lost(format!("cannot open a session: {e}")))?;
+            let channel = ssh
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost(format!("cannot open a session: {e}")))?;
             channel
                 .request_subsystem(true, "sftp")
                 .await
@@ -188,7 +208,10 @@ impl SftpConnector {
                 ..Default::default()
             };
             let sftp = RawSftpSession::new_with_config(channel.into_stream(), config);
-            let version = sftp.init().await.map_err(|e| self.lost(format!("SFTP start failed: {e}")))?;
+            let version = sftp
+                .init()
+                .await
+                .map_err(|e| self.lost(format!("SFTP start failed: {e}")))?;
             Ok(SftpConnection {
                 ssh,
                 posix_rename: version.extensions.contains_key("posix-rename@openssh.com"),
@@ -203,7 +226,11 @@ impl SftpConnector {
                 ErrorKind::Timeout,
                 "connect",
                 "",
-                format!("remote `{}`: unreachable: no SSH login within {}s", s.name, s.connect_timeout.as_secs()),
+                format!(
+                    "remote `{}`: unreachable: no SSH login within {}s",
+                    s.name,
+                    s.connect_timeout.as_secs()
+                ),
             )),
         }
     }
@@ -213,7 +240,12 @@ impl SftpConnector {
         let mut tried = Vec::new();
         if let Some(key) = &s.private_key {
             let hash = if key.algorithm().is_rsa() {
-                ssh.best_supported_rsa_hash().await.ok().flatten().flatten().or(Some(HashAlg::Sha512))
+                ssh.best_supported_rsa_hash()
+                    .await
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .or(Some(HashAlg::Sha512))
             } else {
                 None
             };
@@ -236,17 +268,29 @@ impl SftpConnector {
             }
             tried.push("password");
         }
-        let how = if tried.is_empty() { "no password or private key configured".to_string() } else { format!("tried {}", tried.join(" and ")) };
+        let how = if tried.is_empty() {
+            "no password or private key configured".to_string()
+        } else {
+            format!("tried {}", tried.join(" and "))
+        };
         Err(BackendError::new(
             ErrorKind::PermissionDenied,
             "connect",
             "",
-            format!("remote `{}`: authentication failed for user `{}` ({how})", s.name, s.username),
+            format!(
+                "remote `{}`: authentication failed for user `{}` ({how})",
+                s.name, s.username
+            ),
         ))
     }
 
     fn lost(&self, message: String) -> BackendError {
-        BackendError::new(ErrorKind::ConnectionLost, "connect", "", format!("remote `{}`: {message}", self.settings.name))
+        BackendError::new(
+            ErrorKind::ConnectionLost,
+            "connect",
+            "",
+            format!("remote `{}`: {message}", self.settings.name),
+        )
     }
 }
 
@@ -275,7 +319,9 @@ pub struct SftpBackend {
 
 impl std::fmt::Debug for SftpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SftpBackend").field("remote", &self.pool.connector().settings.name).finish()
+        f.debug_struct("SftpBackend")
+            .field("remote", &self.pool.connector().settings.name)
+            .finish()
     }
 }
 
@@ -284,7 +330,9 @@ impl SftpBackend {
     pub fn new(settings: SftpSettings) -> Self {
         let name = settings.name.clone();
         let pool_settings = settings.pool;
-        SftpBackend { pool: Pool::new(name, SftpConnector { settings }, pool_settings) }
+        SftpBackend {
+            pool: Pool::new(name, SftpConnector { settings }, pool_settings),
+        }
     }
 
     /// The remote's settings.
@@ -310,22 +358,52 @@ impl SftpBackend {
     fn err(&self, op: &'static str, path: &StoragePath, e: SftpError) -> BackendError {
         let (kind, message) = match &e {
             SftpError::Status(st) => match st.status_code {
-                StatusCode::NoSuchFile => (ErrorKind::NotFound, "no such file or folder".to_string()),
-                StatusCode::PermissionDenied => (ErrorKind::PermissionDenied, "permission denied by the remote".to_string()),
-                StatusCode::OpUnsupported => (ErrorKind::Unsupported, "not supported by the remote".to_string()),
-                _ => (ErrorKind::Other, format!("the remote says: {}", st.error_message)),
+                StatusCode::NoSuchFile => {
+                    (ErrorKind::NotFound, "no such file or folder".to_string())
+                }
+                StatusCode::PermissionDenied => (
+                    ErrorKind::PermissionDenied,
+                    "permission denied by the remote".to_string(),
+                ),
+                StatusCode::OpUnsupported => (
+                    ErrorKind::Unsupported,
+                    "not supported by the remote".to_string(),
+                ),
+                _ => (
+                    ErrorKind::Other,
+                    format!("the remote says: {}", st.error_message),
+                ),
             },
-            SftpError::Timeout => (ErrorKind::Timeout, "the remote did not answer in time".to_string()),
+            SftpError::Timeout => (
+                ErrorKind::Timeout,
+                "the remote did not answer in time".to_string(),
+            ),
             SftpError::Limited(m) => (ErrorKind::Other, m.clone()),
-            SftpError::IO(m) | SftpError::UnexpectedBehavior(m) => (ErrorKind::ConnectionLost, format!("connection to the remote lost: {m}")),
-            SftpError::UnexpectedPacket => (ErrorKind::ConnectionLost, "the remote answered out of protocol".to_string()),
+            SftpError::IO(m) | SftpError::UnexpectedBehavior(m) => (
+                ErrorKind::ConnectionLost,
+                format!("connection to the remote lost: {m}"),
+            ),
+            SftpError::UnexpectedPacket => (
+                ErrorKind::ConnectionLost,
+                "the remote answered out of protocol".to_string(),
+            ),
         };
-        BackendError::new(kind, op, path.as_str(), format!("remote `{}`: {message}", self.settings().name)).with_source(e)
+        BackendError::new(
+            kind,
+            op,
+            path.as_str(),
+            format!("remote `{}`: {message}", self.settings().name),
+        )
+        .with_source(e)
     }
 
     /// Metadata of `remote`, or `None` if it does not exist.
     async fn probe(conn: &SftpConnection, remote: &str) -> Option<Metadata> {
-        conn.sftp.stat(remote).await.ok().map(|a| metadata_of(&a.attrs))
+        conn.sftp
+            .stat(remote)
+            .await
+            .ok()
+            .map(|a| metadata_of(&a.attrs))
     }
 }
 
@@ -340,9 +418,17 @@ fn settle<T>(conn: &mut Pooled<SftpConnector>, result: &Result<T>) {
 
 fn remote_path(root: &str, path: &StoragePath) -> String {
     if root.is_empty() {
-        return if path.is_root() { ".".to_string() } else { path.as_str().to_string() };
+        return if path.is_root() {
+            ".".to_string()
+        } else {
+            path.as_str().to_string()
+        };
     }
-    let root = if root == "/" { root } else { root.trim_end_matches('/') };
+    let root = if root == "/" {
+        root
+    } else {
+        root.trim_end_matches('/')
+    };
     if path.is_root() {
         root.to_string()
     } else if root.ends_with('/') {
@@ -393,7 +479,14 @@ impl Backend for SftpBackend {
         {
             let mut conn = self.pool.get().await?;
             let c: &SftpConnection = &conn;
-            let result = async { c.sftp.stat(remote).await.map(|a| metadata_of(&a.attrs)).map_err(|e| self.err("stat", path, e)) }.await;
+            let result = async {
+                c.sftp
+                    .stat(remote)
+                    .await
+                    .map(|a| metadata_of(&a.attrs))
+                    .map_err(|e| self.err("stat", path, e))
+            }
+            .await;
             settle(&mut conn, &result);
             result
         }
@@ -409,7 +502,12 @@ impl Backend for SftpBackend {
                 if err.kind() == ErrorKind::NotFound {
                     if let Some(meta) = Self::probe(&conn, &remote).await {
                         if !meta.is_dir() {
-                            err = BackendError::new(ErrorKind::NotADirectory, "list", path.as_str(), "not a folder");
+                            err = BackendError::new(
+                                ErrorKind::NotADirectory,
+                                "list",
+                                path.as_str(),
+                                "not a folder",
+                            );
                         }
                     }
                 }
@@ -432,8 +530,15 @@ impl Backend for SftpBackend {
                         let entries: Vec<DirEntry> = name
                             .files
                             .into_iter()
-                            .filter(|f| f.filename != "." && f.filename != ".." && !f.filename.starts_with(UPLOAD_PREFIX))
-                            .map(|f| DirEntry { metadata: metadata_of(&f.attrs), name: f.filename })
+                            .filter(|f| {
+                                f.filename != "."
+                                    && f.filename != ".."
+                                    && !f.filename.starts_with(UPLOAD_PREFIX)
+                            })
+                            .map(|f| DirEntry {
+                                metadata: metadata_of(&f.attrs),
+                                name: f.filename,
+                            })
                             .collect();
                         Some((Ok(entries), Some((conn, handle))))
                     }
@@ -459,14 +564,28 @@ impl Backend for SftpBackend {
     async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
         let remote = self.remote(path);
         let mut conn = self.pool.get().await?;
-        match conn.sftp.open(remote.clone(), OpenFlags::READ, FileAttributes::default()).await {
-            Ok(h) => Ok(Box::new(SftpReader { backend: self.clone(), conn: Some(conn), handle: h.handle, path: path.clone() })),
+        match conn
+            .sftp
+            .open(remote.clone(), OpenFlags::READ, FileAttributes::default())
+            .await
+        {
+            Ok(h) => Ok(Box::new(SftpReader {
+                backend: self.clone(),
+                conn: Some(conn),
+                handle: h.handle,
+                path: path.clone(),
+            })),
             Err(e) => {
                 let mut err = self.err("open", path, e);
                 if err.kind() == ErrorKind::Other {
                     if let Some(meta) = Self::probe(&conn, &remote).await {
                         if meta.is_dir() {
-                            err = BackendError::new(ErrorKind::IsADirectory, "open", path.as_str(), "is a folder");
+                            err = BackendError::new(
+                                ErrorKind::IsADirectory,
+                                "open",
+                                path.as_str(),
+                                "is a folder",
+                            );
                         }
                     }
                 }
@@ -480,26 +599,64 @@ impl Backend for SftpBackend {
 
     async fn open_write(&self, path: &StoragePath, mode: WriteMode) -> Result<Box<dyn FileWriter>> {
         let Some(name) = path.file_name() else {
-            return Err(BackendError::new(ErrorKind::PermissionDenied, "write", "", "the root folder cannot be written"));
+            return Err(BackendError::new(
+                ErrorKind::PermissionDenied,
+                "write",
+                "",
+                "the root folder cannot be written",
+            ));
         };
         let final_remote = self.remote(path);
         let mut conn = self.pool.get().await?;
         let (target, position, publish) = match mode {
             WriteMode::Replace { exclusive } => {
                 match Self::probe(&conn, &final_remote).await {
-                    Some(m) if m.is_dir() => return Err(BackendError::new(ErrorKind::IsADirectory, "write", path.as_str(), "is a folder")),
-                    Some(_) if exclusive => return Err(BackendError::new(ErrorKind::AlreadyExists, "write", path.as_str(), "already exists")),
+                    Some(m) if m.is_dir() => {
+                        return Err(BackendError::new(
+                            ErrorKind::IsADirectory,
+                            "write",
+                            path.as_str(),
+                            "is a folder",
+                        ))
+                    }
+                    Some(_) if exclusive => {
+                        return Err(BackendError::new(
+                            ErrorKind::AlreadyExists,
+                            "write",
+                            path.as_str(),
+                            "already exists",
+                        ))
+                    }
                     _ => {}
                 }
                 let parent = path.parent().unwrap_or_default();
-                let temp_name = format!("{UPLOAD_PREFIX}{}-{}", random_suffix(), name.chars().take(64).collect::<String>());
-                let temp = parent.child(&temp_name).map_err(|e| BackendError::new(ErrorKind::InvalidPath, "write", path.as_str(), e.to_string()))?;
+                let temp_name = format!(
+                    "{UPLOAD_PREFIX}{}-{}",
+                    random_suffix(),
+                    name.chars().take(64).collect::<String>()
+                );
+                let temp = parent.child(&temp_name).map_err(|e| {
+                    BackendError::new(
+                        ErrorKind::InvalidPath,
+                        "write",
+                        path.as_str(),
+                        e.to_string(),
+                    )
+                })?;
                 (self.remote(&temp), 0, Some((final_remote, exclusive)))
             }
             WriteMode::Resume { offset } => (final_remote, offset, None),
         };
-        let flags = if publish.is_some() { OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE } else { OpenFlags::WRITE };
-        match conn.sftp.open(target.clone(), flags, FileAttributes::default()).await {
+        let flags = if publish.is_some() {
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE
+        } else {
+            OpenFlags::WRITE
+        };
+        match conn
+            .sftp
+            .open(target.clone(), flags, FileAttributes::default())
+            .await
+        {
             Ok(h) => Ok(Box::new(SftpWriter {
                 backend: self.clone(),
                 conn: Some(conn),
@@ -526,16 +683,30 @@ impl Backend for SftpBackend {
         let c: &SftpConnection = &conn;
         let result = async {
             {
-                match c.sftp.mkdir(remote.clone(), FileAttributes::default()).await {
+                match c
+                    .sftp
+                    .mkdir(remote.clone(), FileAttributes::default())
+                    .await
+                {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         let mut err = self.err("mkdir", path, e);
                         if !err.is_temporary() {
                             if Self::probe(c, &remote).await.is_some() {
-                                err = BackendError::new(ErrorKind::AlreadyExists, "mkdir", path.as_str(), "already exists");
+                                err = BackendError::new(
+                                    ErrorKind::AlreadyExists,
+                                    "mkdir",
+                                    path.as_str(),
+                                    "already exists",
+                                );
                             } else if let Some(parent) = path.parent() {
                                 if Self::probe(c, &self.remote(&parent)).await.is_none() {
-                                    err = BackendError::new(ErrorKind::NotFound, "mkdir", path.as_str(), "the containing folder does not exist");
+                                    err = BackendError::new(
+                                        ErrorKind::NotFound,
+                                        "mkdir",
+                                        path.as_str(),
+                                        "the containing folder does not exist",
+                                    );
                                 }
                             }
                         }
@@ -559,10 +730,17 @@ impl Backend for SftpBackend {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         let mut err = self.err("remove", path, e);
-                        if err.kind() == ErrorKind::Other || err.kind() == ErrorKind::PermissionDenied {
+                        if err.kind() == ErrorKind::Other
+                            || err.kind() == ErrorKind::PermissionDenied
+                        {
                             if let Some(m) = Self::probe(c, &remote).await {
                                 if m.is_dir() {
-                                    err = BackendError::new(ErrorKind::IsADirectory, "remove", path.as_str(), "is a folder");
+                                    err = BackendError::new(
+                                        ErrorKind::IsADirectory,
+                                        "remove",
+                                        path.as_str(),
+                                        "is a folder",
+                                    );
                                 }
                             }
                         }
@@ -588,8 +766,22 @@ impl Backend for SftpBackend {
                         let mut err = self.err("rmdir", path, e);
                         if err.kind() == ErrorKind::Other {
                             match Self::probe(c, &remote).await {
-                                Some(m) if m.is_dir() => err = BackendError::new(ErrorKind::DirectoryNotEmpty, "rmdir", path.as_str(), "folder is not empty"),
-                                Some(_) => err = BackendError::new(ErrorKind::NotADirectory, "rmdir", path.as_str(), "not a folder"),
+                                Some(m) if m.is_dir() => {
+                                    err = BackendError::new(
+                                        ErrorKind::DirectoryNotEmpty,
+                                        "rmdir",
+                                        path.as_str(),
+                                        "folder is not empty",
+                                    )
+                                }
+                                Some(_) => {
+                                    err = BackendError::new(
+                                        ErrorKind::NotADirectory,
+                                        "rmdir",
+                                        path.as_str(),
+                                        "not a folder",
+                                    )
+                                }
                                 None => {}
                             }
                         }
@@ -613,7 +805,12 @@ impl Backend for SftpBackend {
                     RenameMode::Replace => rename_replacing(c, &src, &dst).await,
                     RenameMode::NoReplace => {
                         if Self::probe(c, &dst).await.is_some() {
-                            return Err(BackendError::new(ErrorKind::AlreadyExists, "rename", to.as_str(), "the target already exists"));
+                            return Err(BackendError::new(
+                                ErrorKind::AlreadyExists,
+                                "rename",
+                                to.as_str(),
+                                "the target already exists",
+                            ));
                         }
                         c.sftp.rename(src.clone(), dst.clone()).await.map(|_| ())
                     }
@@ -621,7 +818,12 @@ impl Backend for SftpBackend {
                 result.map_err(|e| {
                     let err = self.err("rename", from, e);
                     if err.kind() == ErrorKind::Other && matches!(mode, RenameMode::NoReplace) {
-                        BackendError::new(ErrorKind::AlreadyExists, "rename", to.as_str(), "the target already exists")
+                        BackendError::new(
+                            ErrorKind::AlreadyExists,
+                            "rename",
+                            to.as_str(),
+                            "the target already exists",
+                        )
                     } else {
                         err
                     }
@@ -635,12 +837,26 @@ impl Backend for SftpBackend {
 
     async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
         let remote = self.remote(path);
-        let secs = modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs().min(u32::MAX.into()) as u32).unwrap_or(0);
-        let attrs = FileAttributes { atime: Some(secs), mtime: Some(secs), ..FileAttributes::empty() };
+        let secs = modified
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs().min(u32::MAX.into()) as u32)
+            .unwrap_or(0);
+        let attrs = FileAttributes {
+            atime: Some(secs),
+            mtime: Some(secs),
+            ..FileAttributes::empty()
+        };
         {
             let mut conn = self.pool.get().await?;
             let c: &SftpConnection = &conn;
-            let result = async { c.sftp.setstat(remote, attrs).await.map(|_| ()).map_err(|e| self.err("set modification time", path, e)) }.await;
+            let result = async {
+                c.sftp
+                    .setstat(remote, attrs)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.err("set modification time", path, e))
+            }
+            .await;
             settle(&mut conn, &result);
             result
         }
@@ -648,11 +864,21 @@ impl Backend for SftpBackend {
 
     async fn truncate(&self, path: &StoragePath, size: u64) -> Result<()> {
         let remote = self.remote(path);
-        let attrs = FileAttributes { size: Some(size), ..FileAttributes::empty() };
+        let attrs = FileAttributes {
+            size: Some(size),
+            ..FileAttributes::empty()
+        };
         {
             let mut conn = self.pool.get().await?;
             let c: &SftpConnection = &conn;
-            let result = async { c.sftp.setstat(remote, attrs).await.map(|_| ()).map_err(|e| self.err("truncate", path, e)) }.await;
+            let result = async {
+                c.sftp
+                    .setstat(remote, attrs)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.err("truncate", path, e))
+            }
+            .await;
             settle(&mut conn, &result);
             result
         }
@@ -667,7 +893,11 @@ impl Backend for SftpBackend {
                 if !c.statvfs {
                     return Err(crate::backend::unsupported("space", path));
                 }
-                let v = c.sftp.statvfs(remote).await.map_err(|e| self.err("space", path, e))?;
+                let v = c
+                    .sftp
+                    .statvfs(remote)
+                    .await
+                    .map_err(|e| self.err("space", path, e))?;
                 Ok(SpaceInfo {
                     block_size: v.fragment_size.max(1),
                     blocks: v.blocks,
@@ -687,7 +917,11 @@ impl Backend for SftpBackend {
 
 /// Renames over an existing target: `posix-rename@openssh.com` where the
 /// server has it, otherwise remove-then-rename.
-async fn rename_replacing(c: &SftpConnection, src: &str, dst: &str) -> std::result::Result<(), SftpError> {
+async fn rename_replacing(
+    c: &SftpConnection,
+    src: &str,
+    dst: &str,
+) -> std::result::Result<(), SftpError> {
     if c.posix_rename {
         let mut data = Vec::with_capacity(8 + src.len() + dst.len());
         for s in [src, dst] {
@@ -719,7 +953,14 @@ struct SftpReader {
 
 impl SftpReader {
     fn conn(&self) -> Result<&Pooled<SftpConnector>> {
-        self.conn.as_ref().ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "read", self.path.as_str(), "the file is closed"))
+        self.conn.as_ref().ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::ConnectionLost,
+                "read",
+                self.path.as_str(),
+                "the file is closed",
+            )
+        })
     }
 }
 
@@ -732,7 +973,8 @@ impl FileReader for SftpReader {
         let mut requests: VecDeque<_> = (0..len.div_ceil(CHUNK))
             .map(|i| {
                 let n = CHUNK.min(len - i * CHUNK) as u32;
-                conn.sftp.read(self.handle.clone(), offset + (i * CHUNK) as u64, n)
+                conn.sftp
+                    .read(self.handle.clone(), offset + (i * CHUNK) as u64, n)
             })
             .collect();
         while let Some(request) = requests.pop_front() {
@@ -753,7 +995,11 @@ impl FileReader for SftpReader {
 
     async fn metadata(&self) -> Result<Metadata> {
         let conn = self.conn()?;
-        conn.sftp.fstat(self.handle.clone()).await.map(|a| metadata_of(&a.attrs)).map_err(|e| self.backend.err("stat", &self.path, e))
+        conn.sftp
+            .fstat(self.handle.clone())
+            .await
+            .map(|a| metadata_of(&a.attrs))
+            .map_err(|e| self.backend.err("stat", &self.path, e))
     }
 }
 
@@ -794,10 +1040,14 @@ struct SftpWriter {
 
 impl SftpWriter {
     fn sftp(&self) -> Result<Arc<RawSftpSession>> {
-        self.conn
-            .as_ref()
-            .map(|c| c.sftp.clone())
-            .ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "write", self.path.as_str(), "the file is closed"))
+        self.conn.as_ref().map(|c| c.sftp.clone()).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::ConnectionLost,
+                "write",
+                self.path.as_str(),
+                "the file is closed",
+            )
+        })
     }
 
     fn fail(&mut self, e: SftpError) -> BackendError {
@@ -830,8 +1080,15 @@ impl FileWriter for SftpWriter {
                     return Err(self.fail(e));
                 }
             }
-            let (sftp, handle, offset, bytes) = (sftp.clone(), self.handle.clone(), self.position, chunk.to_vec());
-            self.in_flight.push(Box::pin(async move { sftp.write(handle, offset, bytes).await.map(|_| ()) }));
+            let (sftp, handle, offset, bytes) = (
+                sftp.clone(),
+                self.handle.clone(),
+                self.position,
+                chunk.to_vec(),
+            );
+            self.in_flight.push(Box::pin(async move {
+                sftp.write(handle, offset, bytes).await.map(|_| ())
+            }));
             self.position += chunk.len() as u64;
         }
         Ok(())
@@ -854,9 +1111,19 @@ impl FileWriter for SftpWriter {
             return Err(err);
         }
         if let Some((final_remote, exclusive)) = self.publish.take() {
-            let conn = self.conn.as_ref().ok_or_else(|| BackendError::new(ErrorKind::ConnectionLost, "close", self.path.as_str(), "the file is closed"))?;
+            let conn = self.conn.as_ref().ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::ConnectionLost,
+                    "close",
+                    self.path.as_str(),
+                    "the file is closed",
+                )
+            })?;
             let result = if exclusive {
-                conn.sftp.rename(self.target.clone(), final_remote).await.map(|_| ())
+                conn.sftp
+                    .rename(self.target.clone(), final_remote)
+                    .await
+                    .map(|_| ())
             } else {
                 rename_replacing(conn, &self.target, &final_remote).await
             };
@@ -895,7 +1162,11 @@ impl Drop for SftpWriter {
         // Dropped without close (client vanished): discard in the background.
         let Some(conn) = self.conn.take() else { return };
         let in_flight = std::mem::take(&mut self.in_flight);
-        let (handle, target, publish) = (std::mem::take(&mut self.handle), self.target.clone(), self.publish.take());
+        let (handle, target, publish) = (
+            std::mem::take(&mut self.handle),
+            self.target.clone(),
+            self.publish.take(),
+        );
         spawn_cleanup(async move {
             in_flight.for_each(|_| async {}).await;
             if !handle.is_empty() {

@@ -35,6 +35,42 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Remote servers: list, test, trust a new host key.
+    Remote {
+        /// What to do.
+        #[command(subcommand)]
+        command: RemoteCommand,
+        /// The TOML config file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Generate an RSA-4096 key pair for logging in to a remote server.
+    Keygen {
+        /// Where to write the private key (the public key goes to PATH.pub).
+        #[arg(long)]
+        out: PathBuf,
+        /// Comment stored with the key.
+        #[arg(long, default_value = "gateway")]
+        comment: String,
+    },
+}
+
+/// `gateway remote ...`.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Each remote with its state, pinned host key and connection limit.
+    List,
+    /// Connect, log in and list the remote root; report the source address,
+    /// host key and round-trip time, or one clear reason for failure.
+    Test {
+        /// The remote's name.
+        name: String,
+    },
+    /// Pin the host key the remote presents now and re-enable it.
+    Trust {
+        /// The remote's name.
+        name: String,
+    },
 }
 
 /// `gateway config ...`.

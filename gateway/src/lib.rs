@@ -10,14 +10,19 @@
 //!   handles, and the mapping of errors to SFTP statuses.
 //! - [`tree`]: path resolution (the only place a client path is turned
 //!   into a storage path) and the mount table.
+//! - [`remotes`]: one backend and connection pool per remote server, and
+//!   host key pinning.
 //! - [`config`]: the TOML file and environment overrides, validated once.
 //! - [`state`]: what the gateway learns while running (embedded redb).
 //! - [`transfers`]: the count of transfers in flight, for shutdown.
-//! - [`cli`], [`logging`]: the command line and log output.
+//! - [`cli`], [`remote_cli`], [`logging`]: the command line (and its
+//!   remote and key commands) and log output.
 
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod remote_cli;
+pub mod remotes;
 pub mod serve;
 pub mod sftp;
 pub mod ssh;

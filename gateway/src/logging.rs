@@ -20,3 +20,14 @@ pub fn init(format: LogFormat) {
         eprintln!("warning: logging not initialised: {e}");
     }
 }
+
+/// For one-shot commands: warnings and errors only, on standard error.
+pub fn init_quiet() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,russh=error,backends=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

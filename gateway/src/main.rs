@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::cli::{Cli, Command, ConfigCommand, UserCommand};
-use gateway::{config, logging, serve};
+use gateway::cli::{Cli, Command, ConfigCommand, RemoteCommand, UserCommand};
+use gateway::{config, logging, remote_cli, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,6 +53,33 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failed(&e),
         },
+        Command::Keygen { out, comment } => report(remote_cli::keygen(&out, &comment)),
+        Command::Remote { command, config } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return config_failed(&e),
+            };
+            logging::init_quiet();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            report(match command {
+                RemoteCommand::List => remote_cli::list(&settings),
+                RemoteCommand::Test { name } => {
+                    runtime.block_on(remote_cli::test(&settings, &name))
+                }
+                RemoteCommand::Trust { name } => {
+                    runtime.block_on(remote_cli::trust(&settings, &name))
+                }
+            })
+        }
         Command::User {
             command: UserCommand::HashPassword,
         } => {
@@ -76,6 +103,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::remotes::Remotes;
 use crate::ssh::{self, Connection, Shared};
 use crate::state::{self, RedbStore, StoredUser};
 use crate::transfers::ActiveTransfers;
@@ -46,11 +47,13 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
 
-    let store = RedbStore::open(&settings.state).context("cannot open the state database")?;
+    let store =
+        Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?);
+    let remotes = Remotes::build(&settings, store.clone());
     let mut users = settings.users;
     let mut first_user_password = None;
     if users.is_empty() {
-        let existing = state::stored_users(&store)?;
+        let existing = state::stored_users(store.as_ref())?;
         if existing.is_empty() {
             let password = random_password();
             let stored = StoredUser {
@@ -59,11 +62,11 @@ pub async fn run(settings: Settings) -> Result<()> {
                     .context("cannot hash the first user's password")?,
                 home: String::new(),
             };
-            if state::create_user(&store, &stored)? {
+            if state::create_user(store.as_ref(), &stored)? {
                 first_user_password = Some(password);
             }
         }
-        for stored in state::stored_users(&store)? {
+        for stored in state::stored_users(store.as_ref())? {
             users.push(User {
                 name: stored.name,
                 password_hash: Some(stored.password_hash),
@@ -83,6 +86,12 @@ pub async fn run(settings: Settings) -> Result<()> {
                 home.display()
             )
         })?;
+        // Mount points are folders of the home, so listings show them.
+        for mount in settings.mounts.get(&user.name).into_iter().flatten() {
+            let point = home.join(mount.path.as_str().trim_start_matches('/'));
+            std::fs::create_dir_all(&point)
+                .with_context(|| format!("cannot create the mount point {}", point.display()))?;
+        }
     }
 
     let shared = Arc::new(Shared {
@@ -90,6 +99,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         throttle: LoginThrottle::new(settings.throttle),
         storage,
         transfers: ActiveTransfers::default(),
+        remotes,
+        mounts: settings.mounts,
     });
     let config = Arc::new(ssh::ssh_config(
         host_keys.into_iter().map(|k| k.key).collect(),

@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::{LocalBackend, StoragePath};
+use backends::{Backend, LocalBackend, StoragePath};
 use policy::{Authenticator, LoginThrottle, User};
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
+use crate::config::MountSettings;
+use crate::remotes::Remotes;
 use crate::sftp::{self, SessionContext};
 use crate::transfers::ActiveTransfers;
-use crate::tree::Tree;
+use crate::tree::{Mount, Tree};
 
 /// What every connection shares.
 pub struct Shared {
@@ -28,6 +30,31 @@ pub struct Shared {
     pub storage: LocalBackend,
     /// Transfers in flight, for graceful shutdown.
     pub transfers: ActiveTransfers,
+    /// The configured remotes.
+    pub remotes: Remotes,
+    /// Mounts by user name.
+    pub mounts: HashMap<String, Vec<MountSettings>>,
+}
+
+impl Shared {
+    /// The mounts of `user` as tree entries.
+    fn mounts_of(&self, user: &str) -> Vec<Mount> {
+        let Some(mounts) = self.mounts.get(user) else {
+            return Vec::new();
+        };
+        mounts
+            .iter()
+            .filter_map(|m| {
+                let remote = self.remotes.get(&m.remote)?;
+                let backend: Arc<dyn Backend> = remote.backend.clone();
+                Some(Mount {
+                    at: m.path.clone(),
+                    backend,
+                    base: m.remote_path.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// russh server settings: host keys, methods, and the figures that were
@@ -246,7 +273,7 @@ impl russh::server::Handler for Connection {
         };
         session.channel_success(channel_id)?;
         let ctx = SessionContext {
-            tree: Tree::single(Arc::new(home_storage), StoragePath::root()),
+            tree: Tree::with_mounts(Arc::new(home_storage), self.shared.mounts_of(&user.name)),
             user,
             peer: self.peer,
             transfers: self.shared.transfers.clone(),

@@ -37,12 +37,18 @@ pub enum StateError {
 pub enum Table {
     /// Users the gateway created itself (the first-start `admin`).
     Users,
+    /// Host keys pinned on first use, by remote name.
+    HostKeys,
+    /// Remotes disabled after a host key mismatch, by remote name.
+    DisabledRemotes,
 }
 
 impl Table {
     fn name(self) -> &'static str {
         match self {
             Table::Users => "users",
+            Table::HostKeys => "host_keys",
+            Table::DisabledRemotes => "disabled_remotes",
         }
     }
 }
@@ -58,12 +64,20 @@ pub trait StateStore: Send + Sync {
     fn put_if_absent(&self, table: Table, key: &str, value: &[u8]) -> Result<bool, StateError>;
     /// Every key and value of `table`.
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StateError>;
+    /// Removes `key`; returns whether it was there.
+    fn delete(&self, table: Table, key: &str) -> Result<bool, StateError>;
 }
 
 /// The embedded store: one redb file in the state folder.
+///
+/// The file is opened for each operation and closed right after, because
+/// redb locks it while open: this way the CLI (`gateway remote trust`) can
+/// change state while the server runs. State changes are rare (first
+/// start, pinning a key, disabling a remote), so the cost does not matter.
 pub struct RedbStore {
-    db: Database,
     path: PathBuf,
+    /// Serialises this process's own openings of the file.
+    lock: std::sync::Mutex<()>,
 }
 
 impl RedbStore {
@@ -72,12 +86,12 @@ impl RedbStore {
 
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StateError> {
-        let path = state_dir.join(Self::FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StateError::Database {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(RedbStore { db, path })
+        let store = RedbStore {
+            path: state_dir.join(Self::FILE_NAME),
+            lock: std::sync::Mutex::new(()),
+        };
+        store.with_db(|_| Ok(()))?;
+        Ok(store)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
@@ -85,6 +99,27 @@ impl RedbStore {
             path: self.path.clone(),
             message: e.to_string(),
         }
+    }
+
+    /// Runs `f` on the open database, waiting briefly if another process
+    /// has it open.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempts = 0;
+        let db = loop {
+            match Database::create(&self.path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        };
+        f(&db)
     }
 }
 
@@ -94,52 +129,73 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 
 impl StateStore for RedbStore {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(definition(table)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let value = t.get(key).map_err(|e| self.err(e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let t = match txn.open_table(definition(table)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.err(e)),
+            };
+            let value = t.get(key).map_err(|e| self.err(e))?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
     }
 
     fn put(&self, table: Table, key: &str, value: &[u8]) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
-            t.insert(key, value).map_err(|e| self.err(e))?;
-        }
-        txn.commit().map_err(|e| self.err(e))
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
+                t.insert(key, value).map_err(|e| self.err(e))?;
+            }
+            txn.commit().map_err(|e| self.err(e))
+        })
+    }
+
+    fn delete(&self, table: Table, key: &str) -> Result<bool, StateError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let existed = {
+                let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
+                let removed = t.remove(key).map_err(|e| self.err(e))?;
+                removed.is_some()
+            };
+            txn.commit().map_err(|e| self.err(e))?;
+            Ok(existed)
+        })
     }
 
     fn put_if_absent(&self, table: Table, key: &str, value: &[u8]) -> Result<bool, StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let stored = {
-            let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
-            let exists = t.get(key).map_err(|e| self.err(e))?.is_some();
-            if !exists {
-                t.insert(key, value).map_err(|e| self.err(e))?;
-            }
-            !exists
-        };
-        txn.commit().map_err(|e| self.err(e))?;
-        Ok(stored)
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let stored = {
+                let mut t = txn.open_table(definition(table)).map_err(|e| self.err(e))?;
+                let exists = t.get(key).map_err(|e| self.err(e))?.is_some();
+                if !exists {
+                    t.insert(key, value).map_err(|e| self.err(e))?;
+                }
+                !exists
+            };
+            txn.commit().map_err(|e| self.err(e))?;
+            Ok(stored)
+        })
     }
 
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(definition(table)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let t = match txn.open_table(definition(table)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(self.err(e)),
+            };
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -117,6 +117,17 @@ impl Tree {
         }
     }
 
+    /// `root` serves `/`, and each of `mounts` the folder it is mounted at.
+    pub fn with_mounts(root: Arc<dyn Backend>, mounts: Vec<Mount>) -> Self {
+        let mut all = vec![Mount {
+            at: VirtualPath::root(),
+            backend: root,
+            base: StoragePath::root(),
+        }];
+        all.extend(mounts);
+        Tree { mounts: all }
+    }
+
     /// Finds the storage and path serving `path`.
     pub fn locate(&self, path: &VirtualPath) -> Location {
         let (index, mount) = self
@@ -179,5 +190,40 @@ mod tests {
         let loc = tree.locate(&VirtualPath::resolve("/../x/y").unwrap());
         assert_eq!(loc.path.as_str(), "alice/x/y");
         assert_eq!(tree.locate(&VirtualPath::root()).path.as_str(), "alice");
+    }
+
+    #[test]
+    fn the_longest_mount_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn Backend> = Arc::new(backends::LocalBackend::open(dir.path()).unwrap());
+        let mount = |at: &str, base: &str| Mount {
+            at: VirtualPath::resolve(at).unwrap(),
+            backend: local.clone(),
+            base: StoragePath::parse(base).unwrap(),
+        };
+        let tree = Tree::with_mounts(
+            local.clone(),
+            vec![mount("/p", "remote"), mount("/p/deep", "other")],
+        );
+        assert_eq!(
+            tree.locate(&VirtualPath::resolve("/p/x").unwrap())
+                .path
+                .as_str(),
+            "remote/x"
+        );
+        assert_eq!(tree.locate(&VirtualPath::resolve("/p/x").unwrap()).mount, 1);
+        assert_eq!(
+            tree.locate(&VirtualPath::resolve("/p").unwrap())
+                .path
+                .as_str(),
+            "remote"
+        );
+        assert_eq!(
+            tree.locate(&VirtualPath::resolve("/p/deep/y").unwrap())
+                .path
+                .as_str(),
+            "other/y"
+        );
+        assert_eq!(tree.locate(&VirtualPath::resolve("/px").unwrap()).mount, 0);
     }
 }

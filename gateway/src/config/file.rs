@@ -23,6 +23,9 @@ pub struct ConfigFile {
     /// The users who may log in.
     #[serde(default)]
     pub users: Vec<UserSection>,
+    /// Remote servers that folders can be mounted on.
+    #[serde(default)]
+    pub remotes: Vec<RemoteSection>,
 }
 
 /// `[server]`.
@@ -48,6 +51,9 @@ pub struct ServerSection {
     /// Source networks allowed to connect at all (empty: any).
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
+    /// Source addresses every outbound connection binds to (empty: the system chooses).
+    #[serde(default)]
+    pub dedicated_ips: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerSection {
@@ -60,6 +66,7 @@ impl Default for ServerSection {
             shutdown_grace: default_grace(),
             idle_timeout: default_idle(),
             allowed_networks: Vec::new(),
+            dedicated_ips: Vec::new(),
         }
     }
 }
@@ -124,6 +131,91 @@ pub struct UserSection {
     pub allowed_networks: Vec<IpNet>,
     /// Folder → permissions; absent means every permission everywhere.
     pub permissions: Option<BTreeMap<String, Vec<Permission>>>,
+    /// Folders of the user's tree that pass through to remotes.
+    #[serde(default)]
+    pub mounts: Vec<MountSection>,
+}
+
+/// One `[[users.mounts]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSection {
+    /// The folder in the user's tree (`/partner`).
+    pub path: String,
+    /// The remote's name.
+    pub remote: String,
+    /// The folder under the remote's root ("" = the root).
+    #[serde(default)]
+    pub remote_path: String,
+}
+
+/// Kinds of remote server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    /// An SFTP server.
+    Sftp,
+}
+
+/// One `[[remotes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// Name used by mounts and the CLI.
+    pub name: String,
+    /// The protocol.
+    pub kind: RemoteKind,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (default 22).
+    pub port: Option<u16>,
+    /// Login name.
+    pub username: String,
+    /// Password for password authentication.
+    pub password: Option<String>,
+    /// Private key file for key authentication.
+    pub private_key_file: Option<PathBuf>,
+    /// Passphrase of an encrypted private key.
+    pub private_key_passphrase: Option<String>,
+    /// The server's host key (`ssh-ed25519 AAAA...`, or a known_hosts line).
+    pub host_key: Option<String>,
+    /// Connect even if the host key does not match (insecure).
+    #[serde(default)]
+    pub allow_mismatched_host_key: bool,
+    /// Most connections open at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Bind outbound connections to `server.dedicated_ips`.
+    #[serde(default = "default_true")]
+    pub use_dedicated_ips: bool,
+    /// Folder on the remote that mounts are relative to.
+    #[serde(default)]
+    pub root: String,
+    /// Limit for connecting and logging in.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long work waits for a free connection.
+    #[serde(default = "default_pool_wait", with = "humantime_serde")]
+    pub pool_wait: Duration,
+    /// How long an unused connection stays open.
+    #[serde(default = "default_remote_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    25
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_pool_wait() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_remote_idle() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_listen() -> Vec<SocketAddr> {

@@ -9,17 +9,18 @@
 mod file;
 mod locate;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backends::StoragePath;
 use ipnet::IpNet;
 use policy::{PathPermissions, PermissionSet, ThrottleSettings, User};
 
-pub use file::{ConfigFile, LogFormat};
+pub use file::{ConfigFile, LogFormat, RemoteKind};
 use locate::KeyMap;
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
@@ -50,6 +51,115 @@ pub struct Settings {
     pub max_auth_attempts: usize,
     /// Users from the file (the first-start `admin` is added from state).
     pub users: Vec<User>,
+    /// Source addresses for outbound connections (empty: the system chooses).
+    pub dedicated_ips: Vec<std::net::IpAddr>,
+    /// Remote servers, in file order.
+    pub remotes: Vec<RemoteSettings>,
+    /// Mounts by user name.
+    pub mounts: HashMap<String, Vec<MountSettings>>,
+}
+
+impl Settings {
+    /// The remote called `name`.
+    pub fn remote(&self, name: &str) -> Option<&RemoteSettings> {
+        self.remotes.iter().find(|r| r.name == name)
+    }
+}
+
+/// A validated remote server.
+#[derive(Clone)]
+pub struct RemoteSettings {
+    /// Name used by mounts and the CLI.
+    pub name: String,
+    /// The protocol.
+    pub kind: RemoteKind,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Login name.
+    pub username: String,
+    /// Password, if configured.
+    pub password: Option<String>,
+    /// Private key, if configured (already decrypted).
+    pub private_key: Option<Arc<russh::keys::PrivateKey>>,
+    /// The configured host key, if any.
+    pub host_key: Option<russh::keys::PublicKey>,
+    /// Connect despite a host key mismatch (insecure).
+    pub allow_mismatched_host_key: bool,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Bind to the dedicated IPs.
+    pub use_dedicated_ips: bool,
+    /// Remote root folder.
+    pub root: String,
+    /// Connect and login limit.
+    pub connect_timeout: Duration,
+    /// How long work waits for a connection.
+    pub pool_wait: Duration,
+    /// How long an idle connection stays open.
+    pub idle_timeout: Duration,
+}
+
+impl fmt::Debug for RemoteSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs.
+        f.debug_struct("RemoteSettings")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<hidden>"),
+            )
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated mount.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Where it appears in the user's tree.
+    pub path: crate::tree::VirtualPath,
+    /// The remote's name.
+    pub remote: String,
+    /// The folder under the remote's root.
+    pub remote_path: StoragePath,
+}
+
+/// Parses a host key given as `type base64 [comment]` or as a known_hosts
+/// line (`host type base64 [comment]`).
+pub fn parse_host_key(line: &str) -> Result<russh::keys::PublicKey, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let start = words
+        .iter()
+        .position(|w| {
+            w.starts_with("ssh-")
+                || w.starts_with("ecdsa-")
+                || w.starts_with("sk-")
+                || w.starts_with("rsa-")
+        })
+        .ok_or_else(|| {
+            "expected a host key such as `ssh-ed25519 AAAA...` or a known_hosts line".to_string()
+        })?;
+    let key = words[start..]
+        .iter()
+        .take(2)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    russh::keys::PublicKey::from_openssh(&key).map_err(|e| format!("not a valid host key: {e}"))
+}
+
+/// Reads a private key file for a remote.
+pub fn load_private_key(
+    path: &Path,
+    passphrase: Option<&str>,
+) -> Result<russh::keys::PrivateKey, String> {
+    certs::private_keys::load_private_key_file(path, passphrase).map_err(|e| e.to_string())
 }
 
 /// One problem found in the configuration.
@@ -234,7 +344,9 @@ fn validate(
         .unwrap_or_else(|| PathBuf::from("./gateway-state"));
     let mut names = HashSet::new();
     let mut users = Vec::new();
-    for (i, u) in file.users.into_iter().enumerate() {
+    let mut mounts_by_user = Vec::new();
+    for (i, mut u) in file.users.into_iter().enumerate() {
+        mounts_by_user.push((u.name.clone(), i, std::mem::take(&mut u.mounts)));
         let at = |k: &str| format!("users[{i}].{k}");
         if u.name.is_empty()
             || u.name
@@ -324,6 +436,9 @@ fn validate(
             allowed_networks: u.allowed_networks,
         });
     }
+    let dedicated_ips = server.dedicated_ips;
+    let remotes = validate_remotes(file.remotes, base, r);
+    let mounts = validate_mounts(&mounts_by_user, &remotes, r);
     Settings {
         source: source.map(Path::to_path_buf),
         listen: server.listen,
@@ -340,7 +455,138 @@ fn validate(
         },
         max_auth_attempts: file.login.max_auth_attempts.max(1),
         users,
+        dedicated_ips,
+        remotes,
+        mounts,
     }
+}
+
+fn validate_remotes(
+    sections: Vec<file::RemoteSection>,
+    base: Option<&Path>,
+    r: &mut Reporter<'_>,
+) -> Vec<RemoteSettings> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, rs) in sections.into_iter().enumerate() {
+        let at = |k: &str| format!("remotes[{i}].{k}");
+        if rs.name.is_empty() || rs.name.contains(|c: char| c.is_whitespace() || c == '/') {
+            r.at_key(
+                &at("name"),
+                "a remote name must be non-empty, without spaces or `/`",
+            );
+        }
+        if !names.insert(rs.name.clone()) {
+            r.at_key(
+                &at("name"),
+                format!("remote `{}` is declared twice", rs.name),
+            );
+        }
+        if rs.host.trim().is_empty() {
+            r.at_key(&at("host"), "the host is empty");
+        }
+        if rs.max_connections == 0 {
+            r.at_key(&at("max_connections"), "must be at least 1");
+        }
+        let host_key = match rs.host_key.as_deref().map(parse_host_key) {
+            Some(Ok(k)) => Some(k),
+            Some(Err(e)) => {
+                r.at_key(&at("host_key"), e);
+                None
+            }
+            None => None,
+        };
+        let private_key = match &rs.private_key_file {
+            Some(file) => {
+                let file = resolve(base, file.clone());
+                match load_private_key(&file, rs.private_key_passphrase.as_deref()) {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        r.at_key(&at("private_key_file"), e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if rs.password.is_none() && rs.private_key_file.is_none() {
+            r.at_key(
+                &at("name"),
+                format!(
+                    "remote `{}` needs a password or a private_key_file",
+                    rs.name
+                ),
+            );
+        }
+        out.push(RemoteSettings {
+            name: rs.name,
+            kind: rs.kind,
+            host: rs.host,
+            port: rs.port.unwrap_or(22),
+            username: rs.username,
+            password: rs.password,
+            private_key,
+            host_key,
+            allow_mismatched_host_key: rs.allow_mismatched_host_key,
+            max_connections: rs.max_connections.max(1),
+            use_dedicated_ips: rs.use_dedicated_ips,
+            root: rs.root,
+            connect_timeout: rs.connect_timeout,
+            pool_wait: rs.pool_wait,
+            idle_timeout: rs.idle_timeout,
+        });
+    }
+    out
+}
+
+fn validate_mounts(
+    by_user: &[(String, usize, Vec<file::MountSection>)],
+    remotes: &[RemoteSettings],
+    r: &mut Reporter<'_>,
+) -> HashMap<String, Vec<MountSettings>> {
+    let mut out: HashMap<String, Vec<MountSettings>> = HashMap::new();
+    for (user, i, mounts) in by_user {
+        let mut seen = HashSet::new();
+        for (j, m) in mounts.iter().enumerate() {
+            let at = |k: &str| format!("users[{i}].mounts[{j}].{k}");
+            let path = match crate::tree::VirtualPath::resolve(&m.path) {
+                Ok(p) if m.path.starts_with('/') && !m.path.split('/').any(|n| n == "..") => p,
+                Ok(_) => {
+                    r.at_key(
+                        &at("path"),
+                        "a mount path must be absolute, like \"/partner\", without `..`",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    r.at_key(&at("path"), e.to_string());
+                    continue;
+                }
+            };
+            if !seen.insert(path.clone()) {
+                r.at_key(&at("path"), format!("{path} is mounted twice"));
+            }
+            if !remotes.iter().any(|rs| rs.name == m.remote) {
+                r.at_key(
+                    &at("remote"),
+                    format!("no remote named `{}` (declare it in [[remotes]])", m.remote),
+                );
+            }
+            let remote_path = match StoragePath::parse(&m.remote_path) {
+                Ok(p) => p,
+                Err(e) => {
+                    r.at_key(&at("remote_path"), e.to_string());
+                    continue;
+                }
+            };
+            out.entry(user.clone()).or_default().push(MountSettings {
+                path,
+                remote: m.remote.clone(),
+                remote_path,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

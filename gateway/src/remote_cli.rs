@@ -1,0 +1,240 @@
+//! `gateway remote list | test | trust` and `gateway keygen`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use backends::sftp::HostKeyPolicy;
+use backends::{Backend, BackendError, ErrorKind, StoragePath};
+use certs::host_keys::fingerprint;
+use futures::TryStreamExt;
+use russh::keys::PublicKey;
+
+use crate::config::{RemoteSettings, Settings};
+use crate::remotes::{connect_remote, host_keys};
+use crate::state::{RedbStore, StateStore};
+
+fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
+    std::fs::create_dir_all(&settings.state).with_context(|| {
+        format!(
+            "cannot create the state folder {}",
+            settings.state.display()
+        )
+    })?;
+    Ok(Arc::new(
+        RedbStore::open(&settings.state).context("cannot open the state database")?,
+    ))
+}
+
+fn find<'s>(settings: &'s Settings, name: &str) -> Result<&'s RemoteSettings> {
+    settings.remote(name).ok_or_else(|| {
+        let known: Vec<&str> = settings.remotes.iter().map(|r| r.name.as_str()).collect();
+        anyhow!(
+            "no remote named `{name}` in the config (known: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })
+}
+
+/// `gateway remote list`.
+pub fn list(settings: &Settings) -> Result<()> {
+    let store = open_store(settings)?;
+    if settings.remotes.is_empty() {
+        println!("no remotes configured");
+    }
+    for r in &settings.remotes {
+        let state = match host_keys::disabled(store.as_ref(), &r.name)? {
+            Some(d) => format!(
+                "disabled (host key mismatch: expected {}, presented {})",
+                d.expected, d.presented
+            ),
+            None => "enabled".to_string(),
+        };
+        let pin = match (&r.host_key, host_keys::pinned(store.as_ref(), &r.name)?) {
+            (Some(k), _) => format!("{} (configured)", fingerprint(k)),
+            (None, Some(k)) => fingerprint(&k),
+            (None, None) => "none".to_string(),
+        };
+        println!(
+            "{}  sftp  {}@{}:{}  {state}  host key {pin}  max_connections {}",
+            r.name, r.username, r.host, r.port, r.max_connections
+        );
+    }
+    Ok(())
+}
+
+/// `gateway remote test NAME`.
+pub async fn test(settings: &Settings, name: &str) -> Result<()> {
+    let r = find(settings, name)?;
+    let store = open_store(settings)?;
+    let remote = connect_remote(r, &settings.dedicated_ips, store);
+    let started = Instant::now();
+    let conn = remote
+        .backend
+        .connection()
+        .await
+        .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
+    let login = started.elapsed();
+    let source = conn.local_addr().ip();
+    drop(conn);
+    let probe = Instant::now();
+    let root = StoragePath::root();
+    match remote.backend.stat(&root).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!(
+            "remote `{name}`: FAILED: remote path missing: `{}` is not a folder",
+            shown_root(r)
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
+            "remote `{name}`: FAILED: remote path missing: `{}` does not exist",
+            shown_root(r)
+        ),
+        Err(e) => bail!("remote `{name}`: FAILED: {}", reason(&e)),
+    }
+    let round_trip = probe.elapsed();
+    let pages = remote.backend.list(&root).await.map_err(|e| {
+        anyhow!(
+            "remote `{name}`: FAILED: cannot list the remote root: {}",
+            reason(&e)
+        )
+    })?;
+    let entries: usize = pages
+        .try_fold(0, |n, page| async move { Ok(n + page.len()) })
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "remote `{name}`: FAILED: cannot list the remote root: {}",
+                reason(&e)
+            )
+        })?;
+    let key = remote
+        .host_keys
+        .last_presented()
+        .map(|k| format!("{} {}", k.algorithm(), fingerprint(&k)))
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("remote `{name}`: ok");
+    println!("  source address: {source}");
+    println!("  host key: {key}");
+    println!("  connect and login: {} ms", login.as_millis());
+    println!("  round trip: {} ms", round_trip.as_millis());
+    println!("  remote root `{}`: {entries} entries", shown_root(r));
+    Ok(())
+}
+
+fn shown_root(r: &RemoteSettings) -> String {
+    if r.root.is_empty() {
+        "(login folder)".to_string()
+    } else {
+        r.root.clone()
+    }
+}
+
+/// The one-line reason for a failed connection.
+fn reason(e: &BackendError) -> String {
+    e.message().to_string()
+}
+
+/// Accepts any host key and remembers it, then stops the connection.
+#[derive(Debug, Default)]
+struct CaptureKey {
+    key: Mutex<Option<PublicKey>>,
+}
+
+impl HostKeyPolicy for CaptureKey {
+    fn check_enabled(&self) -> backends::Result<()> {
+        Ok(())
+    }
+    fn verify(&self, presented: &PublicKey) -> backends::Result<()> {
+        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(presented.clone());
+        Err(BackendError::new(
+            ErrorKind::Other,
+            "connect",
+            "",
+            "host key captured",
+        ))
+    }
+}
+
+/// `gateway remote trust NAME`.
+pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
+    let r = find(settings, name)?;
+    if let Some(k) = &r.host_key {
+        bail!(
+            "remote `{name}` has `host_key` set in the config ({}); change it there instead",
+            fingerprint(k)
+        );
+    }
+    let store = open_store(settings)?;
+    let capture = Arc::new(CaptureKey::default());
+    let sources = if r.use_dedicated_ips && !settings.dedicated_ips.is_empty() {
+        backends::dial::SourceAddresses::dedicated(settings.dedicated_ips.clone())
+    } else {
+        backends::dial::SourceAddresses::system()
+    };
+    let backend = backends::sftp::SftpBackend::new(backends::sftp::SftpSettings {
+        name: r.name.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        username: r.username.clone(),
+        password: None,
+        private_key: None,
+        root: r.root.clone(),
+        sources,
+        connect_timeout: r.connect_timeout,
+        host_keys: capture.clone(),
+        pool: backends::pool::PoolSettings {
+            max: 1,
+            wait: r.pool_wait,
+            idle: r.idle_timeout,
+        },
+    });
+    let attempt = backend.connection().await;
+    let presented = capture
+        .key
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(presented) = presented else {
+        let why = attempt
+            .err()
+            .map(|e| reason(&e))
+            .unwrap_or_else(|| "no host key received".to_string());
+        bail!("remote `{name}`: cannot fetch its host key: {why}");
+    };
+    let old = host_keys::pinned(store.as_ref(), name)?;
+    host_keys::trust(store.as_ref(), name, &presented)?;
+    println!(
+        "remote `{name}`: now trusting {} {}",
+        presented.algorithm(),
+        fingerprint(&presented)
+    );
+    match old {
+        Some(k) if k.key_data() != presented.key_data() => {
+            println!("  (replaces {})", fingerprint(&k))
+        }
+        Some(_) => println!("  (unchanged)"),
+        None => println!("  (no key was pinned before)"),
+    }
+    println!("  the remote is enabled; a running gateway uses it from its next connection");
+    Ok(())
+}
+
+/// `gateway keygen`.
+pub fn keygen(out: &std::path::Path, comment: &str) -> Result<()> {
+    let generated = certs::write_new_key_pair(out, comment)?;
+    println!(
+        "public key (give this line to the remote server's admin for ~/.ssh/authorized_keys):"
+    );
+    println!("{}", generated.public_line);
+    println!("fingerprint: {}", generated.fingerprint);
+    println!(
+        "private key written to {} (mode 0600), public key to {}.pub",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
