@@ -28,6 +28,11 @@ pub trait Connector: Send + Sync + 'static {
     async fn connect(&self) -> Result<Self::Connection>;
     /// Whether an idle or returned connection can be used again.
     fn is_usable(&self, connection: &Self::Connection) -> bool;
+    /// Closes a connection that leaves the pool; its slot is freed only
+    /// when this returns, so the remote never sees more than `max`.
+    async fn close(&self, connection: Self::Connection) {
+        drop(connection);
+    }
 }
 
 /// Limits of one pool.
@@ -135,15 +140,12 @@ impl<C: Connector> Pool<C> {
         let deadline = tokio::time::Instant::now() + self.inner.settings.wait;
         let receiver = {
             let mut st = self.inner.lock();
-            let mut discarded = Vec::new();
             while let Some((conn, _)) = st.idle.pop_back() {
                 if self.inner.connector.is_usable(&conn) {
                     drop(st);
-                    drop(discarded);
                     return Ok(self.pooled(conn));
                 }
-                st.open -= 1;
-                discarded.push(conn);
+                Inner::discard(&self.inner, conn);
             }
             if st.open < self.inner.settings.max {
                 st.open += 1;
@@ -195,6 +197,23 @@ impl<C: Connector> Pool<C> {
 }
 
 impl<C: Connector> Inner<C> {
+    /// Closes `conn` in the background and frees its slot afterwards.
+    fn discard(inner: &Arc<Self>, conn: C::Connection) {
+        let inner = inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    inner.connector.close(conn).await;
+                    inner.free_slot();
+                });
+            }
+            Err(_) => {
+                drop(conn);
+                inner.free_slot();
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State<C::Connection>> {
         // The state is consistent at every unlock; a poisoned lock is usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -258,8 +277,7 @@ impl<C: Connector> Drop for Pooled<C> {
             return;
         };
         if self.broken || !self.pool.connector.is_usable(&conn) {
-            drop(conn);
-            self.pool.free_slot();
+            Inner::discard(&self.pool, conn);
         } else {
             self.pool.give_back(conn);
         }
@@ -412,6 +430,8 @@ mod tests {
         let mut c = pool.get().await.unwrap();
         c.mark_broken();
         drop(c);
+        // The broken connection is closed in the background, then its slot freed.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(live.load(Ordering::SeqCst), 0);
         assert_eq!(pool.stats().open, 0);
         pool.connector().fail.store(true, Ordering::SeqCst);

@@ -309,6 +309,16 @@ impl Connector for SftpConnector {
     fn is_usable(&self, c: &SftpConnection) -> bool {
         !c.ssh.is_closed()
     }
+
+    async fn close(&self, c: SftpConnection) {
+        let SftpConnection { ssh, sftp, .. } = c;
+        drop(sftp);
+        let _ = ssh
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        // Wait for the session (and its socket) to end before the slot is reused.
+        let _ = tokio::time::timeout(Duration::from_secs(5), ssh).await;
+    }
 }
 
 /// A folder on a remote SFTP server.
