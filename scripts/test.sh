@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The project's single test command (CI runs it through .ci/run).
-#   1. installs the OpenSSH clients the end-to-end tests drive (if missing),
-#   2. builds the gateway binary (debug),
-#   3. runs every test of the workspace (cargo nextest, else cargo test).
+#   1. installs the OpenSSH clients and server, puttygen and ss the end-to-end
+#      tests drive (if missing),
+#   2. creates the `gwtest` system user the tests' remote sshd logs in as
+#      (if missing) and /run/sshd,
+#   3. builds the gateway binary (debug),
+#   4. runs every test of the workspace (cargo nextest, else cargo test).
 # Runnable from any directory; exits non-zero if any step fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,20 +24,49 @@ step() {
     return "$rc"
 }
 
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+
 install_packages() {
     local missing=()
     { command -v sftp && command -v scp && command -v ssh-keygen; } >/dev/null 2>&1 \
         || missing+=(openssh-client)
     command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
+    # The remote SFTP server of the remote_* tests.
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    # Key conversions (PuTTY ppk v2/v3, ssh.com SSH2) in remote_keys.
+    command -v puttygen >/dev/null 2>&1 || missing+=(putty-tools)
+    # `ss` counts the remote sshd's established connections.
+    command -v ss >/dev/null 2>&1 || missing+=(iproute2)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2"
         return 0
     fi
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     echo "installing: ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The account the tests' own sshd lets the gateway log in as (tests/src/sshd.rs).
+GWTEST_USER=gwtest
+GWTEST_PASSWORD='gwtest-Pass-123'
+GWTEST_HOME=/var/lib/gwtest
+
+setup_test_user() {
+    if id "$GWTEST_USER" >/dev/null 2>&1; then
+        echo "user $GWTEST_USER present"
+    else
+        echo "creating system user $GWTEST_USER"
+        "${SUDO[@]}" useradd --system --create-home --home-dir "$GWTEST_HOME" \
+            --shell /bin/bash --user-group "$GWTEST_USER"
+    fi
+    # Always (re)set: a stale password would fail every password-auth test.
+    echo "$GWTEST_USER:$GWTEST_PASSWORD" | "${SUDO[@]}" chpasswd
+    "${SUDO[@]}" mkdir -p "$GWTEST_HOME"
+    "${SUDO[@]}" chown "$GWTEST_USER:$GWTEST_USER" "$GWTEST_HOME"
+    "${SUDO[@]}" chmod 755 "$GWTEST_HOME"
+    # sshd refuses to start without its privilege-separation directory.
+    "${SUDO[@]}" mkdir -p /run/sshd
 }
 
 run_tests() {
@@ -47,5 +79,6 @@ run_tests() {
 }
 
 step "install test packages" install_packages
+step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 step "run tests" run_tests

@@ -96,7 +96,7 @@ impl std::fmt::Debug for SftpSettings {
 
 /// One live SFTP connection.
 pub struct SftpConnection {
-    ssh: russh::client::Handle<ClientHandler>,
+    ssh: Arc<russh::client::Handle<ClientHandler>>,
     sftp: Arc<RawSftpSession>,
     posix_rename: bool,
     statvfs: bool,
@@ -207,7 +207,12 @@ impl SftpConnector {
                 request_timeout_secs: REQUEST_TIMEOUT_SECS,
                 ..Default::default()
             };
-            let sftp = RawSftpSession::new_with_config(channel.into_stream(), config);
+            let ssh = Arc::new(ssh);
+            // When the SSH session dies, the SFTP stream must end at once:
+            // russh-sftp then fails every request in flight, where it would
+            // otherwise wait for a window update that never comes.
+            let stream = watched(channel.into_stream(), &ssh);
+            let sftp = RawSftpSession::new_with_config(stream, config);
             let version = sftp
                 .init()
                 .await
@@ -317,7 +322,10 @@ impl Connector for SftpConnector {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
         // Wait for the session (and its socket) to end before the slot is reused.
-        let _ = tokio::time::timeout(Duration::from_secs(5), ssh).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !ssh.is_closed() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -414,6 +422,103 @@ impl SftpBackend {
             .await
             .ok()
             .map(|a| metadata_of(&a.attrs))
+    }
+}
+
+/// A stream that ends (reads give EOF, writes fail) as soon as its SSH
+/// session is closed, even while blocked waiting for the peer.
+struct Watched<S> {
+    inner: S,
+    dead: Arc<DeadSignal>,
+}
+
+#[derive(Default)]
+struct DeadSignal {
+    dead: std::sync::atomic::AtomicBool,
+    reader: futures::task::AtomicWaker,
+    writer: futures::task::AtomicWaker,
+}
+
+impl DeadSignal {
+    fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn watched<S>(inner: S, ssh: &Arc<russh::client::Handle<ClientHandler>>) -> Watched<S> {
+    let dead = Arc::new(DeadSignal::default());
+    let (signal, session) = (dead.clone(), Arc::downgrade(ssh));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let gone = match session.upgrade() {
+                Some(h) => h.is_closed(),
+                None => true,
+            };
+            if gone {
+                signal.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+                signal.reader.wake();
+                signal.writer.wake();
+                return;
+            }
+        }
+    });
+    Watched { inner, dead }
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the SSH connection to the remote closed",
+    )
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.dead.reader.register(cx.waker());
+        if self.dead.is_dead() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.dead.writer.register(cx.waker());
+        if self.dead.is_dead() {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.dead.writer.register(cx.waker());
+        if self.dead.is_dead() {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.dead.is_dead() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

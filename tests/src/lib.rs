@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod sshd;
+
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key
 /// generation at first start can take a while in a debug build).
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -506,6 +508,8 @@ pub struct UserConfig {
     pub allowed_networks: Option<Vec<String>>,
     /// Folder -> permission words; empty = key absent (all permissions).
     pub permissions: Vec<(String, Vec<String>)>,
+    /// `[[users.mounts]]`: folders of the tree served by a remote.
+    pub mounts: Vec<MountConfig>,
 }
 
 impl UserConfig {
@@ -548,6 +552,17 @@ impl UserConfig {
         self
     }
 
+    /// Mounts folder `path` of the user's tree on `remote_path` (under the
+    /// remote's root; "" = the root) of remote `remote`.
+    pub fn mount(mut self, path: &str, remote: &str, remote_path: &str) -> Self {
+        self.mounts.push(MountConfig {
+            path: path.into(),
+            remote: remote.into(),
+            remote_path: remote_path.into(),
+        });
+        self
+    }
+
     /// The TOML text of this entry.
     pub fn to_toml(&self) -> String {
         let mut s = String::from("[[users]]\n");
@@ -576,6 +591,162 @@ impl UserConfig {
                 s += &format!("{} = {}\n", toml_str(folder), toml_list(words));
             }
         }
+        for m in &self.mounts {
+            s += "[[users.mounts]]\n";
+            s += &format!("path = {}\n", toml_str(&m.path));
+            s += &format!("remote = {}\n", toml_str(&m.remote));
+            s += &format!("remote_path = {}\n", toml_str(&m.remote_path));
+        }
+        s
+    }
+}
+
+/// One `[[users.mounts]]` entry.
+#[derive(Debug, Clone, Default)]
+pub struct MountConfig {
+    /// Folder in the user's tree (`/partner`).
+    pub path: String,
+    /// Name of a `[[remotes]]` entry.
+    pub remote: String,
+    /// Path under the remote's root ("" = the root).
+    pub remote_path: String,
+}
+
+/// One `[[remotes]]` entry; `None` fields are left out (gateway defaults).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteConfig {
+    /// Name the mounts refer to.
+    pub name: String,
+    /// `sftp`.
+    pub kind: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port (default 22).
+    pub port: Option<u16>,
+    /// Login name.
+    pub username: String,
+    /// Password.
+    pub password: Option<String>,
+    /// Private key file (OpenSSH, PEM, PuTTY ppk, ssh.com SSH2).
+    pub private_key_file: Option<PathBuf>,
+    /// Passphrase of the private key.
+    pub private_key_passphrase: Option<String>,
+    /// Pinned host key (`ssh-ed25519 AAAA...` or a known_hosts line).
+    pub host_key: Option<String>,
+    /// Connect even if the host key does not match (with a warning).
+    pub allow_mismatched_host_key: Option<bool>,
+    /// Pool cap (default 25).
+    pub max_connections: Option<u32>,
+    /// Connect from `[server] dedicated_ips` (default true).
+    pub use_dedicated_ips: Option<bool>,
+    /// Remote root folder.
+    pub root: Option<String>,
+    /// e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// How long work waits for a free pooled connection, e.g. "30s".
+    pub pool_wait: Option<String>,
+    /// Idle pooled connections are closed after this, e.g. "60s".
+    pub idle_timeout: Option<String>,
+    /// Extra raw `key = value` lines (values already TOML-encoded).
+    pub extra: Vec<(String, String)>,
+}
+
+impl RemoteConfig {
+    /// An `sftp` remote at `host:port` logging in as `username` (no credentials yet).
+    pub fn sftp(name: &str, host: &str, port: u16, username: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: "sftp".into(),
+            host: host.into(),
+            port: Some(port),
+            username: username.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the password.
+    pub fn password(mut self, pw: &str) -> Self {
+        self.password = Some(pw.into());
+        self
+    }
+
+    /// Removes the password.
+    pub fn no_password(mut self) -> Self {
+        self.password = None;
+        self
+    }
+
+    /// Sets the private key file (and optionally its passphrase).
+    pub fn key(mut self, file: &Path, passphrase: Option<&str>) -> Self {
+        self.private_key_file = Some(file.into());
+        self.private_key_passphrase = passphrase.map(str::to_owned);
+        self
+    }
+
+    /// Sets the remote root folder.
+    pub fn root(mut self, root: &Path) -> Self {
+        self.root = Some(root.display().to_string());
+        self
+    }
+
+    /// Pins a host key.
+    pub fn host_key(mut self, key: &str) -> Self {
+        self.host_key = Some(key.into());
+        self
+    }
+
+    /// Sets `max_connections`.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
+    /// The TOML text of this entry.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from("[[remotes]]\n");
+        s += &format!("name = {}\n", toml_str(&self.name));
+        s += &format!("kind = {}\n", toml_str(&self.kind));
+        s += &format!("host = {}\n", toml_str(&self.host));
+        if let Some(p) = self.port {
+            s += &format!("port = {p}\n");
+        }
+        s += &format!("username = {}\n", toml_str(&self.username));
+        let opt = |s: &mut String, k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                *s += &format!("{k} = {}\n", toml_str(v));
+            }
+        };
+        opt(&mut s, "password", &self.password);
+        opt(
+            &mut s,
+            "private_key_file",
+            &self
+                .private_key_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
+        opt(
+            &mut s,
+            "private_key_passphrase",
+            &self.private_key_passphrase,
+        );
+        opt(&mut s, "host_key", &self.host_key);
+        if let Some(b) = self.allow_mismatched_host_key {
+            s += &format!("allow_mismatched_host_key = {b}\n");
+        }
+        if let Some(n) = self.max_connections {
+            s += &format!("max_connections = {n}\n");
+        }
+        if let Some(b) = self.use_dedicated_ips {
+            s += &format!("use_dedicated_ips = {b}\n");
+        }
+        opt(&mut s, "root", &self.root);
+        opt(&mut s, "connect_timeout", &self.connect_timeout);
+        opt(&mut s, "pool_wait", &self.pool_wait);
+        opt(&mut s, "idle_timeout", &self.idle_timeout);
+        for (k, v) in &self.extra {
+            s += &format!("{k} = {v}\n");
+        }
         s
     }
 }
@@ -597,6 +768,10 @@ pub struct GatewayConfig {
     pub login: Option<(u32, String, String)>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// `[server] dedicated_ips` (left out when `None`).
+    pub dedicated_ips: Option<Vec<String>>,
+    /// `[[remotes]]` entries.
+    pub remotes: Vec<RemoteConfig>,
 }
 
 impl GatewayConfig {
@@ -610,6 +785,8 @@ impl GatewayConfig {
             shutdown_grace: "10s".into(),
             login: None,
             users: vec![],
+            dedicated_ips: None,
+            remotes: vec![],
         }
     }
 
@@ -624,12 +801,19 @@ impl GatewayConfig {
         s += &format!("state = {}\n", toml_str(&self.state.display().to_string()));
         s += &format!("log_format = {}\n", toml_str(&self.log_format));
         s += &format!("shutdown_grace = {}\n", toml_str(&self.shutdown_grace));
+        if let Some(ips) = &self.dedicated_ips {
+            s += &format!("dedicated_ips = {}\n", toml_list(ips));
+        }
         if let Some((max, window, ban)) = &self.login {
             s += &format!(
                 "\n[login]\nmax_failures = {max}\nfailure_window = {}\nban_duration = {}\n",
                 toml_str(window),
                 toml_str(ban)
             );
+        }
+        for r in &self.remotes {
+            s += "\n";
+            s += &r.to_toml();
         }
         for u in &self.users {
             s += "\n";
@@ -781,6 +965,57 @@ pub fn assert_same_file(expected: &Path, actual: &Path) {
             b.len(),
             a.len()
         );
+    }
+}
+
+/// Like [`assert_same_file`] but compares 1 MiB at a time (for files of
+/// hundreds of MiB).
+#[track_caller]
+pub fn assert_same_large_file(expected: &Path, actual: &Path) {
+    let open =
+        |p: &Path| fs::File::open(p).unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display()));
+    let (la, lb) = (
+        fs::metadata(expected).map(|m| m.len()).unwrap_or(0),
+        fs::metadata(actual)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot stat {} (expected a copy of {}): {e}",
+                    actual.display(),
+                    expected.display()
+                )
+            })
+            .len(),
+    );
+    assert_eq!(
+        lb,
+        la,
+        "{} has {lb} bytes, expected {la} like {}",
+        actual.display(),
+        expected.display()
+    );
+    let (mut a, mut b) = (open(expected), open(actual));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut offset = 0u64;
+    loop {
+        let n = a.read(&mut ba).expect("read expected");
+        if n == 0 {
+            break;
+        }
+        b.read_exact(&mut bb[..n]).expect("read actual");
+        if ba[..n] != bb[..n] {
+            let i = ba[..n]
+                .iter()
+                .zip(&bb[..n])
+                .position(|(x, y)| x != y)
+                .unwrap();
+            panic!(
+                "{} differs from {}: first difference at byte {}",
+                actual.display(),
+                expected.display(),
+                offset + i as u64
+            );
+        }
+        offset += n as u64;
     }
 }
 
