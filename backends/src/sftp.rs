@@ -7,7 +7,6 @@
 //! by round trips. New files are written under a hidden name and renamed
 //! into place on close (`posix-rename@openssh.com` where offered).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1083,20 +1082,24 @@ impl SftpReader {
 impl FileReader for SftpReader {
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         let conn = self.conn()?;
-        let mut out = Vec::new();
-        // One request per chunk, all in flight together.
-        let mut requests: VecDeque<_> = (0..len.div_ceil(CHUNK))
+        let mut out: Vec<u8> = Vec::new();
+        // One request per chunk, all in flight together, taken in order.
+        let mut requests: futures::stream::FuturesOrdered<_> = (0..len.div_ceil(CHUNK))
             .map(|i| {
                 let n = CHUNK.min(len - i * CHUNK) as u32;
                 conn.sftp
                     .read(self.handle.clone(), offset + (i * CHUNK) as u64, n)
             })
             .collect();
-        while let Some(request) = requests.pop_front() {
-            match request.await {
+        while let Some(result) = requests.next().await {
+            match result {
                 Ok(data) => {
                     let short = data.data.len() < CHUNK.min(len - out.len());
-                    out.extend_from_slice(&data.data);
+                    if out.is_empty() {
+                        out = data.data; // the common case: one chunk, no copy
+                    } else {
+                        out.extend_from_slice(&data.data);
+                    }
                     if short {
                         break;
                     }
@@ -1187,24 +1190,27 @@ impl SftpWriter {
 
 #[async_trait]
 impl FileWriter for SftpWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    async fn write(&mut self, mut data: Bytes) -> Result<()> {
         let sftp = self.sftp()?;
-        for chunk in data.chunks(CHUNK) {
+        while !data.is_empty() {
             while self.in_flight.len() >= WRITES_IN_FLIGHT {
                 if let Some(Err(e)) = self.in_flight.next().await {
                     return Err(self.fail(e));
                 }
             }
-            let (sftp, handle, offset, bytes) = (
+            let chunk = data.split_to(CHUNK.min(data.len()));
+            let (sftp, handle, offset, len) = (
                 sftp.clone(),
                 self.handle.clone(),
                 self.position,
-                chunk.to_vec(),
+                chunk.len(),
             );
+            // Zero-copy when the gateway handed over the only reference.
+            let bytes = Vec::from(chunk);
             self.in_flight.push(Box::pin(async move {
                 sftp.write(handle, offset, bytes).await.map(|_| ())
             }));
-            self.position += chunk.len() as u64;
+            self.position += len as u64;
         }
         Ok(())
     }

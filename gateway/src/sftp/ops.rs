@@ -398,7 +398,8 @@ impl Session {
         r.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(Packet::Data(Data {
             id,
-            data: data.to_vec(),
+            // Zero-copy when the reader handed over the only reference.
+            data: Vec::from(data),
         }))
     }
 
