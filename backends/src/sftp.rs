@@ -724,24 +724,28 @@ impl Backend for SftpBackend {
         let mut conn = self.pool.get().await?;
         let (target, position, publish) = match mode {
             WriteMode::Replace { exclusive } => {
-                match Self::probe(&conn, &final_remote).await {
-                    Some(m) if m.is_dir() => {
-                        return Err(BackendError::new(
-                            ErrorKind::IsADirectory,
-                            "write",
-                            path.as_str(),
-                            "is a folder",
-                        ))
+                // Only an exclusive create needs to look first; a folder in
+                // the way makes the publishing rename fail at close.
+                if exclusive {
+                    match Self::probe(&conn, &final_remote).await {
+                        Some(m) if m.is_dir() => {
+                            return Err(BackendError::new(
+                                ErrorKind::IsADirectory,
+                                "write",
+                                path.as_str(),
+                                "is a folder",
+                            ))
+                        }
+                        Some(_) => {
+                            return Err(BackendError::new(
+                                ErrorKind::AlreadyExists,
+                                "write",
+                                path.as_str(),
+                                "already exists",
+                            ))
+                        }
+                        None => {}
                     }
-                    Some(_) if exclusive => {
-                        return Err(BackendError::new(
-                            ErrorKind::AlreadyExists,
-                            "write",
-                            path.as_str(),
-                            "already exists",
-                        ))
-                    }
-                    _ => {}
                 }
                 let parent = path.parent().unwrap_or_default();
                 let temp_name = format!(

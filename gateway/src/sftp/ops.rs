@@ -312,6 +312,18 @@ impl Session {
         }
         let result = async {
             self.require(&path, Permission::Write)?;
+            if flags.contains(OpenFlags::TRUNCATE) {
+                // A whole new file (what `put` asks for): the backend checks
+                // for a folder or, with EXCLUDE, an existing file; skipping
+                // our own stat saves a round trip to a remote per upload.
+                let exclusive = flags.contains(OpenFlags::EXCLUDE);
+                return loc
+                    .backend
+                    .open_write(&loc.path, WriteMode::Replace { exclusive })
+                    .await
+                    .map(Some)
+                    .map_err(|e| RequestError::backend(&path, e));
+            }
             let existing = match loc.backend.stat(&loc.path).await {
                 Ok(meta) => Some(meta),
                 Err(e) if e.kind() == backends::ErrorKind::NotFound => None,
