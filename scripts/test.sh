@@ -38,8 +38,10 @@ install_packages() {
     command -v puttygen >/dev/null 2>&1 || missing+=(putty-tools)
     # `ss` counts the remote sshd's established connections.
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    # The peer proxy of the benchmark's quick mode.
+    command -v rclone >/dev/null 2>&1 || missing+=(rclone)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone"
         return 0
     fi
     echo "installing: ${missing[*]}"
@@ -81,4 +83,7 @@ run_tests() {
 step "install test packages" install_packages
 step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
+# The benchmark with tiny sizes against the debug build, so bench/run.py
+# cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).
+step "benchmark smoke test (bench/run.py --quick)" python3 bench/run.py --quick --debug --no-build
 step "run tests" run_tests
