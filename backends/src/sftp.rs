@@ -414,6 +414,15 @@ impl SftpBackend {
         .with_source(e)
     }
 
+    /// Checks out a connection, runs `op` on it, and drops the connection
+    /// instead of reusing it if `op` found it broken.
+    async fn with_conn<T>(&self, op: impl AsyncFnOnce(&SftpConnection) -> Result<T>) -> Result<T> {
+        let mut conn = self.pool.get().await?;
+        let result = op(&conn).await;
+        settle(&mut conn, &result);
+        result
+    }
+
     /// Metadata of `remote`, or `None` if it does not exist.
     async fn probe(conn: &SftpConnection, remote: &str) -> Option<Metadata> {
         conn.sftp
@@ -590,20 +599,14 @@ impl Backend for SftpBackend {
 
     async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
         let remote = self.remote(path);
-        {
-            let mut conn = self.pool.get().await?;
-            let c: &SftpConnection = &conn;
-            let result = async {
-                c.sftp
-                    .stat(remote)
-                    .await
-                    .map(|a| metadata_of(&a.attrs))
-                    .map_err(|e| self.err("stat", path, e))
-            }
-            .await;
-            settle(&mut conn, &result);
-            result
-        }
+        self.with_conn(async |c: &SftpConnection| {
+            c.sftp
+                .stat(remote)
+                .await
+                .map(|a| metadata_of(&a.attrs))
+                .map_err(|e| self.err("stat", path, e))
+        })
+        .await
     }
 
     async fn list(&self, path: &StoragePath) -> Result<ListStream> {
@@ -797,160 +800,134 @@ impl Backend for SftpBackend {
 
     async fn mkdir(&self, path: &StoragePath) -> Result<()> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
-        let c: &SftpConnection = &conn;
-        let result = async {
+        self.with_conn(async |c: &SftpConnection| {
+            match c
+                .sftp
+                .mkdir(remote.clone(), FileAttributes::default())
+                .await
             {
-                match c
-                    .sftp
-                    .mkdir(remote.clone(), FileAttributes::default())
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let mut err = self.err("mkdir", path, e);
-                        if !err.is_temporary() {
-                            if Self::probe(c, &remote).await.is_some() {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let mut err = self.err("mkdir", path, e);
+                    if !err.is_temporary() {
+                        if Self::probe(c, &remote).await.is_some() {
+                            err = BackendError::new(
+                                ErrorKind::AlreadyExists,
+                                "mkdir",
+                                path.as_str(),
+                                "already exists",
+                            );
+                        } else if let Some(parent) = path.parent() {
+                            if Self::probe(c, &self.remote(&parent)).await.is_none() {
                                 err = BackendError::new(
-                                    ErrorKind::AlreadyExists,
+                                    ErrorKind::NotFound,
                                     "mkdir",
                                     path.as_str(),
-                                    "already exists",
+                                    "the containing folder does not exist",
                                 );
-                            } else if let Some(parent) = path.parent() {
-                                if Self::probe(c, &self.remote(&parent)).await.is_none() {
-                                    err = BackendError::new(
-                                        ErrorKind::NotFound,
-                                        "mkdir",
-                                        path.as_str(),
-                                        "the containing folder does not exist",
-                                    );
-                                }
                             }
                         }
-                        Err(err)
                     }
+                    Err(err)
                 }
             }
-        }
-        .await;
-        settle(&mut conn, &result);
-        result
+        })
+        .await
     }
 
     async fn remove(&self, path: &StoragePath) -> Result<()> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
-        let c: &SftpConnection = &conn;
-        let result = async {
-            {
-                match c.sftp.remove(remote.clone()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let mut err = self.err("remove", path, e);
-                        if err.kind() == ErrorKind::Other
-                            || err.kind() == ErrorKind::PermissionDenied
-                        {
-                            if let Some(m) = Self::probe(c, &remote).await {
-                                if m.is_dir() {
-                                    err = BackendError::new(
-                                        ErrorKind::IsADirectory,
-                                        "remove",
-                                        path.as_str(),
-                                        "is a folder",
-                                    );
-                                }
+        self.with_conn(
+            async |c: &SftpConnection| match c.sftp.remove(remote.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let mut err = self.err("remove", path, e);
+                    if err.kind() == ErrorKind::Other || err.kind() == ErrorKind::PermissionDenied {
+                        if let Some(m) = Self::probe(c, &remote).await {
+                            if m.is_dir() {
+                                err = BackendError::new(
+                                    ErrorKind::IsADirectory,
+                                    "remove",
+                                    path.as_str(),
+                                    "is a folder",
+                                );
                             }
                         }
-                        Err(err)
                     }
+                    Err(err)
                 }
-            }
-        }
-        .await;
-        settle(&mut conn, &result);
-        result
+            },
+        )
+        .await
     }
 
     async fn rmdir(&self, path: &StoragePath) -> Result<()> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
-        let c: &SftpConnection = &conn;
-        let result = async {
-            {
-                match c.sftp.rmdir(remote.clone()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let mut err = self.err("rmdir", path, e);
-                        if err.kind() == ErrorKind::Other {
-                            match Self::probe(c, &remote).await {
-                                Some(m) if m.is_dir() => {
-                                    err = BackendError::new(
-                                        ErrorKind::DirectoryNotEmpty,
-                                        "rmdir",
-                                        path.as_str(),
-                                        "folder is not empty",
-                                    )
-                                }
-                                Some(_) => {
-                                    err = BackendError::new(
-                                        ErrorKind::NotADirectory,
-                                        "rmdir",
-                                        path.as_str(),
-                                        "not a folder",
-                                    )
-                                }
-                                None => {}
+        self.with_conn(
+            async |c: &SftpConnection| match c.sftp.rmdir(remote.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let mut err = self.err("rmdir", path, e);
+                    if err.kind() == ErrorKind::Other {
+                        match Self::probe(c, &remote).await {
+                            Some(m) if m.is_dir() => {
+                                err = BackendError::new(
+                                    ErrorKind::DirectoryNotEmpty,
+                                    "rmdir",
+                                    path.as_str(),
+                                    "folder is not empty",
+                                )
                             }
+                            Some(_) => {
+                                err = BackendError::new(
+                                    ErrorKind::NotADirectory,
+                                    "rmdir",
+                                    path.as_str(),
+                                    "not a folder",
+                                )
+                            }
+                            None => {}
                         }
-                        Err(err)
                     }
+                    Err(err)
                 }
-            }
-        }
-        .await;
-        settle(&mut conn, &result);
-        result
+            },
+        )
+        .await
     }
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
         let (src, dst) = (self.remote(from), self.remote(to));
-        let mut conn = self.pool.get().await?;
-        let c: &SftpConnection = &conn;
-        let result = async {
-            {
-                let result = match mode {
-                    RenameMode::Replace => rename_replacing(c, &src, &dst).await,
-                    RenameMode::NoReplace => {
-                        if Self::probe(c, &dst).await.is_some() {
-                            return Err(BackendError::new(
-                                ErrorKind::AlreadyExists,
-                                "rename",
-                                to.as_str(),
-                                "the target already exists",
-                            ));
-                        }
-                        c.sftp.rename(src.clone(), dst.clone()).await.map(|_| ())
-                    }
-                };
-                result.map_err(|e| {
-                    let err = self.err("rename", from, e);
-                    if err.kind() == ErrorKind::Other && matches!(mode, RenameMode::NoReplace) {
-                        BackendError::new(
+        self.with_conn(async |c: &SftpConnection| {
+            let result = match mode {
+                RenameMode::Replace => rename_replacing(c, &src, &dst).await,
+                RenameMode::NoReplace => {
+                    if Self::probe(c, &dst).await.is_some() {
+                        return Err(BackendError::new(
                             ErrorKind::AlreadyExists,
                             "rename",
                             to.as_str(),
                             "the target already exists",
-                        )
-                    } else {
-                        err
+                        ));
                     }
-                })
-            }
-        }
-        .await;
-        settle(&mut conn, &result);
-        result
+                    c.sftp.rename(src.clone(), dst.clone()).await.map(|_| ())
+                }
+            };
+            result.map_err(|e| {
+                let err = self.err("rename", from, e);
+                if err.kind() == ErrorKind::Other && matches!(mode, RenameMode::NoReplace) {
+                    BackendError::new(
+                        ErrorKind::AlreadyExists,
+                        "rename",
+                        to.as_str(),
+                        "the target already exists",
+                    )
+                } else {
+                    err
+                }
+            })
+        })
+        .await
     }
 
     async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
@@ -964,20 +941,14 @@ impl Backend for SftpBackend {
             mtime: Some(secs),
             ..FileAttributes::empty()
         };
-        {
-            let mut conn = self.pool.get().await?;
-            let c: &SftpConnection = &conn;
-            let result = async {
-                c.sftp
-                    .setstat(remote, attrs)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.err("set modification time", path, e))
-            }
-            .await;
-            settle(&mut conn, &result);
-            result
-        }
+        self.with_conn(async |c: &SftpConnection| {
+            c.sftp
+                .setstat(remote, attrs)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("set modification time", path, e))
+        })
+        .await
     }
 
     async fn truncate(&self, path: &StoragePath, size: u64) -> Result<()> {
@@ -986,50 +957,38 @@ impl Backend for SftpBackend {
             size: Some(size),
             ..FileAttributes::empty()
         };
-        {
-            let mut conn = self.pool.get().await?;
-            let c: &SftpConnection = &conn;
-            let result = async {
-                c.sftp
-                    .setstat(remote, attrs)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.err("truncate", path, e))
-            }
-            .await;
-            settle(&mut conn, &result);
-            result
-        }
+        self.with_conn(async |c: &SftpConnection| {
+            c.sftp
+                .setstat(remote, attrs)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("truncate", path, e))
+        })
+        .await
     }
 
     async fn space(&self, path: &StoragePath) -> Result<SpaceInfo> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
-        let c: &SftpConnection = &conn;
-        let result = async {
-            {
-                if !c.statvfs {
-                    return Err(crate::backend::unsupported("space", path));
-                }
-                let v = c
-                    .sftp
-                    .statvfs(remote)
-                    .await
-                    .map_err(|e| self.err("space", path, e))?;
-                Ok(SpaceInfo {
-                    block_size: v.fragment_size.max(1),
-                    blocks: v.blocks,
-                    blocks_free: v.blocks_free,
-                    blocks_available: v.blocks_avail,
-                    files: v.inodes,
-                    files_free: v.inodes_free,
-                    name_max: v.name_max,
-                })
+        self.with_conn(async |c: &SftpConnection| {
+            if !c.statvfs {
+                return Err(crate::backend::unsupported("space", path));
             }
-        }
-        .await;
-        settle(&mut conn, &result);
-        result
+            let v = c
+                .sftp
+                .statvfs(remote)
+                .await
+                .map_err(|e| self.err("space", path, e))?;
+            Ok(SpaceInfo {
+                block_size: v.fragment_size.max(1),
+                blocks: v.blocks,
+                blocks_free: v.blocks_free,
+                blocks_available: v.blocks_avail,
+                files: v.inodes,
+                files_free: v.inodes_free,
+                name_max: v.name_max,
+            })
+        })
+        .await
     }
 }
 
