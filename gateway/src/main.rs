@@ -16,15 +16,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_failed(&e),
             };
             logging::init(settings.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(serve::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -60,15 +54,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_failed(&e),
             };
             logging::init_quiet();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             report(match command {
                 RemoteCommand::List => remote_cli::list(&settings),
@@ -105,6 +93,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The multi-threaded tokio runtime, or the exit code after saying why not.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
