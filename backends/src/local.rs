@@ -167,10 +167,12 @@ fn root_error(operation: &'static str) -> BackendError {
     )
 }
 
-fn random_suffix() -> String {
+/// 16 random hex digits for temporary upload names (shared by the remote
+/// backends, which use the same hidden-name scheme).
+pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 8];
-    // A failing system RNG only makes the name less unique; O_EXCL still
-    // guarantees we never reuse someone else's file.
+    // A failing system RNG only makes the name less unique; exclusive
+    // creation still guarantees we never reuse someone else's file.
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

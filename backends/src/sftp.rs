@@ -26,7 +26,7 @@ use crate::backend::{
     RenameMode, SpaceInfo, WriteMode,
 };
 use crate::dial::{dial, SourceAddresses};
-use crate::local::UPLOAD_PREFIX;
+use crate::local::{random_suffix, UPLOAD_PREFIX};
 use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
@@ -576,12 +576,6 @@ fn metadata_of(a: &FileAttributes) -> Metadata {
         modified: a.mtime.map(|t| UNIX_EPOCH + Duration::from_secs(t.into())),
         mode: a.permissions.map(|p| p & 0o7777),
     }
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait]

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use russh::keys::PublicKey;
 
 use crate::config::{RemoteSettings, Settings};
-use crate::remotes::{connect_remote, host_keys};
+use crate::remotes::{connect_remote, host_keys, source_addresses};
 use crate::state::{RedbStore, StateStore};
 
 fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
@@ -170,11 +170,7 @@ pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
     }
     let store = open_store(settings)?;
     let capture = Arc::new(CaptureKey::default());
-    let sources = if r.use_dedicated_ips && !settings.dedicated_ips.is_empty() {
-        backends::dial::SourceAddresses::dedicated(settings.dedicated_ips.clone())
-    } else {
-        backends::dial::SourceAddresses::system()
-    };
+    let sources = source_addresses(r, &settings.dedicated_ips);
     let backend = backends::sftp::SftpBackend::new(backends::sftp::SftpSettings {
         name: r.name.clone(),
         host: r.host.clone(),

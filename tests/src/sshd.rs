@@ -615,10 +615,10 @@ pub fn fingerprint(key_file: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("no SHA256: fingerprint in ssh-keygen -lf output:\n{out}"))
 }
 
-/// Established TCP connections whose local port is `port` (`ss -Htn state established`).
-pub fn established_on_port(port: u16) -> Result<usize> {
+/// The sockets `ss -Ht<flags> ... '( sport = :PORT )'` lists, one per line.
+fn ss_sockets(flags: &[&str], port: u16) -> Result<usize> {
     let out = Command::new("ss")
-        .args(["-Htn", "state", "established"])
+        .args(flags)
         .arg(format!("( sport = :{port} )"))
         .stdin(Stdio::null())
         .output()
@@ -636,25 +636,15 @@ pub fn established_on_port(port: u16) -> Result<usize> {
         .count())
 }
 
+/// Established TCP connections whose local port is `port` (`ss -Htn state established`).
+pub fn established_on_port(port: u16) -> Result<usize> {
+    ss_sockets(&["-Htn", "state", "established"], port)
+}
+
 /// True when a TCP socket listens on `port` (`ss -Htln '( sport = :PORT )'`):
 /// checks readiness without connecting (sshd would log a connect as a connection).
 pub fn listening_on_port(port: u16) -> Result<bool> {
-    let out = Command::new("ss")
-        .args(["-Htln"])
-        .arg(format!("( sport = :{port} )"))
-        .stdin(Stdio::null())
-        .output()
-        .context("running ss (install iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ss failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| !l.trim().is_empty()))
+    Ok(ss_sockets(&["-Htln"], port)? > 0)
 }
 
 /// Samples the number of established connections to a port every 20 ms on a

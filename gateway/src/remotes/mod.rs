@@ -52,6 +52,15 @@ impl Remotes {
     }
 }
 
+/// Where connections to `r` come from: the dedicated IPs unless it opts out.
+pub fn source_addresses(r: &RemoteSettings, dedicated_ips: &[std::net::IpAddr]) -> SourceAddresses {
+    if r.use_dedicated_ips && !dedicated_ips.is_empty() {
+        SourceAddresses::dedicated(dedicated_ips.to_vec())
+    } else {
+        SourceAddresses::system()
+    }
+}
+
 /// A backend for one remote with the gateway's source addresses and pins.
 pub fn connect_remote(
     r: &RemoteSettings,
@@ -64,11 +73,7 @@ pub fn connect_remote(
         r.allow_mismatched_host_key,
         store,
     ));
-    let sources = if r.use_dedicated_ips && !dedicated_ips.is_empty() {
-        SourceAddresses::dedicated(dedicated_ips.to_vec())
-    } else {
-        SourceAddresses::system()
-    };
+    let sources = source_addresses(r, dedicated_ips);
     let backend = SftpBackend::new(SftpSettings {
         name: r.name.clone(),
         host: r.host.clone(),
