@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's single test command (CI runs it through .ci/run).
-#   1. installs the OpenSSH clients and server, puttygen and ss the end-to-end
-#      tests drive (if missing),
+#   1. installs the OpenSSH clients and server, puttygen, ss, vsftpd, curl and
+#      openssl the end-to-end tests drive (if missing), and extracts pure-ftpd
+#      (without installing it: it conflicts with vsftpd) into
+#      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #   2. creates the `gwtest` system user the tests' remote sshd logs in as
 #      (if missing) and /run/sshd,
 #   3. builds the gateway binary (debug),
@@ -40,8 +42,14 @@ install_packages() {
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
     # The peer proxy of the benchmark's quick mode.
     command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+    # The remote FTP servers of the FTP tests (tests/src/ftpd.rs; apt does not
+    # start vsftpd here), curl as their reference client, openssl for their
+    # test certificates.
+    [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl"
         return 0
     fi
     echo "installing: ${missing[*]}"
@@ -71,6 +79,45 @@ setup_test_user() {
     "${SUDO[@]}" mkdir -p /run/sshd
 }
 
+# pure-ftpd conflicts with vsftpd (both provide ftp-server), so it is only
+# extracted from its packages (pure-ftpd: the server; pure-ftpd-common: pure-pw)
+# into a stable folder; the tests find it through GW_PURE_FTPD (or, when run by
+# hand, in this default folder). Re-extracted when missing.
+PURE_FTPD_DIR="$PWD/target/peers/pure-ftpd"
+export GW_PURE_FTPD="$PURE_FTPD_DIR/usr/sbin/pure-ftpd"
+
+setup_pure_ftpd() {
+    if [ -x "$GW_PURE_FTPD" ] && [ -x "$PURE_FTPD_DIR/usr/bin/pure-pw" ]; then
+        echo "present: $GW_PURE_FTPD"
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    # apt's download sandbox user must be able to write there.
+    chmod 755 "$tmp"
+    if id _apt >/dev/null 2>&1; then "${SUDO[@]}" chown _apt "$tmp"; fi
+    if ! (cd "$tmp" && apt-get download pure-ftpd pure-ftpd-common); then
+        "${SUDO[@]}" apt-get update -qq
+        (cd "$tmp" && apt-get download pure-ftpd pure-ftpd-common)
+    fi
+    rm -rf "$PURE_FTPD_DIR.new"
+    mkdir -p "$PURE_FTPD_DIR.new"
+    local deb
+    for deb in "$tmp"/*.deb; do
+        dpkg -x "$deb" "$PURE_FTPD_DIR.new"
+    done
+    rm -rf "$tmp" "$PURE_FTPD_DIR"
+    mv "$PURE_FTPD_DIR.new" "$PURE_FTPD_DIR"
+    # Its shared libraries are the machine's own: fail here, not in the tests.
+    if ldd "$GW_PURE_FTPD" | grep -q 'not found'; then
+        ldd "$GW_PURE_FTPD"
+        echo "pure-ftpd is missing shared libraries" >&2
+        return 1
+    fi
+    "$GW_PURE_FTPD" --help 2>&1 | head -1 || true
+    echo "extracted: $GW_PURE_FTPD"
+}
+
 run_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast
@@ -82,6 +129,7 @@ run_tests() {
 
 step "install test packages" install_packages
 step "test user $GWTEST_USER and /run/sshd" setup_test_user
+step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 # The benchmark with tiny sizes against the debug build, so bench/run.py
 # cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod ftpd;
 pub mod sshd;
 
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key

@@ -1,0 +1,1300 @@
+//! Real FTP servers (vsftpd, pure-ftpd) on loopback as the remotes of FTP tests.
+//!
+//! Every [`FtpServer`] runs its own server process in the foreground with its
+//! own temp dir (config, certificates, log, and the root folder the login user
+//! sees as `/`). The login is the shared system account
+//! [`TEST_USER`](crate::sshd::TEST_USER) / [`TEST_PASSWORD`](crate::sshd::TEST_PASSWORD)
+//! (created by `scripts/test.sh`); each instance chroots it into its own empty
+//! [`FtpServer::root`] folder, owned by that user.
+//!
+//! # Ports
+//! Each instance claims a block of [`PORT_BLOCK`] consecutive ports in
+//! `[PORT_RANGE_START, PORT_RANGE_END)` — below Linux's ephemeral range
+//! (32768–60999), so no client socket of any test can sit on them. The claim
+//! is an `flock` on `$TMPDIR/gw-e2e-ftp-ports/<base>.lock` held for the
+//! lifetime of the [`FtpServer`] (released by the kernel even if the test
+//! process dies), and every port of the block is probed with a bind before
+//! use. The first port of the block is the control port, the other
+//! `PORT_BLOCK - 1` are the passive (data) port range. Parallel tests
+//! (nextest runs one process per test) therefore never share ports, and
+//! [`FtpServer::stop`] / [`FtpServer::start_again`] keep the same ports.
+//!
+//! # Binaries
+//! - vsftpd: `/usr/sbin/vsftpd` (Debian package `vsftpd`).
+//! - pure-ftpd: Debian's pure-ftpd conflicts with vsftpd, so `scripts/test.sh`
+//!   only extracts the packages `pure-ftpd` and `pure-ftpd-common` into
+//!   `target/peers/pure-ftpd` and exports [`PURE_FTPD_ENV`] (`GW_PURE_FTPD`)
+//!   = the absolute path of `usr/sbin/pure-ftpd` there. Without the variable
+//!   the harness looks in that default folder (so `cargo nextest run` by hand
+//!   works after one run of `scripts/test.sh`); if it is missing, starting a
+//!   pure-ftpd server fails with a message saying to run `scripts/test.sh`.
+//!
+//! # Certificates
+//! Each instance makes (with `openssl`, EC P-256, in well under a second) a
+//! test CA ([`FtpServer::ca_file`]), a server certificate signed by it for
+//! `IP:127.0.0.1, DNS:localhost` ([`CertChoice::Good`]), one signed by the
+//! same CA for `DNS:wrong.example` only ([`CertChoice::WrongHost`]) and a
+//! self-signed one for 127.0.0.1 from no known CA ([`CertChoice::UnknownCa`]).
+//!
+//! Dropping an [`FtpServer`] kills the server and every per-session process
+//! it started.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::run_with_timeout;
+use crate::sshd::{chown_to_test_user, listening_on_port, test_user_ids, TEST_PASSWORD, TEST_USER};
+
+/// Absolute path of vsftpd (Debian package `vsftpd`, installed by `scripts/test.sh`).
+pub const VSFTPD_BIN: &str = "/usr/sbin/vsftpd";
+
+/// Environment variable holding the absolute path of the extracted
+/// `pure-ftpd` binary (exported by `scripts/test.sh`).
+pub const PURE_FTPD_ENV: &str = "GW_PURE_FTPD";
+
+/// Where `scripts/test.sh` extracts pure-ftpd, relative to the cargo target dir.
+pub const PURE_FTPD_DEFAULT_DIR: &str = "peers/pure-ftpd";
+
+/// First port of the range the per-instance port blocks are taken from.
+pub const PORT_RANGE_START: u16 = 20000;
+
+/// End (exclusive) of that range: the start of Linux's default ephemeral range.
+pub const PORT_RANGE_END: u16 = 32768;
+
+/// Ports per instance: 1 control port + `PORT_BLOCK - 1` passive ports.
+/// (pure-ftpd caps its client count at half the passive ports: 31 here.)
+pub const PORT_BLOCK: u16 = 64;
+
+/// How long to wait for a freshly started server to listen.
+pub const FTPD_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which server program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpServerKind {
+    /// vsftpd 3.0.3 (Debian 12).
+    Vsftpd,
+    /// pure-ftpd 1.0.50 (Debian 12), extracted from its package.
+    PureFtpd,
+}
+
+/// TLS mode of the control port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpServerTls {
+    /// Plain FTP only (`AUTH TLS` is refused).
+    None,
+    /// Explicit FTPS (`AUTH TLS` on the plain port). `required`: logins and
+    /// data connections without TLS are refused (vsftpd
+    /// `force_local_logins_ssl` + `force_local_data_ssl`; pure-ftpd `-Y 3`);
+    /// otherwise both plain and TLS sessions are accepted (pure-ftpd `-Y 1`).
+    Explicit {
+        /// Refuse sessions and data connections without TLS.
+        required: bool,
+    },
+    /// Implicit FTPS: TLS from the first byte on the control port
+    /// (`ftps://`). vsftpd only (`implicit_ssl=YES`): Debian's pure-ftpd is
+    /// built without it, and [`FtpServer::start`] says so.
+    Implicit,
+}
+
+/// Which certificate the server presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertChoice {
+    /// Signed by the test CA for `IP:127.0.0.1, DNS:localhost`.
+    Good,
+    /// Signed by the test CA for `DNS:wrong.example` only.
+    WrongHost,
+    /// Self-signed for `IP:127.0.0.1, DNS:localhost`: no known CA.
+    UnknownCa,
+}
+
+impl CertChoice {
+    fn stem(self) -> &'static str {
+        match self {
+            CertChoice::Good => "server",
+            CertChoice::WrongHost => "wrong-host",
+            CertChoice::UnknownCa => "unknown-ca",
+        }
+    }
+}
+
+/// Options for [`FtpServer::start`]. Start from [`FtpServerOptions::vsftpd`]
+/// or [`FtpServerOptions::pure_ftpd`] and set fields or use the builders.
+#[derive(Debug, Clone)]
+pub struct FtpServerOptions {
+    /// The server program.
+    pub kind: FtpServerKind,
+    /// TLS mode (default none).
+    pub tls: FtpServerTls,
+    /// Certificate presented when TLS is on (default [`CertChoice::Good`]).
+    pub cert: CertChoice,
+    /// vsftpd `require_ssl_reuse` (default true, vsftpd's own default): data
+    /// connections must resume the control connection's TLS session, else
+    /// `522 SSL connection failed: session reuse required`. pure-ftpd has no
+    /// such check; ignored there.
+    pub require_ssl_reuse: bool,
+    /// Maximum simultaneous clients (vsftpd `max_clients`, pure-ftpd `-c` and
+    /// `-C`). None: vsftpd's default (2000) / pure-ftpd 31 (its cap: half the
+    /// passive ports).
+    pub max_clients: Option<u32>,
+    /// Caps the server's TLS at 1.2 (an `OPENSSL_CONF` with
+    /// `MaxProtocol = TLSv1.2` in the server's environment). Default false:
+    /// TLS 1.3 is negotiated when the client offers it. Beware: vsftpd 3.0.3
+    /// over TLS 1.3 fails about half of the uploads larger than ~100 KB
+    /// (`426 Failure reading network stream.` after 114688 bytes; seen with
+    /// curl/OpenSSL), while listings, downloads and small uploads work; over
+    /// TLS 1.2 all work. pure-ftpd is fine with TLS 1.3.
+    pub max_tls12: bool,
+    /// Extra settings: for vsftpd, config lines (`key=value`) appended to
+    /// the generated config; for pure-ftpd, extra command-line arguments.
+    pub extra: Vec<String>,
+}
+
+impl FtpServerOptions {
+    /// Plain FTP with the given server and the defaults above.
+    pub fn new(kind: FtpServerKind) -> Self {
+        Self {
+            kind,
+            tls: FtpServerTls::None,
+            cert: CertChoice::Good,
+            require_ssl_reuse: true,
+            max_clients: None,
+            max_tls12: false,
+            extra: vec![],
+        }
+    }
+
+    /// `new(FtpServerKind::Vsftpd)`.
+    pub fn vsftpd() -> Self {
+        Self::new(FtpServerKind::Vsftpd)
+    }
+
+    /// `new(FtpServerKind::PureFtpd)`.
+    pub fn pure_ftpd() -> Self {
+        Self::new(FtpServerKind::PureFtpd)
+    }
+
+    /// Sets [`FtpServerOptions::tls`].
+    pub fn tls(mut self, tls: FtpServerTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets [`FtpServerOptions::cert`].
+    pub fn cert(mut self, cert: CertChoice) -> Self {
+        self.cert = cert;
+        self
+    }
+
+    /// Sets [`FtpServerOptions::require_ssl_reuse`].
+    pub fn require_ssl_reuse(mut self, yes: bool) -> Self {
+        self.require_ssl_reuse = yes;
+        self
+    }
+
+    /// Sets [`FtpServerOptions::max_clients`].
+    pub fn max_clients(mut self, n: u32) -> Self {
+        self.max_clients = Some(n);
+        self
+    }
+
+    /// Sets [`FtpServerOptions::max_tls12`].
+    pub fn max_tls12(mut self, yes: bool) -> Self {
+        self.max_tls12 = yes;
+        self
+    }
+
+    /// Appends one [`FtpServerOptions::extra`] entry.
+    pub fn extra(mut self, item: &str) -> Self {
+        self.extra.push(item.to_string());
+        self
+    }
+}
+
+impl Default for FtpServerOptions {
+    fn default() -> Self {
+        Self::vsftpd()
+    }
+}
+
+/// One established TCP connection as `ss` shows it from the server's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TcpConn {
+    /// The server's end (127.0.0.1 and the control or a passive port).
+    pub local: SocketAddr,
+    /// The client's end (its source address and port).
+    pub peer: SocketAddr,
+}
+
+/// A port block claimed for one instance (see the module docs).
+struct PortBlock {
+    base: u16,
+    _lock: fs::File,
+}
+
+impl PortBlock {
+    fn claim() -> Result<PortBlock> {
+        let dir = std::env::temp_dir().join("gw-e2e-ftp-ports");
+        fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+        let blocks = (PORT_RANGE_END - PORT_RANGE_START) / PORT_BLOCK;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let first = (seed % u32::from(blocks)) as u16;
+        for i in 0..blocks {
+            let base = PORT_RANGE_START + ((first + i) % blocks) * PORT_BLOCK;
+            let path = dir.join(format!("{base}.lock"));
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: flock(2) on a descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                continue;
+            }
+            let all_free = (base..base + PORT_BLOCK)
+                .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok());
+            if all_free {
+                return Ok(PortBlock { base, _lock: file });
+            }
+        }
+        bail!(
+            "no free block of {PORT_BLOCK} ports in 127.0.0.1:{PORT_RANGE_START}..{PORT_RANGE_END} \
+             (locks in {})",
+            dir.display()
+        )
+    }
+
+    fn control(&self) -> u16 {
+        self.base
+    }
+
+    fn passive(&self) -> RangeInclusive<u16> {
+        self.base + 1..=self.base + PORT_BLOCK - 1
+    }
+}
+
+/// The cargo target dirs to look in for `peers/pure-ftpd`.
+fn target_dirs() -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        out.push(PathBuf::from(d));
+    }
+    // <target>/<profile>/deps/<test exe>
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(t) = exe.ancestors().nth(3) {
+            out.push(t.to_path_buf());
+        }
+    }
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    out
+}
+
+/// The pure-ftpd binary: `$GW_PURE_FTPD`, else `<target>/peers/pure-ftpd/usr/sbin/pure-ftpd`.
+pub fn pure_ftpd_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(PURE_FTPD_ENV) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!(
+                "{PURE_FTPD_ENV}={} does not exist: run scripts/test.sh, which extracts \
+                 pure-ftpd there (apt-get download pure-ftpd pure-ftpd-common; dpkg -x)",
+                p.display()
+            );
+        }
+        return Ok(p);
+    }
+    let candidates: Vec<PathBuf> = target_dirs()
+        .into_iter()
+        .map(|t| t.join(PURE_FTPD_DEFAULT_DIR).join("usr/sbin/pure-ftpd"))
+        .collect();
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    bail!(
+        "pure-ftpd not found: {PURE_FTPD_ENV} is unset and none of {candidates:?} exists. \
+         Run scripts/test.sh once: it extracts the pure-ftpd and pure-ftpd-common packages \
+         into target/{PURE_FTPD_DEFAULT_DIR} (they conflict with vsftpd, so they are not installed)"
+    )
+}
+
+/// `pure-pw` from the same extracted tree as `pure-ftpd` (`usr/bin/pure-pw`).
+fn pure_pw_bin(pure_ftpd: &Path) -> Result<PathBuf> {
+    let usr = pure_ftpd
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("{} has no usr/ parent", pure_ftpd.display()))?;
+    let p = usr.join("bin/pure-pw");
+    if !p.is_file() {
+        bail!(
+            "{} not found (it comes from the pure-ftpd-common package): run scripts/test.sh",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Runs a command (60 s limit) and fails with its output unless it succeeds.
+fn run_ok(cmd: Command, what: &str) -> Result<String> {
+    let out = run_with_timeout(cmd, Duration::from_secs(60))?;
+    if !out.success() {
+        bail!("{what} failed:\n{out}");
+    }
+    Ok(out.stdout)
+}
+
+/// Makes the test CA and the three server certificates in `dir`.
+fn make_certs(dir: &Path) -> Result<()> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let p = |n: &str| dir.join(n);
+    let mut ca = Command::new("openssl");
+    ca.args(["req", "-x509"])
+        .args(ec)
+        .args(["-days", "3650", "-subj", "/CN=gw-e2e test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem"));
+    run_ok(ca, "openssl req (test CA)")?;
+    for (stem, cn, san) in [
+        ("server", "127.0.0.1", "IP:127.0.0.1,DNS:localhost"),
+        ("wrong-host", "wrong.example", "DNS:wrong.example"),
+    ] {
+        let mut req = Command::new("openssl");
+        req.arg("req")
+            .args(ec)
+            .args(["-subj", &format!("/CN={cn}")])
+            .arg("-keyout")
+            .arg(p(&format!("{stem}.key")))
+            .arg("-out")
+            .arg(p(&format!("{stem}.csr")));
+        run_ok(req, "openssl req (server key)")?;
+        let ext = p(&format!("{stem}.ext"));
+        fs::write(
+            &ext,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+            ),
+        )?;
+        let mut sign = Command::new("openssl");
+        sign.args(["x509", "-req", "-days", "3650", "-set_serial"])
+            .arg(if stem == "server" { "2" } else { "3" })
+            .arg("-in")
+            .arg(p(&format!("{stem}.csr")))
+            .arg("-CA")
+            .arg(p("ca.pem"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(p(&format!("{stem}.pem")));
+        run_ok(sign, "openssl x509 -req (sign server cert)")?;
+    }
+    let mut unknown = Command::new("openssl");
+    unknown
+        .args(["req", "-x509"])
+        .args(ec)
+        .args(["-days", "3650", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(p("unknown-ca.key"))
+        .arg("-out")
+        .arg(p("unknown-ca.pem"));
+    run_ok(unknown, "openssl req (self-signed cert)")?;
+    Ok(())
+}
+
+/// A running (or stopped) FTP server on 127.0.0.1 (see the module docs).
+pub struct FtpServer {
+    dir: tempfile::TempDir,
+    ports: PortBlock,
+    opts: FtpServerOptions,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+/// (pid, ppid, session id) of every process, read from /proc.
+fn process_table() -> Vec<(u32, u32, u32)> {
+    let mut out = vec![];
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp session ..." -- comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        if f.first() == Some(&"Z") {
+            continue;
+        }
+        if let (Some(ppid), Some(sid)) = (
+            f.get(1).and_then(|s| s.parse().ok()),
+            f.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            out.push((p, ppid, sid));
+        }
+    }
+    out
+}
+
+/// `pid`'s descendants plus every process in the sessions they (or `pid`)
+/// created (per-session processes may setsid(); orphans stay in the session).
+fn descendants(pid: u32, sessions: &mut BTreeSet<u32>) -> Vec<u32> {
+    let table = process_table();
+    let mut out: Vec<u32> = vec![];
+    let mut frontier = vec![pid];
+    for &(c, _, sid) in &table {
+        if c == pid && sid == pid {
+            sessions.insert(sid);
+        }
+    }
+    while let Some(q) = frontier.pop() {
+        for &(c, pp, sid) in &table {
+            if pp == q && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+                if sid == c {
+                    sessions.insert(sid);
+                }
+            }
+        }
+    }
+    for &(c, _, sid) in &table {
+        if sessions.contains(&sid) && c != pid && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// pure-ftpd keeps a status file `/var/run/pure-ftpd/client-%08u` (pid) per
+/// session (for pure-ftpwho) and removes it when the session ends normally;
+/// a killed session leaves it behind. Removes those of dead processes.
+fn remove_stale_pure_ftpd_status_files() {
+    let Ok(rd) = fs::read_dir(PURE_FTPD_RUN_DIR) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("client-"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// pure-ftpd's run-time folder (per-session status files).
+pub const PURE_FTPD_RUN_DIR: &str = "/var/run/pure-ftpd";
+
+/// True while process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .map(|i| !stat[i + 1..].trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Established TCP connections whose local (server-side) port is in `ports`
+/// (`ss -Htn state established '( sport >= :A and sport <= :B )'`).
+pub fn established_in_range(ports: RangeInclusive<u16>) -> Result<Vec<TcpConn>> {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!(
+            "( sport >= :{} and sport <= :{} )",
+            ports.start(),
+            ports.end()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .context("running ss (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ss failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut conns = vec![];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // Recv-Q Send-Q Local:Port Peer:Port
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(l), Some(p)) = (f.get(2), f.get(3)) else {
+            bail!("unexpected ss line: {line:?}");
+        };
+        let parse = |s: &str| -> Result<SocketAddr> {
+            let a: SocketAddr = s
+                .parse()
+                .with_context(|| format!("address {s:?} in ss line {line:?}"))?;
+            // Show IPv4-mapped IPv6 peers as plain IPv4.
+            Ok(match a {
+                SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+                    None => a,
+                },
+                v4 => v4,
+            })
+        };
+        conns.push(TcpConn {
+            local: parse(l)?,
+            peer: parse(p)?,
+        });
+    }
+    conns.sort();
+    Ok(conns)
+}
+
+impl FtpServer {
+    /// Claims a port block, makes the temp dir, root folder and certificates,
+    /// starts the server and waits until it listens.
+    pub fn start(opts: FtpServerOptions) -> Result<FtpServer> {
+        test_user_ids()?;
+        let bin = match opts.kind {
+            FtpServerKind::Vsftpd => {
+                if !Path::new(VSFTPD_BIN).is_file() {
+                    bail!("{VSFTPD_BIN} not found: install vsftpd (scripts/test.sh does)");
+                }
+                PathBuf::from(VSFTPD_BIN)
+            }
+            FtpServerKind::PureFtpd => {
+                if opts.tls == FtpServerTls::Implicit {
+                    bail!(
+                        "pure-ftpd (Debian's 1.0.50) is built without implicit TLS; \
+                         use FtpServerKind::Vsftpd for FtpServerTls::Implicit"
+                    );
+                }
+                pure_ftpd_bin()?
+            }
+        };
+        let ports = PortBlock::claim()?;
+        let dir = tempfile::Builder::new().prefix("gw-e2e-ftpd-").tempdir()?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let root = dir.path().join("root");
+        fs::create_dir(&root)?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
+        chown_to_test_user(&root)?;
+        let certs = dir.path().join("certs");
+        fs::create_dir(&certs)?;
+        make_certs(&certs)?;
+        fs::write(
+            dir.path().join("openssl-tls12.cnf"),
+            "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n\
+             [ssl_sect]\nsystem_default = system_default_sect\n\
+             [system_default_sect]\nMaxProtocol = TLSv1.2\n",
+        )?;
+        match opts.kind {
+            FtpServerKind::Vsftpd => {
+                // vsftpd's pre-login process chroots here: empty, root-owned, 555.
+                let empty = dir.path().join("empty");
+                fs::create_dir(&empty)?;
+                fs::set_permissions(&empty, fs::Permissions::from_mode(0o555))?;
+                fs::write(dir.path().join("user_list"), format!("{TEST_USER}\n"))?;
+            }
+            FtpServerKind::PureFtpd => {
+                // pure-ftpd keeps per-session status files here (pure-ftpwho).
+                fs::create_dir_all(PURE_FTPD_RUN_DIR)
+                    .with_context(|| format!("mkdir -p {PURE_FTPD_RUN_DIR}"))?;
+                Self::make_pure_db(dir.path(), &bin, &root)?;
+            }
+        }
+        let mut server = FtpServer {
+            dir,
+            ports,
+            opts,
+            bin,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// pure-ftpd's virtual user [`TEST_USER`] (a puredb file made with
+    /// `pure-pw mkdb`) mapped to the system user's uid/gid and chrooted
+    /// (`/./`) into `root`. The hash is SHA-512 crypt (`openssl passwd -6`):
+    /// `pure-pw useradd`'s argon2id costs ~2.5 s per login.
+    fn make_pure_db(dir: &Path, pure_ftpd: &Path, root: &Path) -> Result<()> {
+        let (uid, gid) = test_user_ids()?;
+        let mut h = Command::new("openssl");
+        h.args(["passwd", "-6", TEST_PASSWORD]);
+        let hash = run_ok(h, "openssl passwd -6")?.trim().to_string();
+        if !hash.starts_with("$6$") {
+            bail!("openssl passwd -6 printed {hash:?}");
+        }
+        let passwd = dir.join("pureftpd.passwd");
+        fs::write(
+            &passwd,
+            format!(
+                "{TEST_USER}:{hash}:{uid}:{gid}::{}/./::::::::::::\n",
+                root.display()
+            ),
+        )?;
+        let mut mk = Command::new(pure_pw_bin(pure_ftpd)?);
+        mk.arg("mkdb")
+            .arg(dir.join("pureftpd.pdb"))
+            .arg("-f")
+            .arg(&passwd);
+        run_ok(mk, "pure-pw mkdb")?;
+        Ok(())
+    }
+
+    /// The kind of server.
+    pub fn kind(&self) -> FtpServerKind {
+        self.opts.kind
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &FtpServerOptions {
+        &self.opts
+    }
+
+    /// The temp dir of this server (config, certs, logs, root).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The control port (kept across [`FtpServer::stop`] / [`FtpServer::start_again`]).
+    pub fn port(&self) -> u16 {
+        self.ports.control()
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port())
+    }
+
+    /// The passive (data) port range the server answers PASV/EPSV with.
+    pub fn passive_ports(&self) -> RangeInclusive<u16> {
+        self.ports.passive()
+    }
+
+    /// The folder the login user sees as `/` (owned by [`TEST_USER`], mode 755).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Writes `data` to `<root>/<rel>` (creating parent folders) and makes
+    /// the new folders and the file owned by [`TEST_USER`], so that the server
+    /// can overwrite it as well as read, rename and delete it (a file the test
+    /// writes as root is read-only to the server). Returns the path on disk.
+    pub fn write_file(&self, rel: &str, data: &[u8]) -> Result<PathBuf> {
+        let path = self.root().join(rel.trim_start_matches('/'));
+        if let Some(parent) = path.parent() {
+            self.create_dir(&parent.strip_prefix(self.root())?.to_string_lossy())?;
+        }
+        fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+        chown_to_test_user(&path)?;
+        Ok(path)
+    }
+
+    /// Creates `<root>/<rel>` and its missing parents (mode 755), owned by
+    /// [`TEST_USER`]. Returns the path on disk.
+    pub fn create_dir(&self, rel: &str) -> Result<PathBuf> {
+        let root = self.root();
+        let mut path = root.clone();
+        for part in Path::new(rel.trim_start_matches('/')).components() {
+            path.push(part);
+            if !path.is_dir() {
+                fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+                chown_to_test_user(&path)?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// The login name ([`TEST_USER`]).
+    pub fn user(&self) -> &'static str {
+        TEST_USER
+    }
+
+    /// The password ([`TEST_PASSWORD`]).
+    pub fn password(&self) -> &'static str {
+        TEST_PASSWORD
+    }
+
+    /// `ftp://127.0.0.1:PORT/<path>` (`ftps://` for implicit TLS); `path`
+    /// without a leading slash is relative to the root.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.opts.tls == FtpServerTls::Implicit {
+            "ftps"
+        } else {
+            "ftp"
+        };
+        format!(
+            "{scheme}://127.0.0.1:{}/{}",
+            self.port(),
+            path.trim_start_matches('/')
+        )
+    }
+
+    /// The test CA's certificate (PEM): what a client must trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// The certificate file (PEM) of `choice`.
+    pub fn cert_file_of(&self, choice: CertChoice) -> PathBuf {
+        self.dir.path().join(format!("certs/{}.pem", choice.stem()))
+    }
+
+    /// The certificate the server presents ([`FtpServerOptions::cert`]).
+    pub fn cert_file(&self) -> PathBuf {
+        self.cert_file_of(self.opts.cert)
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("certs/{}.key", self.opts.cert.stem()))
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("vsftpd.conf")
+    }
+
+    /// The server's own log file: vsftpd's `vsftpd_log_file` (every
+    /// connection, FTP command and response, transfer, with the client's
+    /// address); pure-ftpd's `-O clf:` transfer log (one line per transfer,
+    /// client address first; pure-ftpd logs nothing else but to syslog).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join(match self.opts.kind {
+            FtpServerKind::Vsftpd => "vsftpd.log",
+            FtpServerKind::PureFtpd => "pure-ftpd.clf.log",
+        })
+    }
+
+    fn output_path(&self) -> PathBuf {
+        self.dir.path().join("server.out")
+    }
+
+    /// The server's log ([`FtpServer::log_path`]) followed by anything it
+    /// wrote to stdout/stderr (every run of this instance appends).
+    pub fn log(&self) -> String {
+        let mut s = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let out = fs::read_to_string(self.output_path()).unwrap_or_default();
+        if !out.trim().is_empty() {
+            s += "\n--- server stdout/stderr ---\n";
+            s += &out;
+        }
+        s
+    }
+
+    /// The client IP addresses the log names: vsftpd's `CONNECT: Client "IP"`
+    /// lines (one per control connection); pure-ftpd's transfer lines.
+    pub fn log_client_ips(&self) -> BTreeSet<IpAddr> {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        match self.opts.kind {
+            FtpServerKind::Vsftpd => {
+                let re = regex::Regex::new(r#"CONNECT: Client "([^"]+)""#).expect("regex");
+                log.lines()
+                    .filter_map(|l| re.captures(l).and_then(|c| c[1].parse().ok()))
+                    .collect()
+            }
+            FtpServerKind::PureFtpd => log
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().and_then(|w| w.parse().ok()))
+                .collect(),
+        }
+    }
+
+    /// Number of control connections the log shows (vsftpd only: `CONNECT:` lines).
+    pub fn log_connect_count(&self) -> usize {
+        fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("] CONNECT: Client "))
+            .count()
+    }
+
+    /// The config / command line and log, for failure messages.
+    pub fn logs(&self) -> String {
+        let setup = match self.opts.kind {
+            FtpServerKind::Vsftpd => fs::read_to_string(self.config_path()).unwrap_or_default(),
+            FtpServerKind::PureFtpd => format!("{:?}", self.pure_ftpd_args()),
+        };
+        format!(
+            "{:?} on 127.0.0.1:{} (passive {:?}, {})\n--- setup ---\n{}\n--- log ---\n{}\n----------------",
+            self.opts.kind,
+            self.port(),
+            self.passive_ports(),
+            self.dir.path().display(),
+            setup.trim_end(),
+            self.log()
+        )
+    }
+
+    fn vsftpd_config(&self) -> String {
+        let d = self.dir.path();
+        let o = &self.opts;
+        let yn = |b: bool| if b { "YES" } else { "NO" };
+        let mut lines = vec![
+            "listen=YES".to_string(),
+            "listen_ipv6=NO".into(),
+            "listen_address=127.0.0.1".into(),
+            format!("listen_port={}", self.port()),
+            "background=NO".into(),
+            "seccomp_sandbox=NO".into(),
+            "anonymous_enable=NO".into(),
+            "local_enable=YES".into(),
+            "write_enable=YES".into(),
+            "local_umask=022".into(),
+            "pasv_enable=YES".into(),
+            "pasv_address=127.0.0.1".into(),
+            format!("pasv_min_port={}", self.passive_ports().start()),
+            format!("pasv_max_port={}", self.passive_ports().end()),
+            "port_enable=YES".into(),
+            "connect_from_port_20=NO".into(),
+            format!("secure_chroot_dir={}", d.join("empty").display()),
+            "userlist_enable=YES".into(),
+            "userlist_deny=NO".into(),
+            format!("userlist_file={}", d.join("user_list").display()),
+            "chroot_local_user=YES".into(),
+            "allow_writeable_chroot=YES".into(),
+            format!("local_root={}", self.root().display()),
+            "pam_service_name=vsftpd".into(),
+            "dirmessage_enable=NO".into(),
+            "xferlog_enable=YES".into(),
+            "xferlog_std_format=NO".into(),
+            "log_ftp_protocol=YES".into(),
+            format!("vsftpd_log_file={}", self.log_path().display()),
+        ];
+        if let Some(n) = o.max_clients {
+            lines.push(format!("max_clients={n}"));
+        }
+        match o.tls {
+            FtpServerTls::None => lines.push("ssl_enable=NO".into()),
+            FtpServerTls::Explicit { .. } | FtpServerTls::Implicit => {
+                let required = match o.tls {
+                    FtpServerTls::Explicit { required } => required,
+                    _ => true,
+                };
+                lines.extend([
+                    "ssl_enable=YES".to_string(),
+                    format!("implicit_ssl={}", yn(o.tls == FtpServerTls::Implicit)),
+                    format!("rsa_cert_file={}", self.cert_file().display()),
+                    format!("rsa_private_key_file={}", self.key_file().display()),
+                    // vsftpd 3.0.3's default list is DES-CBC3-SHA only, which
+                    // OpenSSL 3 refuses (and which an EC key cannot use).
+                    "ssl_ciphers=HIGH".into(),
+                    format!("force_local_logins_ssl={}", yn(required)),
+                    format!("force_local_data_ssl={}", yn(required)),
+                    format!("require_ssl_reuse={}", yn(o.require_ssl_reuse)),
+                    "debug_ssl=YES".into(),
+                ]);
+            }
+        }
+        lines.extend(o.extra.iter().cloned());
+        lines.join("\n") + "\n"
+    }
+
+    fn pure_ftpd_args(&self) -> Vec<String> {
+        let d = self.dir.path();
+        let o = &self.opts;
+        let passive = self.passive_ports();
+        // pure-ftpd caps -c at half the passive ports anyway.
+        let max = o
+            .max_clients
+            .unwrap_or(u32::from(PORT_BLOCK - 1) / 2)
+            .to_string();
+        let mut a: Vec<String> = vec![
+            "-S".into(),
+            format!("127.0.0.1,{}", self.port()),
+            "-4".into(),
+            "-l".into(),
+            format!("puredb:{}", d.join("pureftpd.pdb").display()),
+            "-E".into(), // no anonymous
+            "-A".into(), // chroot everyone
+            "-H".into(), // no reverse DNS (and IPs in the log)
+            "-u".into(),
+            "1".into(), // min uid (the test user is a system account)
+            "-U".into(),
+            "133:022".into(),
+            "-p".into(),
+            format!("{}:{}", passive.start(), passive.end()),
+            "-P".into(),
+            "127.0.0.1".into(),
+            "-c".into(),
+            max.clone(),
+            "-C".into(),
+            max,
+            "-O".into(),
+            format!("clf:{}", self.log_path().display()),
+            "-f".into(),
+            "none".into(), // no syslog
+        ];
+        let tls_mode = match o.tls {
+            FtpServerTls::None => None,
+            FtpServerTls::Explicit { required: false } => Some("1"),
+            // 3: refuse sessions without TLS and cleartext data channels too.
+            FtpServerTls::Explicit { required: true } | FtpServerTls::Implicit => Some("3"),
+        };
+        if let Some(mode) = tls_mode {
+            a.extend([
+                "-Y".into(),
+                mode.into(),
+                "-2".into(),
+                format!(
+                    "{},{}",
+                    self.cert_file().display(),
+                    self.key_file().display()
+                ),
+            ]);
+        }
+        a.extend(o.extra.iter().cloned());
+        a
+    }
+
+    /// Writes the config, starts the server in the foreground (own process
+    /// group, stdout+stderr to a file) and waits until the control port listens
+    /// (checked with `ss`, without connecting: vsftpd would log a connect).
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        match self.opts.kind {
+            FtpServerKind::Vsftpd => {
+                fs::write(self.config_path(), self.vsftpd_config())?;
+                cmd.arg(self.config_path());
+            }
+            FtpServerKind::PureFtpd => {
+                cmd.args(self.pure_ftpd_args());
+            }
+        }
+        if self.opts.max_tls12 {
+            cmd.env("OPENSSL_CONF", self.dir.path().join("openssl-tls12.cnf"));
+        }
+        let out_start = fs::metadata(self.output_path())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.output_path())?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        let deadline = Instant::now() + FTPD_START_TIMEOUT;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                let all = fs::read_to_string(self.output_path()).unwrap_or_default();
+                bail!(
+                    "{:?} exited with {st} before listening on 127.0.0.1:{} \
+                     (pure-ftpd logs its errors only to syslog: check its arguments)\n\
+                     --- output ---\n{}\n{}",
+                    self.opts.kind,
+                    self.port(),
+                    all.get(out_start as usize..).unwrap_or(&all),
+                    self.logs()
+                );
+            }
+            if listening_on_port(self.port())? {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.child = Some(child);
+                let _ = self.stop();
+                bail!(
+                    "{:?} did not listen on 127.0.0.1:{} within {FTPD_START_TIMEOUT:?}\n{}",
+                    self.opts.kind,
+                    self.port(),
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The pids of the server and every per-session process it started right now.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(child) = &self.child else {
+            return vec![];
+        };
+        let pid = child.id();
+        let mut all = vec![pid];
+        all.extend(descendants(pid, &mut BTreeSet::new()));
+        all
+    }
+
+    /// Kills the server and every session process (like a crash: open control
+    /// and data connections are cut), then waits until nothing listens on the
+    /// control port and no connection to it or the passive range is left.
+    /// Ports, root folder and certificates are kept.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            bail!(
+                "{:?} on port {} is not running",
+                self.opts.kind,
+                self.port()
+            );
+        };
+        let pid = child.id();
+        // Freeze the listener first so that no new session starts, then kill the sessions.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let mut sessions = BTreeSet::new();
+        let mut quiet_rounds = 0;
+        for _ in 0..100 {
+            let procs = descendants(pid, &mut sessions);
+            for &d in &procs {
+                // SAFETY: kill(2) on a process this server started.
+                unsafe { libc::kill(d as libc::pid_t, libc::SIGKILL) };
+            }
+            // Whatever stayed in the server's process group (it is the leader).
+            // SAFETY: kill(2) on the process group we created for the server.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+            quiet_rounds = if procs.is_empty() {
+                quiet_rounds + 1
+            } else {
+                0
+            };
+            if quiet_rounds >= 2 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if self.opts.kind == FtpServerKind::PureFtpd {
+            remove_stale_pure_ftpd_status_files();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = self.connections()?;
+            if !listening_on_port(self.port())? && left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "port {} still listens or has connections 5 s after killing the server: {left:?}",
+                    self.port()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts the server again after [`FtpServer::stop`]: same ports, root,
+    /// certificates and log file.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!(
+                "{:?} on port {} is already running",
+                self.opts.kind,
+                self.port()
+            );
+        }
+        self.spawn()
+    }
+
+    /// [`FtpServer::stop`] then [`FtpServer::start_again`].
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.start_again()
+    }
+
+    /// Stops the server, switches the certificate it presents and starts it
+    /// again on the same port.
+    pub fn restart_with_cert(&mut self, cert: CertChoice) -> Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.opts.cert = cert;
+        self.start_again()
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Established connections to the control port right now (peer = the
+    /// client's source address and port).
+    pub fn control_connections(&self) -> Result<Vec<TcpConn>> {
+        established_in_range(self.port()..=self.port())
+    }
+
+    /// Established data connections to the passive range right now
+    /// (passive mode only: active-mode data connections, which the server
+    /// opens to the client, are not on that range).
+    pub fn data_connections(&self) -> Result<Vec<TcpConn>> {
+        established_in_range(self.passive_ports())
+    }
+
+    /// Both: every established connection to this server right now.
+    pub fn connections(&self) -> Result<Vec<TcpConn>> {
+        established_in_range(self.port()..=*self.passive_ports().end())
+    }
+
+    /// Starts sampling the control connections every 20 ms.
+    pub fn control_sampler(&self) -> ConnectionSampler {
+        ConnectionSampler::start(self.port()..=self.port())
+    }
+
+    /// Starts sampling the data connections (passive range) every 20 ms.
+    pub fn data_sampler(&self) -> ConnectionSampler {
+        ConnectionSampler::start(self.passive_ports())
+    }
+}
+
+impl Drop for FtpServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Err(e) = self.stop() {
+                eprintln!("stopping {:?}: {e:#}", self.opts.kind);
+            }
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// What a [`ConnectionSampler`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SamplerReport {
+    /// The most established connections seen at once.
+    pub max: usize,
+    /// How many samples were taken.
+    pub samples: usize,
+    /// Every peer (client source) IP seen.
+    pub peers: BTreeSet<IpAddr>,
+}
+
+/// Samples the established connections to a port range every 20 ms on a
+/// thread (`ss`); [`ConnectionSampler::finish`] stops it and reports the
+/// maximum seen at once and every peer address seen.
+pub struct ConnectionSampler {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    peers: Arc<Mutex<BTreeSet<IpAddr>>>,
+    handle: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl ConnectionSampler {
+    /// Starts sampling the server-side ports `ports` (the first sample is
+    /// taken before this returns).
+    pub fn start(ports: RangeInclusive<u16>) -> ConnectionSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicUsize::new(0));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, m, n, pe) = (stop.clone(), max.clone(), samples.clone(), peers.clone());
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || -> Result<()> {
+            let mut first = Some(first_tx);
+            loop {
+                let conns = established_in_range(ports.clone());
+                let conns = match conns {
+                    Ok(c) => c,
+                    Err(e) => {
+                        first.take();
+                        return Err(e);
+                    }
+                };
+                m.fetch_max(conns.len(), Ordering::SeqCst);
+                if let Ok(mut set) = pe.lock() {
+                    set.extend(conns.iter().map(|c| c.peer.ip()));
+                }
+                n.fetch_add(1, Ordering::SeqCst);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+                if s.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let _ = first_rx.recv_timeout(Duration::from_secs(5));
+        ConnectionSampler {
+            stop,
+            max,
+            samples,
+            peers,
+            handle: Some(handle),
+        }
+    }
+
+    /// The maximum so far.
+    pub fn max_so_far(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// The peer IPs seen so far.
+    pub fn peers_so_far(&self) -> BTreeSet<IpAddr> {
+        self.peers.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Takes one last sample, stops, and reports.
+    pub fn finish(mut self) -> Result<SamplerReport> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join()
+                .map_err(|_| anyhow!("connection sampler thread panicked"))??;
+        }
+        Ok(SamplerReport {
+            max: self.max.load(Ordering::SeqCst),
+            samples: self.samples.load(Ordering::SeqCst),
+            peers: self.peers_so_far(),
+        })
+    }
+}
+
+impl Drop for ConnectionSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
