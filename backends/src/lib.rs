@@ -11,12 +11,14 @@
 //! - [`pool`]: the capped, fair connection pool of the remote backends.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
 //! - [`sftp`]: a folder on a remote SFTP server.
+//! - [`ftp`]: a folder on a remote FTP or FTPS server.
 //! - [`conformance`]: the cases every backend must pass.
 
 pub mod backend;
 pub mod conformance;
 pub mod dial;
 pub mod error;
+pub mod ftp;
 pub mod local;
 pub mod path;
 pub mod pool;

@@ -1,0 +1,157 @@
+//! The backend against a scripted FTP server on loopback: stalls become
+//! timeouts, refusals become the right error kinds, and connections that
+//! broke are not reused.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
+use crate::dial::SourceAddresses;
+use crate::pool::PoolSettings;
+use crate::{Backend, ErrorKind, StoragePath};
+
+/// How the scripted server answers one command line ("" = the greeting);
+/// `None` means it never answers.
+type Script = fn(&str) -> Option<String>;
+
+fn login(line: &str) -> Option<String> {
+    let reply = match line.split(' ').next().unwrap_or("") {
+        "" => "220 scripted\r\n",
+        "USER" => "331 password please\r\n",
+        "PASS" => "230 welcome\r\n",
+        "FEAT" => "211-Features:\r\n SIZE\r\n211 End\r\n",
+        "TYPE" => "200 binary\r\n",
+        "PWD" => "257 \"/home/x\" is current\r\n",
+        "NOOP" => "200 ok\r\n",
+        "QUIT" => "221 bye\r\n",
+        _ => return None,
+    };
+    Some(reply.to_string())
+}
+
+/// Starts the server; returns its port.
+async fn serve(script: Script) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let mut next = Some(String::new());
+                while let Some(line) = next {
+                    match script(&line) {
+                        Some(reply) => {
+                            if write.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            if reply.starts_with("421") {
+                                return;
+                            }
+                        }
+                        None => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return;
+                        }
+                    }
+                    next = lines.next_line().await.ok().flatten();
+                }
+            });
+        }
+    });
+    port
+}
+
+fn backend(port: u16) -> FtpBackend {
+    FtpBackend::new(FtpSettings {
+        name: "scripted".into(),
+        host: "127.0.0.1".into(),
+        port,
+        username: "x".into(),
+        password: "y".into(),
+        tls: FtpTls::Never,
+        certificate: CertificateCheck::AllowAny,
+        root: String::new(),
+        sources: SourceAddresses::system(),
+        connect_timeout: Duration::from_millis(400),
+        io_timeout: Duration::from_millis(300),
+        atomic_uploads: true,
+        pool: PoolSettings {
+            max: 2,
+            wait: Duration::from_secs(5),
+            idle: Duration::from_secs(30),
+        },
+    })
+    .unwrap()
+}
+
+fn file() -> StoragePath {
+    StoragePath::parse("f").unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_server_is_a_connect_timeout() {
+    let port = serve(|_| None).await;
+    let started = Instant::now();
+    let err = backend(port).stat(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_stalled_command_is_a_timeout_and_drops_the_connection() {
+    let port = serve(login).await;
+    let b = backend(port);
+    let err = b.stat(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("no answer within"), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.pool_stats().open, 0, "the stalled connection is not kept");
+}
+
+#[tokio::test]
+async fn refusals_map_to_kinds() {
+    let port = serve(|line| match line.split(' ').next().unwrap_or("") {
+        "SIZE" => Some("550 No such file or directory\r\n".into()),
+        "CWD" if line == "CWD /home/x" => Some("250 ok\r\n".into()),
+        "CWD" => Some("550 No such file or directory\r\n".into()),
+        "MKD" => Some("553 Permission denied\r\n".into()),
+        "DELE" => Some("421 Service not available, closing\r\n".into()),
+        _ => login(line),
+    })
+    .await;
+    let b = backend(port);
+    let err = b.stat(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = b.mkdir(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("553 Permission denied"), "{err}");
+    let err = b.remove(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionLost, "{err}");
+    assert!(err.is_temporary());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.pool_stats().open, 0, "a 421 connection is not kept");
+    // A path with a line break never reaches the server as two commands.
+    let err = b
+        .stat(&StoragePath::parse("a\r\nDELE b").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidPath, "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_login_names_the_user() {
+    let port = serve(|line| match line.split(' ').next().unwrap_or("") {
+        "PASS" => Some("530 Login incorrect.\r\n".into()),
+        _ => login(line),
+    })
+    .await;
+    let err = backend(port).stat(&file()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.message().contains("authentication failed for user `x`"),
+        "{err}"
+    );
+}
