@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use backends::sftp::HostKeyPolicy;
-use backends::{Backend, BackendError, ErrorKind, StoragePath};
+use backends::{BackendError, ErrorKind, StoragePath};
 use certs::host_keys::fingerprint;
 use futures::TryStreamExt;
 use russh::keys::PublicKey;
 
-use crate::config::{RemoteSettings, Settings};
-use crate::remotes::{connect_remote, host_keys, source_addresses};
+use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings};
+use crate::remotes::{connect_remote, host_keys, source_addresses, RemoteAccess};
 use crate::state::{RedbStore, StateStore};
 
 fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
@@ -54,33 +54,80 @@ pub fn list(settings: &Settings) -> Result<()> {
             ),
             None => "enabled".to_string(),
         };
-        let pin = match (&r.host_key, host_keys::pinned(store.as_ref(), &r.name)?) {
-            (Some(k), _) => format!("{} (configured)", fingerprint(k)),
-            (None, Some(k)) => fingerprint(&k),
-            (None, None) => "none".to_string(),
+        let security = match &r.protocol {
+            ProtocolSettings::Sftp(s) => {
+                let pin = match (&s.host_key, host_keys::pinned(store.as_ref(), &r.name)?) {
+                    (Some(k), _) => format!("{} (configured)", fingerprint(k)),
+                    (None, Some(k)) => fingerprint(&k),
+                    (None, None) => "none".to_string(),
+                };
+                format!("host key {pin}")
+            }
+            ProtocolSettings::Ftp(f) => format!(
+                "tls {}{}",
+                tls_mode_name(f.tls),
+                match f.certificate {
+                    CertificatePolicy::AllowAny => ", certificate allow_any (INSECURE)",
+                    CertificatePolicy::RequireMatch => "",
+                }
+            ),
         };
         println!(
-            "{}  sftp  {}@{}:{}  {state}  host key {pin}  max_connections {}",
-            r.name, r.username, r.host, r.port, r.max_connections
+            "{}  {}  {}@{}:{}  {state}  {security}  max_connections {}",
+            r.name,
+            r.kind().as_str(),
+            r.username,
+            r.host,
+            r.port,
+            r.max_connections
         );
     }
     Ok(())
+}
+
+fn tls_mode_name(mode: FtpTlsMode) -> &'static str {
+    match mode {
+        FtpTlsMode::Never => "never",
+        FtpTlsMode::IfAvailable => "if_available",
+        FtpTlsMode::Require => "require",
+        FtpTlsMode::RequireImplicit => "require_implicit",
+    }
 }
 
 /// `gateway remote test NAME`.
 pub async fn test(settings: &Settings, name: &str) -> Result<()> {
     let r = find(settings, name)?;
     let store = open_store(settings)?;
-    let remote = connect_remote(r, &settings.dedicated_ips, store);
+    let remote = connect_remote(r, &settings.dedicated_ips, store)?;
     let started = Instant::now();
-    let conn = remote
-        .backend
-        .connection()
-        .await
-        .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
+    let mut details: Vec<(&str, String)> = Vec::new();
+    match &remote.access {
+        RemoteAccess::Sftp { backend, .. } => {
+            let conn = backend
+                .connection()
+                .await
+                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
+            details.push(("source address", conn.local_addr().ip().to_string()));
+        }
+        RemoteAccess::Ftp { backend } => {
+            let probe = backend
+                .probe()
+                .await
+                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
+            details.push(("source address", probe.local_addr.ip().to_string()));
+            details.push(("server", probe.server_addr.to_string()));
+            details.push(("welcome", probe.welcome.trim().to_string()));
+            match &probe.tls {
+                Some(tls) => {
+                    details.push(("tls", format!("{}, {}", tls.version, tls.cipher_suite)));
+                    details.push(("certificate", tls.certificate.clone()));
+                }
+                None => details.push(("tls", "none (plain FTP)".to_string())),
+            }
+            details.push(("features", probe.features.join(", ")));
+        }
+    }
     let login = started.elapsed();
-    let source = conn.local_addr().ip();
-    drop(conn);
     let probe = Instant::now();
     let root = StoragePath::root();
     match remote.backend.stat(&root).await {
@@ -111,14 +158,17 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
                 reason(&e)
             )
         })?;
-    let key = remote
-        .host_keys
-        .last_presented()
-        .map(|k| format!("{} {}", k.algorithm(), fingerprint(&k)))
-        .unwrap_or_else(|| "unknown".to_string());
-    println!("remote `{name}`: ok");
-    println!("  source address: {source}");
-    println!("  host key: {key}");
+    if let RemoteAccess::Sftp { host_keys, .. } = &remote.access {
+        let key = host_keys
+            .last_presented()
+            .map(|k| format!("{} {}", k.algorithm(), fingerprint(&k)))
+            .unwrap_or_else(|| "unknown".to_string());
+        details.push(("host key", key));
+    }
+    println!("remote `{name}`: ok ({})", r.kind().as_str());
+    for (label, value) in &details {
+        println!("  {label}: {value}");
+    }
     println!("  connect and login: {} ms", login.as_millis());
     println!("  round trip: {} ms", round_trip.as_millis());
     println!("  remote root `{}`: {entries} entries", shown_root(r));
@@ -162,7 +212,13 @@ impl HostKeyPolicy for CaptureKey {
 /// `gateway remote trust NAME`.
 pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
     let r = find(settings, name)?;
-    if let Some(k) = &r.host_key {
+    let ProtocolSettings::Sftp(sftp) = &r.protocol else {
+        bail!(
+            "remote `{name}` is an {} remote: host keys belong to SFTP; its TLS certificate is checked against `ca_file` or the system's roots",
+            r.kind().as_str()
+        );
+    };
+    if let Some(k) = &sftp.host_key {
         bail!(
             "remote `{name}` has `host_key` set in the config ({}); change it there instead",
             fingerprint(k)

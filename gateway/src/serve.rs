@@ -49,7 +49,7 @@ pub async fn run(settings: Settings) -> Result<()> {
 
     let store =
         Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?);
-    let remotes = Remotes::build(&settings, store.clone());
+    let remotes = Remotes::build(&settings, store.clone())?;
     let mut users = settings.users;
     let mut first_user_password = None;
     if users.is_empty() {

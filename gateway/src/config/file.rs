@@ -155,6 +155,45 @@ pub struct MountSection {
 pub enum RemoteKind {
     /// An SFTP server.
     Sftp,
+    /// An FTP or FTPS server.
+    Ftp,
+}
+
+impl RemoteKind {
+    /// The name used in the config file and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::Sftp => "sftp",
+            RemoteKind::Ftp => "ftp",
+        }
+    }
+}
+
+/// `tls` of an FTP remote: whether and how the connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FtpTlsMode {
+    /// Plain FTP: passwords and files cross the network in clear.
+    Never,
+    /// Explicit TLS (AUTH TLS) when the server offers it, plain otherwise.
+    IfAvailable,
+    /// Explicit TLS (AUTH TLS), refusing servers without it.
+    #[default]
+    Require,
+    /// Implicit TLS: TLS from the first byte (usually port 990).
+    RequireImplicit,
+}
+
+/// `certificate` of an FTP remote: how its TLS certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificatePolicy {
+    /// The chain must lead to a trusted root (system or `ca_file`) and
+    /// name the host.
+    #[default]
+    RequireMatch,
+    /// Any certificate is accepted (insecure; warned on every connect).
+    AllowAny,
 }
 
 /// One `[[remotes]]` entry.
@@ -166,10 +205,12 @@ pub struct RemoteSection {
     /// The protocol.
     pub kind: RemoteKind,
     /// Host name or address.
+    #[serde(default)]
     pub host: String,
-    /// TCP port (default 22).
+    /// TCP port (default 22 for SFTP, 21 for FTP, 990 for implicit FTPS).
     pub port: Option<u16>,
     /// Login name.
+    #[serde(default)]
     pub username: String,
     /// Password for password authentication.
     pub password: Option<String>,
@@ -200,6 +241,18 @@ pub struct RemoteSection {
     /// How long an unused connection stays open.
     #[serde(default = "default_remote_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// FTP: plain, explicit or implicit TLS (default `require`).
+    pub tls: Option<FtpTlsMode>,
+    /// FTP: how the server's TLS certificate is checked.
+    pub certificate: Option<CertificatePolicy>,
+    /// FTP: PEM file of the certificate authorities to trust instead of
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
+    /// FTP: upload to a temporary name and rename on close.
+    pub atomic_uploads: Option<bool>,
+    /// FTP: how long a command or a data transfer may stall.
+    #[serde(default, with = "humantime_serde")]
+    pub io_timeout: Option<Duration>,
 }
 
 fn default_max_connections() -> usize {

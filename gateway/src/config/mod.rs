@@ -20,7 +20,7 @@ use backends::StoragePath;
 use ipnet::IpNet;
 use policy::{PathPermissions, PermissionSet, ThrottleSettings, User};
 
-pub use file::{ConfigFile, LogFormat, RemoteKind};
+pub use file::{CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind};
 use locate::KeyMap;
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
@@ -71,8 +71,6 @@ impl Settings {
 pub struct RemoteSettings {
     /// Name used by mounts and the CLI.
     pub name: String,
-    /// The protocol.
-    pub kind: RemoteKind,
     /// Host name or address.
     pub host: String,
     /// TCP port.
@@ -81,12 +79,6 @@ pub struct RemoteSettings {
     pub username: String,
     /// Password, if configured.
     pub password: Option<String>,
-    /// Private key, if configured (already decrypted).
-    pub private_key: Option<Arc<russh::keys::PrivateKey>>,
-    /// The configured host key, if any.
-    pub host_key: Option<russh::keys::PublicKey>,
-    /// Connect despite a host key mismatch (insecure).
-    pub allow_mismatched_host_key: bool,
     /// Most connections open at once.
     pub max_connections: usize,
     /// Bind to the dedicated IPs.
@@ -99,23 +91,73 @@ pub struct RemoteSettings {
     pub pool_wait: Duration,
     /// How long an idle connection stays open.
     pub idle_timeout: Duration,
+    /// What only one protocol has.
+    pub protocol: ProtocolSettings,
+}
+
+impl RemoteSettings {
+    /// The protocol.
+    pub fn kind(&self) -> RemoteKind {
+        match self.protocol {
+            ProtocolSettings::Sftp(_) => RemoteKind::Sftp,
+            ProtocolSettings::Ftp(_) => RemoteKind::Ftp,
+        }
+    }
+}
+
+/// The settings of one protocol.
+#[derive(Clone)]
+pub enum ProtocolSettings {
+    /// An SFTP server.
+    Sftp(SftpRemoteSettings),
+    /// An FTP or FTPS server.
+    Ftp(FtpRemoteSettings),
+}
+
+/// What only SFTP remotes have.
+#[derive(Clone)]
+pub struct SftpRemoteSettings {
+    /// Private key, if configured (already decrypted).
+    pub private_key: Option<Arc<russh::keys::PrivateKey>>,
+    /// The configured host key, if any.
+    pub host_key: Option<russh::keys::PublicKey>,
+    /// Connect despite a host key mismatch (insecure).
+    pub allow_mismatched_host_key: bool,
+}
+
+/// What only FTP remotes have.
+#[derive(Debug, Clone)]
+pub struct FtpRemoteSettings {
+    /// Plain, explicit or implicit TLS.
+    pub tls: FtpTlsMode,
+    /// How the server's certificate is checked.
+    pub certificate: CertificatePolicy,
+    /// Certificate authorities to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Upload to a temporary name and rename on close.
+    pub atomic_uploads: bool,
+    /// How long a command or data transfer may stall.
+    pub io_timeout: Duration,
 }
 
 impl fmt::Debug for RemoteSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Secrets never reach logs.
-        f.debug_struct("RemoteSettings")
-            .field("name", &self.name)
+        let mut d = f.debug_struct("RemoteSettings");
+        d.field("name", &self.name)
+            .field("kind", &self.kind())
             .field("host", &self.host)
             .field("port", &self.port)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field(
-                "private_key",
-                &self.private_key.as_ref().map(|_| "<hidden>"),
-            )
-            .field("max_connections", &self.max_connections)
-            .finish_non_exhaustive()
+            .field("max_connections", &self.max_connections);
+        match &self.protocol {
+            ProtocolSettings::Sftp(s) => {
+                d.field("private_key", &s.private_key.as_ref().map(|_| "<hidden>"))
+            }
+            ProtocolSettings::Ftp(f) => d.field("ftp", f),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
@@ -485,58 +527,137 @@ fn validate_remotes(
         if rs.host.trim().is_empty() {
             r.at_key(&at("host"), "the host is empty");
         }
+        if rs.username.is_empty() {
+            r.at_key(&at("username"), "the username is empty");
+        }
         if rs.max_connections == 0 {
             r.at_key(&at("max_connections"), "must be at least 1");
         }
-        let host_key = match rs.host_key.as_deref().map(parse_host_key) {
-            Some(Ok(k)) => Some(k),
-            Some(Err(e)) => {
-                r.at_key(&at("host_key"), e);
-                None
+        let kind = rs.kind;
+        // A key that belongs to another protocol is a mistake worth naming.
+        let mut foreign = |key: &str, set: bool, belongs: &str| {
+            if set {
+                r.at_key(
+                    &at(key),
+                    format!(
+                        "`{key}` applies only to {belongs} remotes; remote `{}` is kind = \"{}\"",
+                        rs.name,
+                        kind.as_str()
+                    ),
+                );
             }
-            None => None,
         };
-        let private_key = match &rs.private_key_file {
-            Some(file) => {
-                let file = resolve(base, file.clone());
-                match load_private_key(&file, rs.private_key_passphrase.as_deref()) {
-                    Ok(k) => Some(Arc::new(k)),
-                    Err(e) => {
-                        r.at_key(&at("private_key_file"), e);
-                        None
+        let protocol = match kind {
+            RemoteKind::Sftp => {
+                foreign("tls", rs.tls.is_some(), "ftp");
+                foreign("certificate", rs.certificate.is_some(), "ftp");
+                foreign("ca_file", rs.ca_file.is_some(), "ftp");
+                foreign("atomic_uploads", rs.atomic_uploads.is_some(), "ftp");
+                foreign("io_timeout", rs.io_timeout.is_some(), "ftp");
+                sftp_protocol(&rs, base, &at, r)
+            }
+            RemoteKind::Ftp => {
+                foreign("host_key", rs.host_key.is_some(), "sftp");
+                foreign(
+                    "allow_mismatched_host_key",
+                    rs.allow_mismatched_host_key,
+                    "sftp",
+                );
+                foreign("private_key_file", rs.private_key_file.is_some(), "sftp");
+                foreign(
+                    "private_key_passphrase",
+                    rs.private_key_passphrase.is_some(),
+                    "sftp",
+                );
+                if rs.password.is_none() {
+                    r.at_key(
+                        &at("name"),
+                        format!("remote `{}` needs a password", rs.name),
+                    );
+                }
+                let ca_file = rs.ca_file.clone().map(|f| resolve(base, f));
+                if let Some(f) = &ca_file {
+                    if let Err(e) = std::fs::metadata(f) {
+                        r.at_key(
+                            &at("ca_file"),
+                            format!("cannot read {}: {}", f.display(), describe_io(&e)),
+                        );
                     }
                 }
+                ProtocolSettings::Ftp(FtpRemoteSettings {
+                    tls: rs.tls.unwrap_or_default(),
+                    certificate: rs.certificate.unwrap_or_default(),
+                    ca_file,
+                    atomic_uploads: rs.atomic_uploads.unwrap_or(false),
+                    io_timeout: rs.io_timeout.unwrap_or(Duration::from_secs(60)),
+                })
             }
-            None => None,
         };
-        if rs.password.is_none() && rs.private_key_file.is_none() {
-            r.at_key(
-                &at("name"),
-                format!(
-                    "remote `{}` needs a password or a private_key_file",
-                    rs.name
-                ),
-            );
-        }
+        let default_port = match &protocol {
+            ProtocolSettings::Sftp(_) => 22,
+            ProtocolSettings::Ftp(f) if f.tls == FtpTlsMode::RequireImplicit => 990,
+            ProtocolSettings::Ftp(_) => 21,
+        };
         out.push(RemoteSettings {
             name: rs.name,
-            kind: rs.kind,
             host: rs.host,
-            port: rs.port.unwrap_or(22),
+            port: rs.port.unwrap_or(default_port),
             username: rs.username,
             password: rs.password,
-            private_key,
-            host_key,
-            allow_mismatched_host_key: rs.allow_mismatched_host_key,
             max_connections: rs.max_connections.max(1),
             use_dedicated_ips: rs.use_dedicated_ips,
             root: rs.root,
             connect_timeout: rs.connect_timeout,
             pool_wait: rs.pool_wait,
             idle_timeout: rs.idle_timeout,
+            protocol,
         });
     }
     out
+}
+
+/// The SFTP-only part of a remote: its key and host key.
+fn sftp_protocol(
+    rs: &file::RemoteSection,
+    base: Option<&Path>,
+    at: &dyn Fn(&str) -> String,
+    r: &mut Reporter<'_>,
+) -> ProtocolSettings {
+    let host_key = match rs.host_key.as_deref().map(parse_host_key) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            r.at_key(&at("host_key"), e);
+            None
+        }
+        None => None,
+    };
+    let private_key = match &rs.private_key_file {
+        Some(file) => {
+            let file = resolve(base, file.clone());
+            match load_private_key(&file, rs.private_key_passphrase.as_deref()) {
+                Ok(k) => Some(Arc::new(k)),
+                Err(e) => {
+                    r.at_key(&at("private_key_file"), e);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if rs.password.is_none() && rs.private_key_file.is_none() {
+        r.at_key(
+            &at("name"),
+            format!(
+                "remote `{}` needs a password or a private_key_file",
+                rs.name
+            ),
+        );
+    }
+    ProtocolSettings::Sftp(SftpRemoteSettings {
+        private_key,
+        host_key,
+        allow_mismatched_host_key: rs.allow_mismatched_host_key,
+    })
 }
 
 fn validate_mounts(
@@ -658,5 +779,49 @@ mod tests {
             err.contains("/no/such/gw.toml") && err.contains("no such file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ftp_remote_defaults() {
+        let text = "[[remotes]]\nname = \"partner\"\nkind = \"ftp\"\nhost = \"ftp.example\"\nusername = \"u\"\npassword = \"p\"\n\n[[remotes]]\nname = \"implicit\"\nkind = \"ftp\"\nhost = \"ftp.example\"\nusername = \"u\"\npassword = \"p\"\ntls = \"require_implicit\"\ncertificate = \"allow_any\"\natomic_uploads = true\n";
+        let s = load_text(text).unwrap();
+        let explicit = s.remote("partner").unwrap();
+        assert_eq!(explicit.kind(), RemoteKind::Ftp);
+        assert_eq!(explicit.port, 21);
+        assert_eq!(explicit.max_connections, 25);
+        let ProtocolSettings::Ftp(f) = &explicit.protocol else {
+            panic!("not ftp: {explicit:?}")
+        };
+        assert_eq!(f.tls, FtpTlsMode::Require);
+        assert_eq!(f.certificate, CertificatePolicy::RequireMatch);
+        assert!(!f.atomic_uploads);
+        let implicit = s.remote("implicit").unwrap();
+        assert_eq!(implicit.port, 990);
+        let ProtocolSettings::Ftp(f) = &implicit.protocol else {
+            panic!("not ftp: {implicit:?}")
+        };
+        assert_eq!(f.certificate, CertificatePolicy::AllowAny);
+        assert!(f.atomic_uploads);
+    }
+
+    #[test]
+    fn keys_of_another_protocol_are_named() {
+        let text = "[[remotes]]\nname = \"partner\"\nkind = \"ftp\"\nhost = \"ftp.example\"\nusername = \"u\"\npassword = \"p\"\nhost_key = \"ssh-ed25519 AAAA\"\n\n[[remotes]]\nname = \"box\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\ntls = \"never\"\n";
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:7: key `remotes[0].host_key`"),
+            "{err}"
+        );
+        assert!(err.contains("applies only to sftp remotes"), "{err}");
+        assert!(err.contains("gw.toml:15: key `remotes[1].tls`"), "{err}");
+        assert!(err.contains("applies only to ftp remotes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_tls_mode_is_named() {
+        let text = "[[remotes]]\nname = \"partner\"\nkind = \"ftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\ntls = \"sometimes\"\n";
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(err.contains("gw.toml:7"), "{err}");
+        assert!(err.contains("sometimes"), "{err}");
     }
 }

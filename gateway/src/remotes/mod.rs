@@ -7,10 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use backends::dial::SourceAddresses;
-use backends::pool::PoolSettings;
+use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
+use backends::pool::{PoolSettings, PoolStats};
 use backends::sftp::{SftpBackend, SftpSettings};
+use backends::Backend;
 
-use crate::config::{RemoteSettings, Settings};
+use crate::config::{
+    CertificatePolicy, FtpRemoteSettings, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings,
+    SftpRemoteSettings,
+};
 use crate::state::StateStore;
 use host_keys::PinnedHostKeys;
 
@@ -18,10 +23,37 @@ use host_keys::PinnedHostKeys;
 pub struct Remote {
     /// What the config says about it.
     pub settings: RemoteSettings,
-    /// Its backend and pool.
-    pub backend: Arc<SftpBackend>,
-    /// Its host key policy (for reporting the presented key).
-    pub host_keys: Arc<PinnedHostKeys>,
+    /// Its backend, as mounts use it.
+    pub backend: Arc<dyn Backend>,
+    /// The same backend with what only its protocol offers.
+    pub access: RemoteAccess,
+}
+
+/// A remote's backend by protocol, for what the generic [`Backend`] does
+/// not cover (host keys, TLS probes, pool figures).
+pub enum RemoteAccess {
+    /// An SFTP remote and its host key policy.
+    Sftp {
+        /// The backend.
+        backend: Arc<SftpBackend>,
+        /// Its host key policy (for reporting the presented key).
+        host_keys: Arc<PinnedHostKeys>,
+    },
+    /// An FTP remote.
+    Ftp {
+        /// The backend.
+        backend: Arc<FtpBackend>,
+    },
+}
+
+impl Remote {
+    /// How the remote's pool is used now.
+    pub fn pool_stats(&self) -> PoolStats {
+        match &self.access {
+            RemoteAccess::Sftp { backend, .. } => backend.pool_stats(),
+            RemoteAccess::Ftp { backend } => backend.pool_stats(),
+        }
+    }
 }
 
 /// Every configured remote, by name.
@@ -32,18 +64,13 @@ pub struct Remotes {
 
 impl Remotes {
     /// Builds a backend per remote. Must run inside the tokio runtime.
-    pub fn build(settings: &Settings, store: Arc<dyn StateStore>) -> Self {
-        let by_name = settings
-            .remotes
-            .iter()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    connect_remote(r, &settings.dedicated_ips, store.clone()),
-                )
-            })
-            .collect();
-        Remotes { by_name }
+    pub fn build(settings: &Settings, store: Arc<dyn StateStore>) -> anyhow::Result<Self> {
+        let mut by_name = HashMap::new();
+        for r in &settings.remotes {
+            let remote = connect_remote(r, &settings.dedicated_ips, store.clone())?;
+            by_name.insert(r.name.clone(), remote);
+        }
+        Ok(Remotes { by_name })
     }
 
     /// The remote called `name`.
@@ -61,39 +88,103 @@ pub fn source_addresses(r: &RemoteSettings, dedicated_ips: &[std::net::IpAddr]) 
     }
 }
 
+/// The pool limits of `r`.
+fn pool_settings(r: &RemoteSettings) -> PoolSettings {
+    PoolSettings {
+        max: r.max_connections,
+        wait: r.pool_wait,
+        idle: r.idle_timeout,
+    }
+}
+
 /// A backend for one remote with the gateway's source addresses and pins.
+/// Fails only on local set-up problems (an unreadable CA file).
 pub fn connect_remote(
     r: &RemoteSettings,
     dedicated_ips: &[std::net::IpAddr],
     store: Arc<dyn StateStore>,
-) -> Remote {
+) -> anyhow::Result<Remote> {
+    let sources = source_addresses(r, dedicated_ips);
+    let access = match &r.protocol {
+        ProtocolSettings::Sftp(s) => sftp_remote(r, s, sources, store),
+        ProtocolSettings::Ftp(f) => RemoteAccess::Ftp {
+            backend: Arc::new(
+                FtpBackend::new(ftp_settings(r, f, sources))
+                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
+            ),
+        },
+    };
+    let backend: Arc<dyn Backend> = match &access {
+        RemoteAccess::Sftp { backend, .. } => backend.clone(),
+        RemoteAccess::Ftp { backend } => backend.clone(),
+    };
+    Ok(Remote {
+        settings: r.clone(),
+        backend,
+        access,
+    })
+}
+
+fn sftp_remote(
+    r: &RemoteSettings,
+    s: &SftpRemoteSettings,
+    sources: SourceAddresses,
+    store: Arc<dyn StateStore>,
+) -> RemoteAccess {
     let host_keys = Arc::new(PinnedHostKeys::new(
         &r.name,
-        r.host_key.clone(),
-        r.allow_mismatched_host_key,
+        s.host_key.clone(),
+        s.allow_mismatched_host_key,
         store,
     ));
-    let sources = source_addresses(r, dedicated_ips);
     let backend = SftpBackend::new(SftpSettings {
         name: r.name.clone(),
         host: r.host.clone(),
         port: r.port,
         username: r.username.clone(),
         password: r.password.clone(),
-        private_key: r.private_key.clone(),
+        private_key: s.private_key.clone(),
         root: r.root.clone(),
         sources,
         connect_timeout: r.connect_timeout,
         host_keys: host_keys.clone(),
-        pool: PoolSettings {
-            max: r.max_connections,
-            wait: r.pool_wait,
-            idle: r.idle_timeout,
-        },
+        pool: pool_settings(r),
     });
-    Remote {
-        settings: r.clone(),
+    RemoteAccess::Sftp {
         backend: Arc::new(backend),
         host_keys,
+    }
+}
+
+/// The backend settings of an FTP remote.
+pub fn ftp_settings(
+    r: &RemoteSettings,
+    f: &FtpRemoteSettings,
+    sources: SourceAddresses,
+) -> FtpSettings {
+    FtpSettings {
+        name: r.name.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        username: r.username.clone(),
+        password: r.password.clone().unwrap_or_default(),
+        tls: match f.tls {
+            FtpTlsMode::Never => FtpTls::Never,
+            FtpTlsMode::IfAvailable => FtpTls::IfAvailable,
+            FtpTlsMode::Require => FtpTls::Require,
+            FtpTlsMode::RequireImplicit => FtpTls::RequireImplicit,
+        },
+        certificate: match f.certificate {
+            CertificatePolicy::RequireMatch => CertificateCheck::RequireMatch {
+                ca_file: f.ca_file.clone(),
+            },
+            CertificatePolicy::AllowAny => CertificateCheck::AllowAny,
+        },
+        root: r.root.clone(),
+        sources,
+        connect_timeout: r.connect_timeout,
+        io_timeout: f.io_timeout,
+        atomic_uploads: f.atomic_uploads,
+        pool: pool_settings(r),
     }
 }
