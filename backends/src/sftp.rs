@@ -8,6 +8,7 @@
 //! into place on close (`posix-rename@openssh.com` where offered).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -686,6 +687,7 @@ impl Backend for SftpBackend {
                 conn: Some(conn),
                 handle: h.handle,
                 path: path.clone(),
+                eof_at: AtomicU64::new(NO_EOF),
             })),
             Err(e) => {
                 let mut err = self.err("open", path, e);
@@ -1021,7 +1023,19 @@ struct SftpReader {
     conn: Option<Pooled<SftpConnector>>,
     handle: String,
     path: StoragePath,
+    /// Where the last short read showed the end of the file ([`NO_EOF`]
+    /// if none): the next read there is answered without a round trip.
+    eof_at: AtomicU64,
 }
+
+/// `eof_at` when no end of file was seen.
+const NO_EOF: u64 = u64::MAX;
+
+/// Reads up to this long that come back short mark the end of a regular
+/// file: SFTP (draft 02, SSH_FXP_READ) guarantees a disk file reads in
+/// full up to its end, and every server must accept packets this large,
+/// so a short answer cannot be a server's own length cap.
+const SHORT_READ_IS_EOF: usize = 32 * 1024;
 
 impl SftpReader {
     fn conn(&self) -> Result<&Pooled<SftpConnector>> {
@@ -1039,6 +1053,17 @@ impl SftpReader {
 #[async_trait]
 impl FileReader for SftpReader {
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        // A client confirms the end of a small file with one more read
+        // right where the last one stopped short (OpenSSH's `get` does);
+        // answer it from what that read showed, once.
+        if offset == self.eof_at.load(Ordering::Relaxed)
+            && self
+                .eof_at
+                .compare_exchange(offset, NO_EOF, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Ok(Bytes::new());
+        }
         let conn = self.conn()?;
         let mut out: Vec<u8> = Vec::new();
         // One request per chunk, all in flight together, taken in order.
@@ -1065,6 +1090,10 @@ impl FileReader for SftpReader {
                 Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => break,
                 Err(e) => return Err(self.backend.err("read", &self.path, e)),
             }
+        }
+        if len <= SHORT_READ_IS_EOF && out.len() < len && !out.is_empty() {
+            self.eof_at
+                .store(offset + out.len() as u64, Ordering::Relaxed);
         }
         Ok(Bytes::from(out))
     }
