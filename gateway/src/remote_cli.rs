@@ -71,15 +71,29 @@ pub fn list(settings: &Settings) -> Result<()> {
                     CertificatePolicy::RequireMatch => "",
                 }
             ),
+            ProtocolSettings::S3(s) => format!(
+                "region {}{}",
+                s.region,
+                match s.certificate {
+                    CertificatePolicy::AllowAny => ", certificate allow_any (INSECURE)",
+                    CertificatePolicy::RequireMatch => "",
+                }
+            ),
+        };
+        let (address, limit) = match &r.protocol {
+            ProtocolSettings::S3(s) => (
+                format!("{} bucket {}", s.endpoint, s.bucket),
+                "no connection limit".to_string(),
+            ),
+            _ => (
+                format!("{}@{}:{}", r.username, r.host, r.port),
+                format!("max_connections {}", r.max_connections),
+            ),
         };
         println!(
-            "{}  {}  {}@{}:{}  {state}  {security}  max_connections {}",
+            "{}  {}  {address}  {state}  {security}  {limit}",
             r.name,
             r.kind().as_str(),
-            r.username,
-            r.host,
-            r.port,
-            r.max_connections
         );
     }
     Ok(())

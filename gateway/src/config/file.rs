@@ -157,6 +157,8 @@ pub enum RemoteKind {
     Sftp,
     /// An FTP or FTPS server.
     Ftp,
+    /// A bucket on an S3-compatible server.
+    S3,
 }
 
 impl RemoteKind {
@@ -165,6 +167,7 @@ impl RemoteKind {
         match self {
             RemoteKind::Sftp => "sftp",
             RemoteKind::Ftp => "ftp",
+            RemoteKind::S3 => "s3",
         }
     }
 }
@@ -223,9 +226,8 @@ pub struct RemoteSection {
     /// Connect even if the host key does not match (insecure).
     #[serde(default)]
     pub allow_mismatched_host_key: bool,
-    /// Most connections open at once.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    /// Most connections open at once (SFTP, FTP; default 25).
+    pub max_connections: Option<usize>,
     /// Bind outbound connections to `server.dedicated_ips`.
     #[serde(default = "default_true")]
     pub use_dedicated_ips: bool,
@@ -245,19 +247,32 @@ pub struct RemoteSection {
     pub tls: Option<FtpTlsMode>,
     /// FTP: how the server's TLS certificate is checked.
     pub certificate: Option<CertificatePolicy>,
-    /// FTP: PEM file of the certificate authorities to trust instead of
-    /// the system's.
+    /// FTP, S3: PEM file of the certificate authorities to trust instead
+    /// of the system's.
     pub ca_file: Option<PathBuf>,
     /// FTP: upload to a temporary name and rename on close.
     pub atomic_uploads: Option<bool>,
-    /// FTP: how long a command or a data transfer may stall.
+    /// FTP, S3: how long a command, request or transfer may stall.
     #[serde(default, with = "humantime_serde")]
     pub io_timeout: Option<Duration>,
+    /// S3: the service URL (`https://s3.example.com`).
+    pub endpoint: Option<String>,
+    /// S3: the bucket.
+    pub bucket: Option<String>,
+    /// S3: the region (default `us-east-1`).
+    pub region: Option<String>,
+    /// S3: access key id.
+    pub access_key_id: Option<String>,
+    /// S3: secret access key.
+    pub secret_access_key: Option<String>,
+    /// S3: `https://endpoint/bucket/key` (default) rather than
+    /// `https://bucket.endpoint/key`.
+    pub path_style: Option<bool>,
+    /// S3: renaming a folder copies and deletes every object under it
+    /// (not atomic); off by default, when such renames are refused.
+    pub recursive_folder_rename: Option<bool>,
 }
 
-fn default_max_connections() -> usize {
-    25
-}
 fn default_true() -> bool {
     true
 }

@@ -101,6 +101,7 @@ impl RemoteSettings {
         match self.protocol {
             ProtocolSettings::Sftp(_) => RemoteKind::Sftp,
             ProtocolSettings::Ftp(_) => RemoteKind::Ftp,
+            ProtocolSettings::S3(_) => RemoteKind::S3,
         }
     }
 }
@@ -112,6 +113,46 @@ pub enum ProtocolSettings {
     Sftp(SftpRemoteSettings),
     /// An FTP or FTPS server.
     Ftp(FtpRemoteSettings),
+    /// A bucket on an S3-compatible server.
+    S3(S3RemoteSettings),
+}
+
+/// What only S3 remotes have.
+#[derive(Clone)]
+pub struct S3RemoteSettings {
+    /// Service URL.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Path-style addressing.
+    pub path_style: bool,
+    /// How an https endpoint's certificate is checked.
+    pub certificate: CertificatePolicy,
+    /// Certificate authorities to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long a request may stall.
+    pub io_timeout: Duration,
+    /// Folder renames copy and delete every object under the folder.
+    pub recursive_folder_rename: bool,
+}
+
+impl fmt::Debug for S3RemoteSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3RemoteSettings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<hidden>")
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What only SFTP remotes have.
@@ -156,6 +197,7 @@ impl fmt::Debug for RemoteSettings {
                 d.field("private_key", &s.private_key.as_ref().map(|_| "<hidden>"))
             }
             ProtocolSettings::Ftp(f) => d.field("ftp", f),
+            ProtocolSettings::S3(s) => d.field("s3", s),
         };
         d.finish_non_exhaustive()
     }
@@ -524,79 +566,67 @@ fn validate_remotes(
                 format!("remote `{}` is declared twice", rs.name),
             );
         }
-        if rs.host.trim().is_empty() {
-            r.at_key(&at("host"), "the host is empty");
-        }
-        if rs.username.is_empty() {
-            r.at_key(&at("username"), "the username is empty");
-        }
-        if rs.max_connections == 0 {
-            r.at_key(&at("max_connections"), "must be at least 1");
-        }
         let kind = rs.kind;
-        // A key that belongs to another protocol is a mistake worth naming.
-        let mut foreign = |key: &str, set: bool, belongs: &str| {
-            if set {
+        // Keys of another protocol are mistakes worth naming.
+        for (key, set, kinds) in protocol_keys(&rs) {
+            if set && !kinds.contains(&kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
                 r.at_key(
                     &at(key),
                     format!(
-                        "`{key}` applies only to {belongs} remotes; remote `{}` is kind = \"{}\"",
+                        "`{key}` applies only to {} remotes; remote `{}` is kind = \"{}\"",
+                        names.join(" and "),
                         rs.name,
                         kind.as_str()
                     ),
                 );
             }
-        };
-        let protocol = match kind {
-            RemoteKind::Sftp => {
-                foreign("tls", rs.tls.is_some(), "ftp");
-                foreign("certificate", rs.certificate.is_some(), "ftp");
-                foreign("ca_file", rs.ca_file.is_some(), "ftp");
-                foreign("atomic_uploads", rs.atomic_uploads.is_some(), "ftp");
-                foreign("io_timeout", rs.io_timeout.is_some(), "ftp");
-                sftp_protocol(&rs, base, &at, r)
+        }
+        if kind != RemoteKind::S3 {
+            if rs.host.trim().is_empty() {
+                r.at_key(&at("host"), "the host is empty");
             }
+            if rs.username.is_empty() {
+                r.at_key(&at("username"), "the username is empty");
+            }
+        }
+        if rs.max_connections == Some(0) {
+            r.at_key(&at("max_connections"), "must be at least 1");
+        }
+        let ca_file = rs.ca_file.clone().map(|f| resolve(base, f));
+        if let Some(f) = &ca_file {
+            if let Err(e) = std::fs::metadata(f) {
+                r.at_key(
+                    &at("ca_file"),
+                    format!("cannot read {}: {}", f.display(), describe_io(&e)),
+                );
+            }
+        }
+        let io_timeout = rs.io_timeout.unwrap_or(Duration::from_secs(60));
+        let protocol = match kind {
+            RemoteKind::Sftp => sftp_protocol(&rs, base, &at, r),
             RemoteKind::Ftp => {
-                foreign("host_key", rs.host_key.is_some(), "sftp");
-                foreign(
-                    "allow_mismatched_host_key",
-                    rs.allow_mismatched_host_key,
-                    "sftp",
-                );
-                foreign("private_key_file", rs.private_key_file.is_some(), "sftp");
-                foreign(
-                    "private_key_passphrase",
-                    rs.private_key_passphrase.is_some(),
-                    "sftp",
-                );
                 if rs.password.is_none() {
                     r.at_key(
                         &at("name"),
                         format!("remote `{}` needs a password", rs.name),
                     );
                 }
-                let ca_file = rs.ca_file.clone().map(|f| resolve(base, f));
-                if let Some(f) = &ca_file {
-                    if let Err(e) = std::fs::metadata(f) {
-                        r.at_key(
-                            &at("ca_file"),
-                            format!("cannot read {}: {}", f.display(), describe_io(&e)),
-                        );
-                    }
-                }
                 ProtocolSettings::Ftp(FtpRemoteSettings {
                     tls: rs.tls.unwrap_or_default(),
                     certificate: rs.certificate.unwrap_or_default(),
                     ca_file,
                     atomic_uploads: rs.atomic_uploads.unwrap_or(false),
-                    io_timeout: rs.io_timeout.unwrap_or(Duration::from_secs(60)),
+                    io_timeout,
                 })
             }
+            RemoteKind::S3 => s3_protocol(&rs, ca_file, io_timeout, &at, r),
         };
         let default_port = match &protocol {
             ProtocolSettings::Sftp(_) => 22,
             ProtocolSettings::Ftp(f) if f.tls == FtpTlsMode::RequireImplicit => 990,
             ProtocolSettings::Ftp(_) => 21,
+            ProtocolSettings::S3(_) => 0,
         };
         out.push(RemoteSettings {
             name: rs.name,
@@ -604,7 +634,7 @@ fn validate_remotes(
             port: rs.port.unwrap_or(default_port),
             username: rs.username,
             password: rs.password,
-            max_connections: rs.max_connections.max(1),
+            max_connections: rs.max_connections.unwrap_or(25).max(1),
             use_dedicated_ips: rs.use_dedicated_ips,
             root: rs.root,
             connect_timeout: rs.connect_timeout,
@@ -614,6 +644,98 @@ fn validate_remotes(
         });
     }
     out
+}
+
+/// Every protocol-specific key of a remote: its name, whether it is set,
+/// and the kinds of remote it applies to.
+fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static [RemoteKind])> {
+    use RemoteKind::{Ftp, Sftp, S3};
+    vec![
+        ("host", !rs.host.is_empty(), &[Sftp, Ftp]),
+        ("port", rs.port.is_some(), &[Sftp, Ftp]),
+        ("username", !rs.username.is_empty(), &[Sftp, Ftp]),
+        ("password", rs.password.is_some(), &[Sftp, Ftp]),
+        (
+            "max_connections",
+            rs.max_connections.is_some(),
+            &[Sftp, Ftp],
+        ),
+        ("host_key", rs.host_key.is_some(), &[Sftp]),
+        (
+            "allow_mismatched_host_key",
+            rs.allow_mismatched_host_key,
+            &[Sftp],
+        ),
+        ("private_key_file", rs.private_key_file.is_some(), &[Sftp]),
+        (
+            "private_key_passphrase",
+            rs.private_key_passphrase.is_some(),
+            &[Sftp],
+        ),
+        ("tls", rs.tls.is_some(), &[Ftp]),
+        ("atomic_uploads", rs.atomic_uploads.is_some(), &[Ftp]),
+        ("certificate", rs.certificate.is_some(), &[Ftp, S3]),
+        ("ca_file", rs.ca_file.is_some(), &[Ftp, S3]),
+        ("io_timeout", rs.io_timeout.is_some(), &[Ftp, S3]),
+        ("endpoint", rs.endpoint.is_some(), &[S3]),
+        ("bucket", rs.bucket.is_some(), &[S3]),
+        ("region", rs.region.is_some(), &[S3]),
+        ("access_key_id", rs.access_key_id.is_some(), &[S3]),
+        ("secret_access_key", rs.secret_access_key.is_some(), &[S3]),
+        ("path_style", rs.path_style.is_some(), &[S3]),
+        (
+            "recursive_folder_rename",
+            rs.recursive_folder_rename.is_some(),
+            &[S3],
+        ),
+    ]
+}
+
+/// The S3-only part of a remote: endpoint, bucket and credentials.
+fn s3_protocol(
+    rs: &file::RemoteSection,
+    ca_file: Option<PathBuf>,
+    io_timeout: Duration,
+    at: &dyn Fn(&str) -> String,
+    r: &mut Reporter<'_>,
+) -> ProtocolSettings {
+    let mut required = |key: &str, value: &Option<String>| -> String {
+        match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => {
+                r.at_key(&at(key), format!("S3 remote `{}` needs `{key}`", rs.name));
+                String::new()
+            }
+        }
+    };
+    let endpoint = required("endpoint", &rs.endpoint);
+    let bucket = required("bucket", &rs.bucket);
+    let access_key_id = required("access_key_id", &rs.access_key_id);
+    let secret_access_key = required("secret_access_key", &rs.secret_access_key);
+    if !endpoint.is_empty()
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        r.at_key(
+            &at("endpoint"),
+            format!("`{endpoint}` is not a URL: it must start with https:// (or http://)"),
+        );
+    }
+    ProtocolSettings::S3(S3RemoteSettings {
+        endpoint,
+        bucket,
+        region: rs
+            .region
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "us-east-1".to_string()),
+        access_key_id,
+        secret_access_key,
+        path_style: rs.path_style.unwrap_or(true),
+        certificate: rs.certificate.unwrap_or_default(),
+        ca_file,
+        io_timeout,
+        recursive_folder_rename: rs.recursive_folder_rename.unwrap_or(false),
+    })
 }
 
 /// The SFTP-only part of a remote: its key and host key.
@@ -823,5 +945,36 @@ mod tests {
         let err = load_text(text).unwrap_err().to_string();
         assert!(err.contains("gw.toml:7"), "{err}");
         assert!(err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn s3_remote_needs_its_keys_and_refuses_a_connection_limit() {
+        let text = "[[remotes]]\nname = \"bucket\"\nkind = \"s3\"\nendpoint = \"s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nmax_connections = 5\n";
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:4: key `remotes[0].endpoint`"),
+            "{err}"
+        );
+        assert!(err.contains("is not a URL"), "{err}");
+        assert!(err.contains("needs `secret_access_key`"), "{err}");
+        assert!(
+            err.contains("gw.toml:7: key `remotes[0].max_connections`")
+                && err.contains("applies only to sftp and ftp remotes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn s3_remote_defaults() {
+        let text = "[[remotes]]\nname = \"bucket\"\nkind = \"s3\"\nendpoint = \"https://s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n";
+        let s = load_text(text).unwrap();
+        let r = s.remote("bucket").unwrap();
+        let ProtocolSettings::S3(s3) = &r.protocol else {
+            panic!("not s3: {r:?}")
+        };
+        assert_eq!(s3.region, "us-east-1");
+        assert!(s3.path_style);
+        assert!(!s3.recursive_folder_rename);
+        assert!(!format!("{r:?}").contains("SK"), "secret in Debug: {r:?}");
     }
 }

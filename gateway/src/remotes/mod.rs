@@ -113,6 +113,9 @@ pub fn connect_remote(
                     .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
             ),
         },
+        ProtocolSettings::S3(_) => {
+            anyhow::bail!("remote `{}`: S3 remotes are not available yet", r.name)
+        }
     };
     let backend: Arc<dyn Backend> = match &access {
         RemoteAccess::Sftp { backend, .. } => backend.clone(),
