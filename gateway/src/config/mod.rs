@@ -712,9 +712,8 @@ fn s3_protocol(
     let bucket = required("bucket", &rs.bucket);
     let access_key_id = required("access_key_id", &rs.access_key_id);
     let secret_access_key = required("secret_access_key", &rs.secret_access_key);
-    if !endpoint.is_empty()
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
+    let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !endpoint.is_empty() && !is_url {
         r.at_key(
             &at("endpoint"),
             format!("`{endpoint}` is not a URL: it must start with https:// (or http://)"),
