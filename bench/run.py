@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ftp_workload  # workload 5; it reaches back into this module as __main__
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"
 GWTEST_USER = "gwtest"
@@ -198,8 +200,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    """Wait until something on 127.0.0.1:port answers with an SSH banner."""
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None,
+              banner: bytes = b"SSH-") -> None:
+    """Wait until something on 127.0.0.1:port answers with `banner` (an SSH one by default)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -207,7 +210,7 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.settimeout(3)
-                if s.recv(64).startswith(b"SSH-"):
+                if s.recv(64).startswith(banner):
                     return
         except OSError:
             pass
@@ -601,7 +604,9 @@ remote_path = ""
         return cfg
 
     def start_gateway(self, max_connections: int, tag: str) -> System:
-        cfg = self.gateway_config(max_connections)
+        return self.start_gateway_with(self.gateway_config(max_connections), tag)
+
+    def start_gateway_with(self, cfg: Path, tag: str) -> System:
         self.gw_starts += 1
         logp = self.gw_dir / f"gateway-{tag}.log"
         logf = open(logp, "wb")
@@ -1408,6 +1413,12 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
         targets.append(f"- idle sessions: gateway < 256 KiB RSS per session — {verdict(ok)} "
                        f"({'—' if ps is None else f'{ps:.0f} KiB per session over {n} sessions'})")
 
+    # ---------------- workload 5 (FTP remote)
+    w5 = results.get("w5")
+    if w5:
+        L += ftp_workload.report(w5)
+        any_fail |= any(m[s]["failures"] for m in w5["modes"].values() for s in SYSTEMS)
+
     L += ["## Targets (issue 4)", ""]
     if cfg["quick"]:
         L += ["Quick mode: sizes are tiny, so these verdicts say nothing about the targets.", ""]
@@ -1441,7 +1452,7 @@ def main() -> int:
     ap.add_argument("--debug", action="store_true", help="use (and build) target/debug/gateway")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build")
     ap.add_argument("--runs", type=int, help="runs per system (default 3, quick 1)")
-    ap.add_argument("--workloads", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
+    ap.add_argument("--workloads", default="1,2,3,4,5", help="comma-separated subset of 1,2,3,4,5 (5: FTP remote)")
     ap.add_argument("--data-dir", type=Path, help="folder for every file of the run (default /dev/shm when it has 8 GiB free, else the temp dir)")
     ap.add_argument("--no-aes", action="store_true", help="skip the aes128-gcm row of workload 1")
     ap.add_argument("--max-wait", type=float, help="seconds to wait for other CPU load to go before a workload (default 180, quick 0); "
@@ -1456,6 +1467,12 @@ def main() -> int:
             print(f"missing {tool}: apt-get install -y openssh-client openssh-server rclone", file=sys.stderr)
             return 2
 
+    wanted_early = {x.strip() for x in args.workloads.split(",")}
+    if "5" in wanted_early:
+        for tool in ("/usr/sbin/vsftpd", "curl", "openssl"):
+            if not shutil.which(tool):
+                print(f"missing {tool} (workload 5): apt-get install -y vsftpd curl openssl", file=sys.stderr)
+                return 2
     quick = args.quick
     cfg = {
         "quick": quick,
@@ -1511,7 +1528,8 @@ def main() -> int:
             gw = b.start_gateway(25, "first-start")
             b.stop_system(gw)
         machine = machine_info()
-        for i, fn in ((1, workload1), (2, workload2), (3, workload3), (4, workload4)):
+        for i, fn in ((1, workload1), (2, workload2), (3, workload3), (4, workload4),
+                      (5, ftp_workload.workload5)):
             if i not in wanted:
                 continue
             with stage(f"workload {i}", durations):

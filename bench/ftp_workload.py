@@ -1,0 +1,311 @@
+"""Workload 5: one large file through an FTP remote (vsftpd on loopback).
+
+Three systems, alternating run by run like the SFTP workloads:
+  direct   curl straight to vsftpd (the one-hop limit)
+  gateway  OpenSSH sftp -> gateway (mount on a kind = "ftp" remote) -> vsftpd
+  rclone   OpenSSH sftp -> rclone serve sftp (ftp backend) -> vsftpd
+each in plain FTP and in explicit FTPS (AUTH TLS, vsftpd with require_ssl_reuse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import __main__ as R  # bench/run.py, which imports this module
+
+FTP_PASSWORD = "gwtest-Pass-123"  # scripts/test.sh gives the gwtest account this password
+MODES = ("plain", "tls")
+
+
+class Vsftpd:
+    """vsftpd in the foreground on 127.0.0.1, serving the sshd remote folder as gwtest's root."""
+
+    def __init__(self, root: Path, served: Path) -> None:
+        self.dir = root / "vsftpd"
+        self.dir.mkdir()
+        self.served = served
+        self.port = R.free_port()
+        self.pasv = (R.free_port(), 0)
+        # A small passive range above a free port (collisions are unlikely on loopback).
+        self.pasv = (self.pasv[0], min(self.pasv[0] + 40, 65535))
+        self.proc: subprocess.Popen | None = None
+        self.mode = "plain"
+        empty = self.dir / "empty"
+        empty.mkdir()
+        os.chmod(empty, 0o555)
+        (self.dir / "user_list").write_text(f"{R.GWTEST_USER}\n")
+        self.ca = self.dir / "ca.pem"
+        self._certificates()
+
+    def _certificates(self) -> None:
+        d = self.dir
+        run = lambda *a: subprocess.run(list(a), check=True, capture_output=True)  # noqa: E731
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "30", "-subj", "/CN=bench CA", "-keyout", str(d / "ca.key"), "-out", str(self.ca),
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
+        (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(self.ca), "-CAkey",
+            str(d / "ca.key"), "-CAcreateserial", "-days", "30", "-extfile", str(d / "ext"),
+            "-out", str(d / "server.pem"))
+
+    def config(self) -> Path:
+        d = self.dir
+        lines = [
+            "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={self.port}",
+            "background=NO", "seccomp_sandbox=NO", "anonymous_enable=NO", "local_enable=YES",
+            "write_enable=YES", "local_umask=022", "pasv_enable=YES", "pasv_address=127.0.0.1",
+            f"pasv_min_port={self.pasv[0]}", f"pasv_max_port={self.pasv[1]}",
+            f"secure_chroot_dir={d / 'empty'}", "userlist_enable=YES", "userlist_deny=NO",
+            f"userlist_file={d / 'user_list'}", "chroot_local_user=YES", "allow_writeable_chroot=YES",
+            f"local_root={self.served}", "pam_service_name=vsftpd", "max_clients=200", "max_per_ip=200",
+            "xferlog_enable=NO",
+        ]
+        if self.mode == "tls":
+            lines += [
+                "ssl_enable=YES", f"rsa_cert_file={d / 'server.pem'}",
+                f"rsa_private_key_file={d / 'server.key'}", "ssl_ciphers=HIGH",
+                "force_local_logins_ssl=YES", "force_local_data_ssl=YES", "require_ssl_reuse=YES",
+            ]
+        conf = d / f"vsftpd-{self.mode}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self, mode: str) -> None:
+        self.stop()
+        self.mode = mode
+        conf = self.config()
+        logf = open(self.dir / f"vsftpd-{mode}.log", "ab")
+        self.proc = R.CLEANUP.add_proc(subprocess.Popen(
+            ["/usr/sbin/vsftpd", str(conf)], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+            start_new_session=True))
+        R.wait_port(self.port, 20, self.proc, banner=b"220")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # vsftpd forks a process pair per session: take the whole group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            self.proc = None
+
+    def version(self) -> str:
+        r = subprocess.run(["/usr/sbin/vsftpd", "-v"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else "vsftpd"
+
+
+def curl_cmd(v: Vsftpd, mode: str) -> list[str]:
+    cmd = ["curl", "-sS", "--fail", "--ftp-pasv", "--user", f"{R.GWTEST_USER}:{FTP_PASSWORD}"]
+    if mode == "tls":
+        # OpenSSL clients lose uploads to vsftpd 3.0.3 over TLS 1.3 (see tests/src/ftpd.rs).
+        cmd += ["--ssl-reqd", "--cacert", str(v.ca), "--tls-max", "1.2"]
+    return cmd
+
+
+def gateway_config(b: R.Bench, v: Vsftpd, mode: str) -> Path:
+    cfg = b.gw_dir / f"gateway-ftp-{mode}.toml"
+    tls = 'tls = "require"\nca_file = "%s"' % v.ca if mode == "tls" else 'tls = "never"'
+    cfg.write_text(
+        f"""[server]
+listen = ["127.0.0.1:0"]
+storage = "{b.gw_dir / 'data'}"
+state = "{b.gw_state}"
+idle_timeout = "10m"
+shutdown_grace = "1s"
+
+[login]
+max_failures = 0
+
+[[remotes]]
+name = "bench"
+kind = "ftp"
+host = "127.0.0.1"
+port = {v.port}
+username = "{R.GWTEST_USER}"
+password = "{FTP_PASSWORD}"
+{tls}
+max_connections = 25
+use_dedicated_ips = false
+
+[[users]]
+name = "bench"
+authorized_keys = ["{b.client_pub}"]
+[[users.mounts]]
+path = "/remote"
+remote = "bench"
+remote_path = ""
+"""
+    )
+    return cfg
+
+
+def rclone_conf(b: R.Bench, v: Vsftpd, mode: str) -> Path:
+    obscured = subprocess.run(["rclone", "obscure", FTP_PASSWORD], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    conf = b.rc_dir / f"rclone-ftp-{mode}.conf"
+    extra = "explicit_tls = true\nno_check_certificate = true\ndisable_tls13 = true\n" if mode == "tls" else ""
+    conf.write_text(
+        f"""[bench]
+type = ftp
+host = 127.0.0.1
+port = {v.port}
+user = {R.GWTEST_USER}
+pass = {obscured}
+{extra}"""
+    )
+    return conf
+
+
+def start_rclone_ftp(b: R.Bench, v: Vsftpd, mode: str, tag: str) -> R.System:
+    conf = rclone_conf(b, v, mode)
+    ak = b.rc_dir / "authorized_keys"
+    ak.write_text(b.client_pub + "\n")
+    env = dict(os.environ, RCLONE_CONFIG=str(conf))
+    logp = b.rc_dir / f"rclone-{tag}.log"
+    port = R.free_port()
+    cmd = ["rclone", "serve", "sftp", "bench:", "--addr", f"127.0.0.1:{port}", "--authorized-keys", str(ak),
+           "--cache-dir", str(b.rc_dir / "cache"), "--log-file", str(logp), "--log-level", "NOTICE",
+           "--vfs-write-wait", "30s", "--vfs-read-chunk-size", "0"]
+    p = R.CLEANUP.add_proc(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logp, "ab"),
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env))
+    deadline = time.monotonic() + 30
+    while f"listening on 127.0.0.1:{port}" not in logp.read_text(errors="replace"):
+        if p.poll() is not None or time.monotonic() > deadline:
+            R.stop_proc(p)
+            raise R.BenchError(f"rclone (ftp) did not start: {logp.read_text(errors='replace')[-500:]}")
+        time.sleep(0.05)
+    return R.System("rclone", port, "bench", "/", p, logp)
+
+
+def direct_transfer(v: Vsftpd, mode: str, src: Path, rel: str, dl: Path, timeout: float) -> tuple[float, float]:
+    url = f"ftp://127.0.0.1:{v.port}/{rel}"
+    t0 = time.perf_counter()
+    r = subprocess.run(curl_cmd(v, mode) + ["-T", str(src), url], capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    up = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise R.BenchError(f"curl upload exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    R.sync()
+    t0 = time.perf_counter()
+    r = subprocess.run(curl_cmd(v, mode) + ["-o", str(dl), url], capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    down = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise R.BenchError(f"curl download exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    return up, down
+
+
+def workload5(b: R.Bench, cfg: dict) -> dict:
+    size = cfg["w1_size"]
+    src = b.local / "w5-src.bin"
+    digest = R.make_random_file(src, size)
+    served = b.sshd.remote
+    v = Vsftpd(b.root, served)
+    res: dict = {"size": size, "modes": {}, "systems": {}, "vsftpd": v.version(),
+                 "curl": " ".join(subprocess.run(["curl", "--version"], capture_output=True,
+                                                   text=True).stdout.split()[:2])}
+    res["load"] = b.wait_quiet("workload 5")
+    try:
+        for mode in MODES:
+            v.start(mode)
+            gw = rc = None
+            mres = {s: {"up": [], "down": [], "cpu_up": [], "cpu_down": [], "failures": []} for s in R.SYSTEMS}
+            res["modes"][mode] = mres
+            try:
+                gw = b.start_gateway_with(gateway_config(b, v, mode), f"w5-{mode}")
+                rc = start_rclone_ftp(b, v, mode, f"w5-{mode}")
+                systems = {"gateway": gw, "rclone": rc}
+                for r in range(cfg["runs"]):
+                    for sname in R.order_for_run(r):
+                        out = mres[sname]
+                        rel = f"w5-{sname}-{mode}-r{r}.bin"
+                        dl = b.local / "w5-dl.bin"
+                        b.before_run(out)
+                        try:
+                            R.sync()
+                            if sname == "direct":
+                                dt, dt2 = direct_transfer(v, mode, src, rel, dl, cfg["timeout"])
+                                c0 = c1 = c2 = None
+                            else:
+                                s = systems[sname]
+                                if not s.alive():
+                                    raise R.BenchError(f"{sname} is not running")
+                                c0 = s.cpu()
+                                dt, _ = b.sftp(s, [f"put {src} {s.path(rel)}"], None, cfg["timeout"], "w5-up")
+                                c1 = s.cpu()
+                                R.sync()
+                                dt2, _ = b.sftp(s, [f"get {s.path(rel)} {dl}"], None, cfg["timeout"], "w5-down")
+                                c2 = s.cpu()
+                            if R.sha256_file(dl) != digest:
+                                raise R.BenchError(f"checksum mismatch after download (run {r + 1})")
+                            out["up"].append(dt)
+                            out["down"].append(dt2)
+                            if c0 is not None:
+                                out["cpu_up"].append(c1 - c0)
+                                out["cpu_down"].append(c2 - c1)
+                            R.log(f"   w5 {mode} run {r + 1} {sname:8s} up {dt:6.2f} s  down {dt2:6.2f} s"
+                                  + (f"  cpu {c1 - c0:.2f}/{c2 - c1:.2f} s" if c0 is not None else ""))
+                        except (R.BenchError, subprocess.TimeoutExpired) as e:
+                            out["failures"].append(str(e))
+                            R.log(f"   w5 {mode} run {r + 1} {sname}: FAILED: {e}")
+                        finally:
+                            R.rm_remote(served / rel)
+                            with contextlib.suppress(FileNotFoundError):
+                                dl.unlink()
+            finally:
+                if gw:
+                    res["systems"][f"gateway-{mode}"] = b.stop_system(gw)
+                if rc:
+                    res["systems"][f"rclone-{mode}"] = b.stop_system(rc)
+    finally:
+        v.stop()
+        src.unlink(missing_ok=True)
+        if os.environ.get("GW_BENCH_KEEP") is None:
+            shutil.rmtree(v.dir, ignore_errors=True)
+    return res
+
+
+def report(res: dict) -> list[str]:
+    """The markdown section of workload 5."""
+    mib = res["size"] // R.MiB
+    L = [f"## Workload 5: one {mib} MiB file through an FTP remote (vsftpd), upload then download", "",
+         R.load_line(res["load"], list(res["modes"].values())), "",
+         f"Server: {res['vsftpd']} on 127.0.0.1 (passive mode; TLS: explicit AUTH TLS with "
+         "`require_ssl_reuse=YES`). direct = `curl` straight to vsftpd "
+         f"({res['curl']}; `--tls-max 1.2`, since OpenSSL clients lose uploads to vsftpd 3.0.3 over TLS 1.3); "
+         "gateway = a `kind = \"ftp\"` mount (`tls = \"never\"` / `\"require\"` with the test CA); "
+         "rclone = `rclone serve sftp` on its ftp backend (`explicit_tls`, `disable_tls13`, "
+         "`no_check_certificate`, `--vfs-read-chunk-size 0`). The SFTP hop from the client uses "
+         "OpenSSH's default cipher for both proxies.", "",
+         "| FTP | direction | direct (curl) | gateway | rclone | gateway/rclone | gateway/direct | gateway CPU-s/GiB | rclone CPU-s/GiB |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    gib = res["size"] / R.GiB
+    for mode, m in res["modes"].items():
+        for d, c in (("up", "cpu_up"), ("down", "cpu_down")):
+            g, rc, di = m["gateway"][d], m["rclone"][d], m["direct"][d]
+            gc = R.med(m["gateway"][c])
+            rcc = R.med(m["rclone"][c])
+            L.append(f"| {mode} | {'upload' if d == 'up' else 'download'} | {R.mmm(di)} | {R.mmm(g)} | {R.mmm(rc)} "
+                     f"| {R.ratio(R.med(g), R.med(rc))} | {R.ratio(R.med(g), R.med(di))} "
+                     f"| {gc / gib:.2f} | {rcc / gib:.2f} |" if gc is not None and rcc is not None else
+                     f"| {mode} | {d} | {R.mmm(di)} | {R.mmm(g)} | {R.mmm(rc)} | — | — | — | — |")
+    L.append("")
+    peaks = []
+    for name, info in res["systems"].items():
+        if "hwm_kib" in info:
+            peaks.append(f"{name} {R.mib(info['hwm_kib'])}")
+    if peaks:
+        L += ["Peak RSS (VmHWM) per process: " + ", ".join(peaks) + ".", ""]
+    for mode, m in res["modes"].items():
+        for s in R.SYSTEMS:
+            for f in m[s]["failures"]:
+                L.append(f"- FAILED ({mode}, {s}): {f}")
+    L.append("")
+    return L
