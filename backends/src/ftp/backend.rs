@@ -14,6 +14,7 @@ use super::control::Control;
 use super::error::FtpError;
 use super::listing_stream::list_pages;
 use super::ops::ListFormat;
+use super::pending::PendingRemovals;
 use super::probe::FtpProbe;
 use super::reader::FtpReader;
 use super::tls::TlsSetup;
@@ -61,6 +62,7 @@ impl FtpBackend {
         let name = settings.name.clone();
         let pool_settings = settings.pool;
         let connector = FtpConnector {
+            removals: PendingRemovals::new(&settings.name),
             settings,
             tls,
             features: Arc::new(Mutex::new(None)),
@@ -80,6 +82,16 @@ impl FtpBackend {
         self.pool.stats()
     }
 
+    /// Partial uploads waiting to be removed (absolute remote paths): those
+    /// a failed upload could not remove because its connection was gone.
+    pub fn pending_removals(&self) -> Vec<String> {
+        self.removals().list()
+    }
+
+    pub(super) fn removals(&self) -> &PendingRemovals {
+        &self.pool.connector().removals
+    }
+
     /// Connects (or reuses an idle connection) and reports what the
     /// connection looks like, for `gateway remote test`.
     pub async fn probe(&self) -> Result<FtpProbe> {
@@ -95,7 +107,8 @@ impl FtpBackend {
     }
 
     /// A working connection: one idle for long, or with unasked bytes
-    /// waiting, must first answer NOOP.
+    /// waiting, must first answer NOOP. Partial uploads that broken
+    /// connections left behind are removed through it first.
     pub(super) async fn checkout(&self) -> Result<Pooled<FtpConnector>> {
         for _ in 0..CHECKOUT_ATTEMPTS {
             let mut conn = self.pool.get().await?;
@@ -103,7 +116,8 @@ impl FtpBackend {
                 let mut c = conn.lock().await;
                 let suspicious =
                     c.health() != super::stream::Health::Quiet || c.idle_for() >= NOOP_AFTER;
-                !suspicious || c.expect_success("NOOP").await.is_ok()
+                (!suspicious || c.expect_success("NOOP").await.is_ok())
+                    && self.removals().run(&mut c).await.is_ok()
             };
             if healthy {
                 return Ok(conn);
@@ -295,6 +309,7 @@ impl Backend for FtpBackend {
     async fn remove(&self, path: &StoragePath) -> Result<()> {
         self.with_conn(async |c: &mut Control| {
             let remote = c.path(path);
+            self.removals().forget(&remote).await;
             let Err(e) = c.delete(&remote).await else {
                 return Ok(());
             };
@@ -349,6 +364,7 @@ impl Backend for FtpBackend {
     async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
         self.with_conn(async |c: &mut Control| {
             let (src, dst) = (c.path(from), c.path(to));
+            self.removals().forget(&dst).await;
             if mode == RenameMode::NoReplace
                 && self.probe_path(c, &dst, "rename", to).await?.is_some()
             {

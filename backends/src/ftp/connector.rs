@@ -8,6 +8,7 @@ use tokio::sync::MutexGuard;
 
 use super::control::Control;
 use super::features::Features;
+use super::pending::PendingRemovals;
 use super::stream::Health;
 use super::tls::TlsSetup;
 use super::FtpSettings;
@@ -35,6 +36,8 @@ pub struct FtpConnector {
     pub(super) tls: Option<TlsSetup>,
     /// The features of the most recently opened connection.
     pub(super) features: Arc<Mutex<Option<Features>>>,
+    /// Partial uploads to remove through the next working connection.
+    pub(super) removals: PendingRemovals,
 }
 
 impl FtpConnector {

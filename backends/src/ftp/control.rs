@@ -356,6 +356,12 @@ impl Control {
     }
 
     fn accept_start(&mut self, command: &str, reply: Reply) -> Result<(), FtpError> {
+        if reply.code == 522 {
+            // The data connection's TLS was refused (vsftpd: "session reuse
+            // required" once this connection has no session ticket left):
+            // later data connections would fail the same way.
+            self.broken = true;
+        }
         if reply.is_preliminary() {
             self.transfer_open = true;
             Ok(())

@@ -17,6 +17,8 @@
 //! - `control`: one logged-in control connection and its data connections.
 //! - `ops`: file operations in FTP terms (MLST/SIZE/MDTM, MLSD/LIST, ...).
 //! - `connector`: connections for the generic pool.
+//! - `pending`: partial uploads left by broken connections, removed through
+//!   the next connection that works.
 //! - `backend`, `listing_stream`, `reader`, `writer`: the [`Backend`](crate::Backend).
 //! - `probe`: what `gateway remote test` reports.
 
@@ -35,6 +37,7 @@ mod listing;
 mod listing_stream;
 mod ops;
 mod passive;
+mod pending;
 mod probe;
 mod reader;
 mod reply;

@@ -155,3 +155,50 @@ async fn a_refused_login_names_the_user() {
         "{err}"
     );
 }
+
+/// DELE lines the server of the test below received.
+static DELETED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[tokio::test]
+async fn remembered_partial_uploads_are_removed_through_the_next_connection() {
+    let port = serve(|line| match line.split(' ').next().unwrap_or("") {
+        "DELE" => {
+            DELETED.lock().unwrap().push(line.to_string());
+            Some("250 deleted\r\n".into())
+        }
+        "SIZE" => Some("550 No such file\r\n".into()),
+        "CWD" => Some("250 ok\r\n".into()),
+        _ => login(line),
+    })
+    .await;
+    let b = backend(port);
+    b.removals().remember("/home/x/big.bin", "test");
+    b.removals().remember("/home/x/.gw-upload-1-f", "test");
+    b.removals().remember("/home/x/written-again", "test");
+    // A new upload (or rename) to a remembered path forgets it.
+    b.removals().forget("/home/x/written-again").await;
+    assert_eq!(b.pending_removals().len(), 2);
+    assert!(b.stat(&StoragePath::root()).await.unwrap().is_dir());
+    assert_eq!(
+        *DELETED.lock().unwrap(),
+        ["DELE /home/x/.gw-upload-1-f", "DELE /home/x/big.bin"]
+    );
+    assert!(b.pending_removals().is_empty());
+    assert!(b.stat(&StoragePath::root()).await.unwrap().is_dir());
+    assert_eq!(DELETED.lock().unwrap().len(), 2, "removed once only");
+}
+
+#[tokio::test]
+async fn a_removal_through_a_connection_that_breaks_stays_remembered() {
+    let port = serve(|line| match line.split(' ').next().unwrap_or("") {
+        "DELE" => Some("421 Service not available, closing\r\n".into()),
+        "SIZE" => Some("550 No such file\r\n".into()),
+        "CWD" => Some("250 ok\r\n".into()),
+        _ => login(line),
+    })
+    .await;
+    let b = backend(port);
+    b.removals().remember("/home/x/big.bin", "test");
+    assert!(b.stat(&StoragePath::root()).await.unwrap().is_dir());
+    assert_eq!(b.pending_removals(), ["/home/x/big.bin"]);
+}

@@ -2,7 +2,9 @@
 //! resume) stream fed as data arrives. With atomic uploads the file is
 //! written under a hidden temporary name and renamed into place on close;
 //! otherwise it is written under its own name. A failed upload removes
-//! what it wrote (best effort) and reports why.
+//! what it wrote and reports why; when the connection is gone (the server
+//! stopped), the removal is remembered and done through the next working
+//! connection (`pending`).
 
 use std::time::Duration;
 
@@ -103,9 +105,7 @@ impl FtpWriter {
                 Err(reply @ FtpError::Reply { .. }) => reply,
                 _ => e,
             };
-            if self.remove_on_failure {
-                let _ = c.delete(&self.target).await;
-            }
+            self.remove_target(&mut c).await;
             self.backend.err(reason, "write", &self.path)
         };
         if err.is_temporary() {
@@ -115,10 +115,25 @@ impl FtpWriter {
     }
 
     /// Ends the transfer and removes what was written, without an error.
+    ///
+    /// The data connection is closed as a finished upload is (TLS
+    /// close_notify, FIN, then reading until the server closes), not reset:
+    /// over TLS 1.3 the session tickets that later data connections resume
+    /// with arrive on it (an upload that was abandoned right after it
+    /// started has not read them yet), and vsftpd refuses data connections
+    /// that do not resume a session (`522 ... session reuse required`)
+    /// once a control connection has none left. The server then keeps what
+    /// arrived, which is removed below as before.
     async fn discard(&mut self) {
         let mut data = self.data.take();
         if let Some(d) = data.as_mut() {
             d.take_pending();
+            if matches!(
+                tokio::time::timeout(DRAIN_LIMIT, d.shutdown()).await,
+                Ok(Ok(()))
+            ) {
+                d.drain(DRAIN_LIMIT).await;
+            }
         }
         let Some(mut conn) = self.conn.take() else {
             return;
@@ -126,7 +141,7 @@ impl FtpWriter {
         let ok = {
             let mut c = conn.lock().await;
             let ended = c.abort_transfer(data).await.is_ok();
-            ended && (!self.remove_on_failure || c.delete(&self.target).await.is_ok())
+            self.remove_target(&mut c).await && ended
         };
         if !ok {
             conn.mark_broken();
@@ -144,6 +159,9 @@ async fn start(
     let final_remote = c.path(path);
     let (command, offset, plan) = match mode {
         WriteMode::Replace { exclusive } => {
+            // A partial upload of an earlier attempt waiting to be removed
+            // is replaced now: it must not be removed afterwards.
+            backend.removals().forget(&final_remote).await;
             if exclusive {
                 match c.stat(&final_remote).await {
                     Ok(None) => {}
@@ -303,9 +321,7 @@ impl FileWriter for FtpWriter {
             drop(data);
             match finished {
                 Err(e) => {
-                    if self.remove_on_failure {
-                        let _ = c.delete(&self.target).await;
-                    }
+                    self.remove_target(&mut c).await;
                     Err(self.backend.err(e, "write", &self.path))
                 }
                 Ok(()) => match self.publish.take() {
@@ -313,7 +329,7 @@ impl FileWriter for FtpWriter {
                     Some((final_remote, exclusive)) => {
                         let published = self.publish_on(&mut c, &final_remote, exclusive).await;
                         if published.is_err() {
-                            let _ = c.delete(&self.target).await;
+                            self.remove_target(&mut c).await;
                         }
                         published
                     }
@@ -331,8 +347,29 @@ impl FileWriter for FtpWriter {
 }
 
 impl FtpWriter {
+    /// Removes what a failed upload wrote (unless it was a resume), or,
+    /// if the connection is gone, remembers it for the next connection.
+    /// False if the connection is no longer usable.
+    async fn remove_target(&self, c: &mut Control) -> bool {
+        if !self.remove_on_failure {
+            return true;
+        }
+        match c.delete(&self.target).await {
+            Ok(()) => true,
+            Err(e) if e.kind().is_temporary() => {
+                self.backend
+                    .removals()
+                    .remember(&self.target, &e.to_string());
+                false
+            }
+            // Never created (the STOR was refused), or not ours to remove.
+            Err(_) => true,
+        }
+    }
+
     /// Renames the finished temporary file to its final name.
     async fn publish_on(&self, c: &mut Control, final_remote: &str, exclusive: bool) -> Result<()> {
+        self.backend.removals().forget(final_remote).await;
         let mode = if exclusive {
             match c.stat(final_remote).await {
                 Ok(None) => RenameMode::NoReplace,
@@ -382,6 +419,12 @@ impl Drop for FtpWriter {
                 rt.spawn(async move { orphan.discard().await });
             }
             Err(_) => {
+                if orphan.remove_on_failure {
+                    orphan
+                        .backend
+                        .removals()
+                        .remember(&orphan.target, "the upload was dropped outside a runtime");
+                }
                 if let Some(mut conn) = orphan.conn.take() {
                     conn.mark_broken();
                 }
