@@ -4,6 +4,8 @@
 #      openssl the end-to-end tests drive (if missing), and extracts pure-ftpd
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
+#      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
+#      exported as GW_S3S_FS) and installs moto's server (pip) if missing,
 #   2. creates the `gwtest` system user the tests' remote sshd logs in as
 #      (if missing) and /run/sshd,
 #   3. builds the gateway binary (debug),
@@ -118,6 +120,38 @@ setup_pure_ftpd() {
     echo "extracted: $GW_PURE_FTPD"
 }
 
+# s3s-fs, the S3 server of the S3 tests (tests/src/s3d.rs), built from
+# crates.io into a stable folder; the tests find it through GW_S3S_FS (or,
+# when run by hand, in this default folder). Built only when missing or of
+# another version (4-6 minutes on 2 cores). 0.14.1: later versions need a
+# newer rustc than 1.95.
+S3S_FS_VERSION=0.14.1
+S3S_FS_DIR="$PWD/target/peers/s3s-fs"
+export GW_S3S_FS="$S3S_FS_DIR/bin/s3s-fs"
+
+setup_s3s_fs() {
+    if [ -x "$GW_S3S_FS" ] && "$GW_S3S_FS" --version 2>/dev/null | grep -qF "$S3S_FS_VERSION"; then
+        echo "present: $GW_S3S_FS ($("$GW_S3S_FS" --version))"
+        return 0
+    fi
+    echo "building s3s-fs $S3S_FS_VERSION from crates.io (4-6 minutes on 2 cores)"
+    # --force: a left-over .crates.toml must not make cargo skip a missing binary.
+    cargo install --quiet --force --root "$S3S_FS_DIR" "s3s-fs@$S3S_FS_VERSION" --features binary --locked
+    "$GW_S3S_FS" --version
+    echo "installed: $GW_S3S_FS"
+}
+
+# moto's server, the second S3 server of the tests (python3 -m moto.server).
+setup_moto() {
+    if python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+        echo "present: moto $(python3 -c 'import importlib.metadata as m; print(m.version("moto"))')"
+        return 0
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+    python3 -c 'import moto.server, flask, flask_cors'
+    echo "installed: moto $(python3 -c 'import importlib.metadata as m; print(m.version("moto"))')"
+}
+
 run_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast
@@ -130,6 +164,8 @@ run_tests() {
 step "install test packages" install_packages
 step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
+step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
+step "moto server (pip, if missing)" setup_moto
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 # The benchmark with tiny sizes against the debug build, so bench/run.py
 # cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).

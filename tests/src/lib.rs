@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod ftpd;
+pub mod s3d;
 pub mod sshd;
 
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key
@@ -618,11 +619,11 @@ pub struct MountConfig {
 pub struct RemoteConfig {
     /// Name the mounts refer to.
     pub name: String,
-    /// `sftp`.
+    /// `sftp` or `ftp`.
     pub kind: String,
     /// Host name or address.
     pub host: String,
-    /// Port (default 22).
+    /// Port (default 22 for SFTP, 21 for FTP, 990 for implicit FTPS).
     pub port: Option<u16>,
     /// Login name.
     pub username: String,
@@ -648,6 +649,16 @@ pub struct RemoteConfig {
     pub pool_wait: Option<String>,
     /// Idle pooled connections are closed after this, e.g. "60s".
     pub idle_timeout: Option<String>,
+    /// FTP: `never`, `if_available`, `require` (gateway default) or `require_implicit`.
+    pub tls: Option<String>,
+    /// FTP: `require_match` (gateway default) or `allow_any`.
+    pub certificate: Option<String>,
+    /// FTP: PEM file of the CAs to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// FTP: upload to a temporary name and rename on close (gateway default false).
+    pub atomic_uploads: Option<bool>,
+    /// FTP: how long a command or transfer may stall, e.g. "10s".
+    pub io_timeout: Option<String>,
     /// Extra raw `key = value` lines (values already TOML-encoded).
     pub extra: Vec<(String, String)>,
 }
@@ -663,6 +674,50 @@ impl RemoteConfig {
             username: username.into(),
             ..Default::default()
         }
+    }
+
+    /// An `ftp` remote at `host:port` logging in as `username` (no password
+    /// yet; TLS and certificate settings left to the gateway's defaults:
+    /// `tls = "require"`, `certificate = "require_match"`).
+    pub fn ftp(name: &str, host: &str, port: u16, username: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: "ftp".into(),
+            host: host.into(),
+            port: Some(port),
+            username: username.into(),
+            ..Default::default()
+        }
+    }
+
+    /// FTP: sets `tls` (`never`, `if_available`, `require`, `require_implicit`).
+    pub fn tls(mut self, mode: &str) -> Self {
+        self.tls = Some(mode.into());
+        self
+    }
+
+    /// FTP: sets `certificate` (`require_match` or `allow_any`).
+    pub fn certificate(mut self, check: &str) -> Self {
+        self.certificate = Some(check.into());
+        self
+    }
+
+    /// FTP: sets `ca_file`.
+    pub fn ca_file(mut self, path: &Path) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// FTP: sets `atomic_uploads`.
+    pub fn atomic_uploads(mut self, yes: bool) -> Self {
+        self.atomic_uploads = Some(yes);
+        self
+    }
+
+    /// FTP: sets `io_timeout` (e.g. "10s").
+    pub fn io_timeout(mut self, timeout: &str) -> Self {
+        self.io_timeout = Some(timeout.into());
+        self
     }
 
     /// Sets the password.
@@ -745,6 +800,17 @@ impl RemoteConfig {
         opt(&mut s, "connect_timeout", &self.connect_timeout);
         opt(&mut s, "pool_wait", &self.pool_wait);
         opt(&mut s, "idle_timeout", &self.idle_timeout);
+        opt(&mut s, "tls", &self.tls);
+        opt(&mut s, "certificate", &self.certificate);
+        opt(
+            &mut s,
+            "ca_file",
+            &self.ca_file.as_ref().map(|p| p.display().to_string()),
+        );
+        if let Some(b) = self.atomic_uploads {
+            s += &format!("atomic_uploads = {b}\n");
+        }
+        opt(&mut s, "io_timeout", &self.io_timeout);
         for (k, v) in &self.extra {
             s += &format!("{k} = {v}\n");
         }
