@@ -134,7 +134,21 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
             match &probe.tls {
                 Some(tls) => {
                     details.push(("tls", format!("{}, {}", tls.version, tls.cipher_suite)));
-                    details.push(("certificate", tls.certificate.clone()));
+                    let unchecked = matches!(
+                        &r.protocol,
+                        ProtocolSettings::Ftp(f) if f.certificate == CertificatePolicy::AllowAny
+                    );
+                    details.push((
+                        "certificate",
+                        if unchecked {
+                            format!(
+                                "{} (NOT CHECKED: certificate = \"allow_any\" is INSECURE)",
+                                tls.certificate
+                            )
+                        } else {
+                            tls.certificate.clone()
+                        },
+                    ));
                 }
                 None => details.push(("tls", "none (plain FTP)".to_string())),
             }
