@@ -12,6 +12,7 @@
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
 //! - [`sftp`]: a folder on a remote SFTP server.
 //! - [`ftp`]: a folder on a remote FTP or FTPS server.
+//! - [`s3`]: a folder (key prefix) of a bucket on an S3-compatible server.
 //! - [`conformance`]: the cases every backend must pass.
 
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod ftp;
 pub mod local;
 pub mod path;
 pub mod pool;
+pub mod s3;
 pub mod sftp;
 
 pub use backend::{

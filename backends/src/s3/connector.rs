@@ -1,0 +1,324 @@
+//! The connections the HTTP client sends through: TCP from a dedicated
+//! source address (`dial`: rotating across them, never falling back to
+//! another address), then TLS for `https`, all within the connect timeout.
+//! The local address of the latest connection is kept for `remote test`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::tls;
+use crate::dial::{dial, SourceAddresses};
+use crate::{BackendError, ErrorKind};
+
+/// Errors as the HTTP client carries them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens connections to the endpoint; cheap to clone (one per pool).
+#[derive(Clone)]
+pub struct Connector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sources: SourceAddresses,
+    connect_timeout: Duration,
+    /// The TLS configuration, for `https` endpoints.
+    tls: Option<Arc<ClientConfig>>,
+    /// Local address of the latest connection made.
+    last_local: Mutex<Option<SocketAddr>>,
+}
+
+impl Connector {
+    /// A connector leaving from `sources`; `tls` is needed for `https`.
+    pub fn new(
+        sources: SourceAddresses,
+        connect_timeout: Duration,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Self {
+        Connector {
+            inner: Arc::new(Inner {
+                sources,
+                connect_timeout,
+                tls,
+                last_local: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The local address of the latest connection made, if any.
+    pub fn last_local_addr(&self) -> Option<SocketAddr> {
+        self.inner
+            .last_local
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_else(|poisoned| *poisoned.into_inner())
+    }
+
+    /// Connects to the host and port of `uri` (TLS for `https`).
+    pub async fn connect(&self, uri: &Uri) -> Result<Stream, BackendError> {
+        let https = uri.scheme_str() == Some("https");
+        let raw_host = uri.host().unwrap_or_default();
+        let host = raw_host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let timeout = self.inner.connect_timeout;
+        let (tcp, local) = dial(host, port, &self.inner.sources, timeout).await?;
+        if let Ok(mut last) = self.inner.last_local.lock() {
+            *last = Some(local);
+        }
+        if !https {
+            return Ok(Stream::new(Conn::Plain(tcp)));
+        }
+        let fail = |kind: ErrorKind, message: String| {
+            BackendError::new(kind, "connect", "", format!("{host}:{port}: {message}"))
+        };
+        let Some(config) = self.inner.tls.clone() else {
+            return Err(fail(
+                ErrorKind::Other,
+                "an https endpoint needs TLS, which is not set up".to_string(),
+            ));
+        };
+        let name = tls::server_name(host).map_err(|m| fail(ErrorKind::Other, m))?;
+        let handshake = TlsConnector::from(config).connect(name, tcp);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(Stream::new(Conn::Tls(Box::new(stream)))),
+            Ok(Err(e)) => Err(fail(ErrorKind::Other, tls::describe_failure(host, &e))),
+            Err(_) => Err(fail(
+                ErrorKind::Timeout,
+                format!("TLS handshake: no answer within {}s", timeout.as_secs()),
+            )),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(&uri).await.map_err(BoxError::from) })
+    }
+}
+
+/// A plain or TLS connection.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One connection as hyper uses it.
+pub struct Stream {
+    io: TokioIo<Conn>,
+}
+
+impl Stream {
+    fn new(conn: Conn) -> Self {
+        Stream {
+            io: TokioIo::new(conn),
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_leave_from_the_dedicated_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sources = SourceAddresses::dedicated(vec!["127.0.0.2".parse().unwrap()]);
+        let connector = Connector::new(sources, Duration::from_secs(5), None);
+        assert_eq!(connector.last_local_addr(), None);
+        let target = uri(&format!("http://127.0.0.1:{port}/bucket/key"));
+        let _stream = connector.connect(&target).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
+        assert_eq!(
+            connector.last_local_addr().map(|a| a.ip().to_string()),
+            Some("127.0.0.2".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unbindable_source_fails_clearly_and_never_falls_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sources = SourceAddresses::dedicated(vec!["192.0.2.10".parse().unwrap()]);
+        let connector = Connector::new(sources, Duration::from_secs(5), None);
+        let err = connector
+            .connect(&uri(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .err()
+            .expect("binding 192.0.2.10 must fail");
+        assert!(
+            err.message().contains("cannot bind source address"),
+            "{err}"
+        );
+        assert!(err.message().contains("192.0.2.10"), "{err}");
+        let arrived = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(arrived.is_err(), "a connection arrived from elsewhere");
+        assert_eq!(connector.last_local_addr(), None);
+    }
+
+    #[tokio::test]
+    async fn https_without_tls_setup_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connector = Connector::new(SourceAddresses::system(), Duration::from_secs(5), None);
+        let err = connector
+            .connect(&uri(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .err()
+            .expect("no TLS");
+        assert!(err.message().contains("needs TLS"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_tls_server_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = tls::client_config("p", &crate::ftp::CertificateCheck::AllowAny).unwrap();
+        let connector = Connector::new(
+            SourceAddresses::system(),
+            Duration::from_millis(300),
+            Some(tls),
+        );
+        let started = std::time::Instant::now();
+        let err = connector
+            .connect(&uri(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .err()
+            .expect("the server never answers the handshake");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(listener);
+    }
+}

@@ -1,0 +1,503 @@
+//! Single-object requests in file-system terms: what is at a path (a
+//! file, a folder with or without a marker, or nothing), folder markers,
+//! deletes and server-side copies.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass};
+use futures::{StreamExt, TryStreamExt};
+
+use super::connector::Connector;
+use super::error::RemoteInfo;
+use super::keys::{copy_source, Keys};
+use super::mtime::{self, MTIME_KEY};
+use crate::backend::{EntryKind, Metadata};
+use crate::{Result, StoragePath};
+
+/// Content type of the zero-byte object that marks a folder.
+pub const FOLDER_CONTENT_TYPE: &str = "application/x-directory";
+/// Largest object one CopyObject can copy; above, parts are copied.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Size of one UploadPartCopy range.
+const COPY_PART: u64 = 1024 * 1024 * 1024;
+/// UploadPartCopy requests of one copy at once.
+const COPY_PARTS_IN_FLIGHT: usize = 4;
+
+/// One bucket as the backend uses it.
+pub struct Bucket {
+    /// The SDK client.
+    pub client: aws_sdk_s3::Client,
+    /// The connector under it (for the last local address).
+    pub connector: Connector,
+    /// Names for messages.
+    pub info: RemoteInfo,
+    /// The key layout.
+    pub keys: Keys,
+    /// The signing region.
+    pub region: String,
+    /// Multipart-upload part size.
+    pub part_size: usize,
+    /// Whether folders may be renamed key by key.
+    pub recursive_folder_rename: bool,
+}
+
+/// Headers an object keeps when its metadata is replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentHeaders {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// Storage class, when not the standard one.
+    pub storage_class: Option<StorageClass>,
+}
+
+/// What HEAD tells about an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The `mtime` metadata, else `LastModified`.
+    pub modified: Option<SystemTime>,
+    /// The entity tag, to read one version consistently.
+    pub etag: Option<String>,
+    /// User metadata (names without `x-amz-meta-`).
+    pub metadata: HashMap<String, String>,
+    /// Content headers.
+    pub headers: ContentHeaders,
+}
+
+impl ObjectInfo {
+    fn from_head(key: &str, out: &HeadObjectOutput) -> Self {
+        let metadata = out.metadata().cloned().unwrap_or_default();
+        let last_modified = out
+            .last_modified()
+            .and_then(|d| SystemTime::try_from(*d).ok());
+        ObjectInfo {
+            key: key.to_string(),
+            size: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            modified: metadata
+                .get(MTIME_KEY)
+                .and_then(|v| mtime::parse(v))
+                .or(last_modified),
+            etag: out.e_tag().map(str::to_string),
+            headers: ContentHeaders {
+                content_type: out.content_type().map(str::to_string),
+                content_encoding: out.content_encoding().map(str::to_string),
+                content_disposition: out.content_disposition().map(str::to_string),
+                content_language: out.content_language().map(str::to_string),
+                cache_control: out.cache_control().map(str::to_string),
+                storage_class: out
+                    .storage_class()
+                    .filter(|c| **c != StorageClass::Standard)
+                    .cloned(),
+            },
+            metadata,
+        }
+    }
+
+    /// The object as a file's metadata.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            kind: EntryKind::File,
+            size: self.size,
+            modified: self.modified,
+            mode: None,
+        }
+    }
+}
+
+/// What a folder lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// Whether the folder has a marker object (else only entries inside).
+    pub marker: bool,
+    /// The marker's time.
+    pub modified: Option<SystemTime>,
+}
+
+impl FolderInfo {
+    /// The folder's metadata.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            kind: EntryKind::Dir,
+            size: 0,
+            modified: self.modified,
+            mode: None,
+        }
+    }
+}
+
+/// What is at a path.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// An object.
+    File(Box<ObjectInfo>),
+    /// A folder.
+    Dir(FolderInfo),
+}
+
+impl Found {
+    /// Its metadata.
+    pub fn metadata(&self) -> Metadata {
+        match self {
+            Found::File(f) => f.metadata(),
+            Found::Dir(d) => d.metadata(),
+        }
+    }
+}
+
+impl Bucket {
+    /// What is at `path`: the object `key` (HEAD), else a folder (marker or
+    /// entries under `key/`), else nothing.
+    ///
+    /// The first HEAD is not retried: a server error on it (s3s-fs answers
+    /// 500 for a key that is a folder on its disk) sends the lookup to the
+    /// folder check first, and only if there is no folder is the HEAD
+    /// repeated with retries, so a real server error is still reported.
+    pub async fn lookup(&self, path: &StoragePath, op: &'static str) -> Result<Option<Found>> {
+        if path.is_root() {
+            return Ok(Some(Found::Dir(FolderInfo {
+                marker: false,
+                modified: None,
+            })));
+        }
+        let key = self.keys.object(path);
+        let quick = self
+            .client
+            .head_object()
+            .bucket(&self.info.bucket)
+            .key(&key)
+            .customize()
+            .config_override(aws_sdk_s3::Config::builder().retry_config(RetryConfig::disabled()))
+            .send()
+            .await;
+        let file = match quick {
+            Ok(out) => {
+                return Ok(Some(Found::File(Box::new(ObjectInfo::from_head(
+                    &key, &out,
+                )))))
+            }
+            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(404) => None,
+                Some(status) if status >= 500 => {
+                    if let Some(folder) = self.folder(path, op).await? {
+                        return Ok(Some(Found::Dir(folder)));
+                    }
+                    return Ok(self
+                        .head(&key, op, path)
+                        .await?
+                        .map(|f| Found::File(Box::new(f))));
+                }
+                Some(_) => return Err(self.info.sdk(op, path.as_str(), e)),
+                // A connection that broke is worth the retries; a timeout is final.
+                None => {
+                    let err = self.info.sdk(op, path.as_str(), e);
+                    if err.kind() != crate::ErrorKind::ConnectionLost {
+                        return Err(err);
+                    }
+                    self.head(&key, op, path).await?
+                }
+            },
+        };
+        match file {
+            Some(info) => Ok(Some(Found::File(Box::new(info)))),
+            None => Ok(self.folder(path, op).await?.map(Found::Dir)),
+        }
+    }
+
+    /// HEAD of `key` with retries; `None` when it does not exist.
+    pub async fn head(
+        &self,
+        key: &str,
+        op: &'static str,
+        path: &StoragePath,
+    ) -> Result<Option<ObjectInfo>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.info.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectInfo::from_head(key, &out))),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(self.info.sdk(op, path.as_str(), e)),
+        }
+    }
+
+    /// Whether the folder `path` exists: its marker or any key under it.
+    pub async fn folder(&self, path: &StoragePath, op: &'static str) -> Result<Option<FolderInfo>> {
+        if path.is_root() {
+            return Ok(Some(FolderInfo {
+                marker: false,
+                modified: None,
+            }));
+        }
+        let prefix = self.keys.folder(path);
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.info.bucket)
+            .prefix(&prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        // The marker, when there is one, sorts before everything under it.
+        Ok(out.contents().first().map(|first| {
+            let marker = first.key() == Some(prefix.as_str());
+            FolderInfo {
+                marker,
+                modified: first
+                    .last_modified()
+                    .filter(|_| marker)
+                    .and_then(|d| SystemTime::try_from(*d).ok()),
+            }
+        }))
+    }
+
+    /// Up to `max` keys under the folder `path` (its marker included).
+    pub async fn keys_under(
+        &self,
+        path: &StoragePath,
+        max: i32,
+        op: &'static str,
+    ) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.info.bucket)
+            .prefix(self.keys.folder(path))
+            .max_keys(max)
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
+    }
+
+    /// Every key under `prefix` with its size, page by page.
+    pub async fn all_under(
+        &self,
+        prefix: &str,
+        op: &'static str,
+        path: &StoragePath,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.info.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+            out.extend(page.contents().iter().filter_map(|o| {
+                let size = o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                o.key().map(|k| (k.to_string(), size))
+            }));
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes the zero-byte marker of the folder `path`.
+    pub async fn put_marker(&self, path: &StoragePath, op: &'static str) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.info.bucket)
+            .key(self.keys.folder(path))
+            .content_type(FOLDER_CONTENT_TYPE)
+            .content_length(0)
+            .metadata(MTIME_KEY, mtime::format(SystemTime::now()))
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        Ok(())
+    }
+
+    /// Deletes `key` (S3 answers success for a missing key too).
+    pub async fn delete(&self, key: &str, op: &'static str, path: &StoragePath) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.info.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        Ok(())
+    }
+
+    /// Copies `src` to `dst_key` on the server. With `metadata`, the copy
+    /// gets it (and `src`'s content headers) instead of `src`'s metadata,
+    /// which also lets an object be copied onto itself. Objects above
+    /// 5 GiB are copied in parts.
+    pub async fn copy(
+        &self,
+        src: &ObjectInfo,
+        dst_key: &str,
+        metadata: Option<HashMap<String, String>>,
+        op: &'static str,
+        path: &StoragePath,
+    ) -> Result<()> {
+        if src.size > MAX_SINGLE_COPY {
+            let metadata = metadata.unwrap_or_else(|| src.metadata.clone());
+            return self.copy_in_parts(src, dst_key, metadata, op, path).await;
+        }
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.info.bucket)
+            .key(dst_key)
+            .copy_source(copy_source(&self.info.bucket, &src.key));
+        if let Some(metadata) = metadata {
+            let h = &src.headers;
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(metadata))
+                .set_content_type(h.content_type.clone())
+                .set_content_encoding(h.content_encoding.clone())
+                .set_content_disposition(h.content_disposition.clone())
+                .set_content_language(h.content_language.clone())
+                .set_cache_control(h.cache_control.clone())
+                .set_storage_class(h.storage_class.clone());
+        } else if let Some(class) = &src.headers.storage_class {
+            request = request.storage_class(class.clone());
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        Ok(())
+    }
+
+    async fn copy_in_parts(
+        &self,
+        src: &ObjectInfo,
+        dst_key: &str,
+        metadata: HashMap<String, String>,
+        op: &'static str,
+        path: &StoragePath,
+    ) -> Result<()> {
+        let h = &src.headers;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.info.bucket)
+            .key(dst_key)
+            .set_metadata(Some(metadata))
+            .set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_storage_class(h.storage_class.clone())
+            .send()
+            .await
+            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(self.info.error(
+                crate::ErrorKind::Other,
+                op,
+                path.as_str(),
+                "the server started a multipart copy without an upload id",
+            ));
+        };
+        let source = copy_source(&self.info.bucket, &src.key);
+        let ranges: Vec<(i32, u64, u64)> = (0..src.size)
+            .step_by(usize::try_from(COPY_PART).unwrap_or(usize::MAX))
+            .zip(1..)
+            .map(|(start, n)| (n, start, (start + COPY_PART).min(src.size) - 1))
+            .collect();
+        let parts: Result<Vec<CompletedPart>> = futures::stream::iter(ranges)
+            .map(|(n, first, last)| {
+                let request = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.info.bucket)
+                    .key(dst_key)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={first}-{last}"));
+                async move {
+                    let out = request
+                        .send()
+                        .await
+                        .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
+                    let etag = out.copy_part_result().and_then(|r| r.e_tag());
+                    Ok(CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(etag.map(str::to_string))
+                        .build())
+                }
+            })
+            .buffered(COPY_PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
+        let completed = match parts {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.info.bucket)
+                .key(dst_key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.info.sdk(op, path.as_str(), e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            self.abort_upload(dst_key, &upload_id).await;
+        }
+        completed
+    }
+
+    /// Aborts a multipart upload, logging (not returning) a failure.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.info.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = result {
+            let e = self.info.sdk("abort upload", key, e);
+            tracing::warn!(remote = %self.info.name, key, error = %e, "could not abort a multipart upload; its parts stay until the bucket's lifecycle rules remove them");
+        }
+    }
+}
