@@ -154,6 +154,22 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
             }
             details.push(("features", probe.features.join(", ")));
         }
+        RemoteAccess::S3 { backend } => {
+            let probe = backend
+                .probe()
+                .await
+                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
+            details.push((
+                "source address",
+                probe
+                    .local_addr
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|| "unknown (a pooled connection was reused)".to_string()),
+            ));
+            details.push(("endpoint", probe.endpoint.clone()));
+            details.push(("region", probe.region.clone()));
+            details.push(("bucket", format!("{} (listed: ok)", probe.bucket)));
+        }
     }
     let login = started.elapsed();
     let probe = Instant::now();

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use backends::dial::SourceAddresses;
 use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
 use backends::pool::{PoolSettings, PoolStats};
+use backends::s3::{S3Backend, S3Settings};
 use backends::sftp::{SftpBackend, SftpSettings};
 use backends::Backend;
 
 use crate::config::{
-    CertificatePolicy, FtpRemoteSettings, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings,
-    SftpRemoteSettings,
+    CertificatePolicy, FtpRemoteSettings, FtpTlsMode, ProtocolSettings, RemoteSettings,
+    S3RemoteSettings, Settings, SftpRemoteSettings,
 };
 use crate::state::StateStore;
 use host_keys::PinnedHostKeys;
@@ -44,14 +45,20 @@ pub enum RemoteAccess {
         /// The backend.
         backend: Arc<FtpBackend>,
     },
+    /// An S3 remote (no connection pool: requests are capped instead).
+    S3 {
+        /// The backend.
+        backend: Arc<S3Backend>,
+    },
 }
 
 impl Remote {
-    /// How the remote's pool is used now.
-    pub fn pool_stats(&self) -> PoolStats {
+    /// How the remote's pool is used now (`None` for S3, which has none).
+    pub fn pool_stats(&self) -> Option<PoolStats> {
         match &self.access {
-            RemoteAccess::Sftp { backend, .. } => backend.pool_stats(),
-            RemoteAccess::Ftp { backend } => backend.pool_stats(),
+            RemoteAccess::Sftp { backend, .. } => Some(backend.pool_stats()),
+            RemoteAccess::Ftp { backend } => Some(backend.pool_stats()),
+            RemoteAccess::S3 { .. } => None,
         }
     }
 }
@@ -113,13 +120,17 @@ pub fn connect_remote(
                     .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
             ),
         },
-        ProtocolSettings::S3(_) => {
-            anyhow::bail!("remote `{}`: S3 remotes are not available yet", r.name)
-        }
+        ProtocolSettings::S3(s3) => RemoteAccess::S3 {
+            backend: Arc::new(
+                S3Backend::new(s3_settings(r, s3, sources))
+                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
+            ),
+        },
     };
     let backend: Arc<dyn Backend> = match &access {
         RemoteAccess::Sftp { backend, .. } => backend.clone(),
         RemoteAccess::Ftp { backend } => backend.clone(),
+        RemoteAccess::S3 { backend } => backend.clone(),
     };
     Ok(Remote {
         settings: r.clone(),
@@ -159,6 +170,43 @@ fn sftp_remote(
     }
 }
 
+/// How an FTP or S3 remote's TLS certificate is checked.
+fn certificate_check(
+    policy: CertificatePolicy,
+    ca_file: &Option<std::path::PathBuf>,
+) -> CertificateCheck {
+    match policy {
+        CertificatePolicy::RequireMatch => CertificateCheck::RequireMatch {
+            ca_file: ca_file.clone(),
+        },
+        CertificatePolicy::AllowAny => CertificateCheck::AllowAny,
+    }
+}
+
+/// The backend settings of an S3 remote.
+pub fn s3_settings(
+    r: &RemoteSettings,
+    s: &S3RemoteSettings,
+    sources: SourceAddresses,
+) -> S3Settings {
+    let mut settings = S3Settings::new(
+        &r.name,
+        &s.endpoint,
+        &s.bucket,
+        &s.access_key_id,
+        &s.secret_access_key,
+    );
+    settings.region = s.region.clone();
+    settings.path_style = s.path_style;
+    settings.root = r.root.clone();
+    settings.sources = sources;
+    settings.certificate = certificate_check(s.certificate, &s.ca_file);
+    settings.connect_timeout = r.connect_timeout;
+    settings.io_timeout = s.io_timeout;
+    settings.recursive_folder_rename = s.recursive_folder_rename;
+    settings
+}
+
 /// The backend settings of an FTP remote.
 pub fn ftp_settings(
     r: &RemoteSettings,
@@ -177,12 +225,7 @@ pub fn ftp_settings(
             FtpTlsMode::Require => FtpTls::Require,
             FtpTlsMode::RequireImplicit => FtpTls::RequireImplicit,
         },
-        certificate: match f.certificate {
-            CertificatePolicy::RequireMatch => CertificateCheck::RequireMatch {
-                ca_file: f.ca_file.clone(),
-            },
-            CertificatePolicy::AllowAny => CertificateCheck::AllowAny,
-        },
+        certificate: certificate_check(f.certificate, &f.ca_file),
         root: r.root.clone(),
         sources,
         connect_timeout: r.connect_timeout,
