@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import __main__ as R  # bench/run.py, which imports this module
+import large_file as LF
 
 FTP_PASSWORD = "gwtest-Pass-123"  # scripts/test.sh gives the gwtest account this password
 MODES = ("plain", "tls")
@@ -216,49 +217,13 @@ def workload5(b: R.Bench, cfg: dict) -> dict:
         for mode in MODES:
             v.start(mode)
             gw = rc = None
-            mres = {s: {"up": [], "down": [], "cpu_up": [], "cpu_down": [], "failures": []} for s in R.SYSTEMS}
-            res["modes"][mode] = mres
             try:
                 gw = b.start_gateway_with(gateway_config(b, v, mode), f"w5-{mode}")
                 rc = start_rclone_ftp(b, v, mode, f"w5-{mode}")
-                systems = {"gateway": gw, "rclone": rc}
-                for r in range(cfg["runs"]):
-                    for sname in R.order_for_run(r):
-                        out = mres[sname]
-                        rel = f"w5-{sname}-{mode}-r{r}.bin"
-                        dl = b.local / "w5-dl.bin"
-                        b.before_run(out)
-                        try:
-                            R.sync()
-                            if sname == "direct":
-                                dt, dt2 = direct_transfer(v, mode, src, rel, dl, cfg["timeout"])
-                                c0 = c1 = c2 = None
-                            else:
-                                s = systems[sname]
-                                if not s.alive():
-                                    raise R.BenchError(f"{sname} is not running")
-                                c0 = s.cpu()
-                                dt, _ = b.sftp(s, [f"put {src} {s.path(rel)}"], None, cfg["timeout"], "w5-up")
-                                c1 = s.cpu()
-                                R.sync()
-                                dt2, _ = b.sftp(s, [f"get {s.path(rel)} {dl}"], None, cfg["timeout"], "w5-down")
-                                c2 = s.cpu()
-                            if R.sha256_file(dl) != digest:
-                                raise R.BenchError(f"checksum mismatch after download (run {r + 1})")
-                            out["up"].append(dt)
-                            out["down"].append(dt2)
-                            if c0 is not None:
-                                out["cpu_up"].append(c1 - c0)
-                                out["cpu_down"].append(c2 - c1)
-                            R.log(f"   w5 {mode} run {r + 1} {sname:8s} up {dt:6.2f} s  down {dt2:6.2f} s"
-                                  + (f"  cpu {c1 - c0:.2f}/{c2 - c1:.2f} s" if c0 is not None else ""))
-                        except (R.BenchError, subprocess.TimeoutExpired) as e:
-                            out["failures"].append(str(e))
-                            R.log(f"   w5 {mode} run {r + 1} {sname}: FAILED: {e}")
-                        finally:
-                            R.rm_remote(served / rel)
-                            with contextlib.suppress(FileNotFoundError):
-                                dl.unlink()
+                res["modes"][mode] = LF.timed_runs(
+                    b, cfg, f"w5-{mode}", {"gateway": gw, "rclone": rc}, src, digest,
+                    lambda s_, rel, dl, t: direct_transfer(v, mode, s_, rel, dl, t),
+                    lambda rel: R.rm_remote(served / rel))
             finally:
                 if gw:
                     res["systems"][f"gateway-{mode}"] = b.stop_system(gw)
@@ -286,26 +251,11 @@ def report(res: dict) -> list[str]:
          "OpenSSH's default cipher for both proxies.", "",
          "| FTP | direction | direct (curl) | gateway | rclone | gateway/rclone | gateway/direct | gateway CPU-s/GiB | rclone CPU-s/GiB |",
          "|---|---|---|---|---|---|---|---|---|"]
-    gib = res["size"] / R.GiB
     for mode, m in res["modes"].items():
-        for d, c in (("up", "cpu_up"), ("down", "cpu_down")):
-            g, rc, di = m["gateway"][d], m["rclone"][d], m["direct"][d]
-            gc = R.med(m["gateway"][c])
-            rcc = R.med(m["rclone"][c])
-            L.append(f"| {mode} | {'upload' if d == 'up' else 'download'} | {R.mmm(di)} | {R.mmm(g)} | {R.mmm(rc)} "
-                     f"| {R.ratio(R.med(g), R.med(rc))} | {R.ratio(R.med(g), R.med(di))} "
-                     f"| {gc / gib:.2f} | {rcc / gib:.2f} |" if gc is not None and rcc is not None else
-                     f"| {mode} | {d} | {R.mmm(di)} | {R.mmm(g)} | {R.mmm(rc)} | — | — | — | — |")
+        L += LF.table_rows(mode, m, res["size"])
     L.append("")
-    peaks = []
-    for name, info in res["systems"].items():
-        if "hwm_kib" in info:
-            peaks.append(f"{name} {R.mib(info['hwm_kib'])}")
-    if peaks:
-        L += ["Peak RSS (VmHWM) per process: " + ", ".join(peaks) + ".", ""]
+    L += LF.peaks(res["systems"])
     for mode, m in res["modes"].items():
-        for s in R.SYSTEMS:
-            for f in m[s]["failures"]:
-                L.append(f"- FAILED ({mode}, {s}): {f}")
+        L += LF.failures(mode, m)
     L.append("")
     return L

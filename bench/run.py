@@ -43,7 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ftp_workload  # workload 5; it reaches back into this module as __main__
+import ftp_workload  # workloads 5 and 6 reach back into this module as __main__
+import s3_workload
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"
@@ -201,7 +202,7 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None,
-              banner: bytes = b"SSH-") -> None:
+              banner: bytes | None = b"SSH-") -> None:
     """Wait until something on 127.0.0.1:port answers with `banner` (an SSH one by default)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -210,7 +211,7 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None,
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.settimeout(3)
-                if s.recv(64).startswith(banner):
+                if banner is None or s.recv(64).startswith(banner):
                     return
         except OSError:
             pass
@@ -1419,6 +1420,12 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
         L += ftp_workload.report(w5)
         any_fail |= any(m[s]["failures"] for m in w5["modes"].values() for s in SYSTEMS)
 
+    # ---------------- workload 6 (S3 remote)
+    w6 = results.get("w6")
+    if w6 and "runs" in w6:
+        L += s3_workload.report(w6)
+        any_fail |= any(w6["runs"][s]["failures"] for s in SYSTEMS)
+
     L += ["## Targets (issue 4)", ""]
     if cfg["quick"]:
         L += ["Quick mode: sizes are tiny, so these verdicts say nothing about the targets.", ""]
@@ -1452,7 +1459,8 @@ def main() -> int:
     ap.add_argument("--debug", action="store_true", help="use (and build) target/debug/gateway")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build")
     ap.add_argument("--runs", type=int, help="runs per system (default 3, quick 1)")
-    ap.add_argument("--workloads", default="1,2,3,4,5", help="comma-separated subset of 1,2,3,4,5 (5: FTP remote)")
+    ap.add_argument("--workloads", default="1,2,3,4,5,6",
+                    help="comma-separated subset of 1,2,3,4,5,6 (5: FTP remote, 6: S3 remote)")
     ap.add_argument("--data-dir", type=Path, help="folder for every file of the run (default /dev/shm when it has 8 GiB free, else the temp dir)")
     ap.add_argument("--no-aes", action="store_true", help="skip the aes128-gcm row of workload 1")
     ap.add_argument("--max-wait", type=float, help="seconds to wait for other CPU load to go before a workload (default 180, quick 0); "
@@ -1529,7 +1537,7 @@ def main() -> int:
             b.stop_system(gw)
         machine = machine_info()
         for i, fn in ((1, workload1), (2, workload2), (3, workload3), (4, workload4),
-                      (5, ftp_workload.workload5)):
+                      (5, ftp_workload.workload5), (6, s3_workload.workload6)):
             if i not in wanted:
                 continue
             with stage(f"workload {i}", durations):
