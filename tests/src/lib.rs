@@ -619,7 +619,7 @@ pub struct MountConfig {
 pub struct RemoteConfig {
     /// Name the mounts refer to.
     pub name: String,
-    /// `sftp` or `ftp`.
+    /// `sftp`, `ftp` or `s3`.
     pub kind: String,
     /// Host name or address.
     pub host: String,
@@ -651,14 +651,28 @@ pub struct RemoteConfig {
     pub idle_timeout: Option<String>,
     /// FTP: `never`, `if_available`, `require` (gateway default) or `require_implicit`.
     pub tls: Option<String>,
-    /// FTP: `require_match` (gateway default) or `allow_any`.
+    /// FTP, S3: `require_match` (gateway default) or `allow_any`.
     pub certificate: Option<String>,
-    /// FTP: PEM file of the CAs to trust instead of the system's.
+    /// FTP, S3: PEM file of the CAs to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
     /// FTP: upload to a temporary name and rename on close (gateway default false).
     pub atomic_uploads: Option<bool>,
-    /// FTP: how long a command or transfer may stall, e.g. "10s".
+    /// FTP, S3: how long a command, request or transfer may stall, e.g. "10s".
     pub io_timeout: Option<String>,
+    /// S3: the endpoint URL (`http://127.0.0.1:PORT`).
+    pub endpoint: Option<String>,
+    /// S3: the bucket.
+    pub bucket: Option<String>,
+    /// S3: the signing region (gateway default `us-east-1`).
+    pub region: Option<String>,
+    /// S3: access key id.
+    pub access_key_id: Option<String>,
+    /// S3: secret access key.
+    pub secret_access_key: Option<String>,
+    /// S3: path-style URLs (gateway default true).
+    pub path_style: Option<bool>,
+    /// S3: rename folders key by key (gateway default false).
+    pub recursive_folder_rename: Option<bool>,
     /// Extra raw `key = value` lines (values already TOML-encoded).
     pub extra: Vec<(String, String)>,
 }
@@ -690,19 +704,60 @@ impl RemoteConfig {
         }
     }
 
+    /// An `s3` remote: `bucket` on the server at `endpoint` (an
+    /// `http://` or `https://` URL) with these credentials; region,
+    /// path style and the rest left to the gateway's defaults. Its TOML
+    /// has no `host`, `port`, `username`, `password` or `max_connections`
+    /// (the gateway refuses them for S3 remotes).
+    pub fn s3(
+        name: &str,
+        endpoint: &str,
+        bucket: &str,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind: "s3".into(),
+            endpoint: Some(endpoint.into()),
+            bucket: Some(bucket.into()),
+            access_key_id: Some(access_key_id.into()),
+            secret_access_key: Some(secret_access_key.into()),
+            ..Default::default()
+        }
+    }
+
+    /// S3: sets `region`.
+    pub fn region(mut self, region: &str) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// S3: sets `path_style`.
+    pub fn path_style(mut self, yes: bool) -> Self {
+        self.path_style = Some(yes);
+        self
+    }
+
+    /// S3: sets `recursive_folder_rename`.
+    pub fn recursive_folder_rename(mut self, yes: bool) -> Self {
+        self.recursive_folder_rename = Some(yes);
+        self
+    }
+
     /// FTP: sets `tls` (`never`, `if_available`, `require`, `require_implicit`).
     pub fn tls(mut self, mode: &str) -> Self {
         self.tls = Some(mode.into());
         self
     }
 
-    /// FTP: sets `certificate` (`require_match` or `allow_any`).
+    /// FTP, S3: sets `certificate` (`require_match` or `allow_any`).
     pub fn certificate(mut self, check: &str) -> Self {
         self.certificate = Some(check.into());
         self
     }
 
-    /// FTP: sets `ca_file`.
+    /// FTP, S3: sets `ca_file`.
     pub fn ca_file(mut self, path: &Path) -> Self {
         self.ca_file = Some(path.into());
         self
@@ -714,7 +769,7 @@ impl RemoteConfig {
         self
     }
 
-    /// FTP: sets `io_timeout` (e.g. "10s").
+    /// FTP, S3: sets `io_timeout` (e.g. "10s").
     pub fn io_timeout(mut self, timeout: &str) -> Self {
         self.io_timeout = Some(timeout.into());
         self
@@ -762,17 +817,22 @@ impl RemoteConfig {
         let mut s = String::from("[[remotes]]\n");
         s += &format!("name = {}\n", toml_str(&self.name));
         s += &format!("kind = {}\n", toml_str(&self.kind));
-        s += &format!("host = {}\n", toml_str(&self.host));
-        if let Some(p) = self.port {
-            s += &format!("port = {p}\n");
-        }
-        s += &format!("username = {}\n", toml_str(&self.username));
         let opt = |s: &mut String, k: &str, v: &Option<String>| {
             if let Some(v) = v {
                 *s += &format!("{k} = {}\n", toml_str(v));
             }
         };
-        opt(&mut s, "password", &self.password);
+        // The gateway refuses keys of another protocol: an S3 remote has
+        // no host, port, login or connection limit.
+        let s3 = self.kind == "s3";
+        if !s3 {
+            s += &format!("host = {}\n", toml_str(&self.host));
+            if let Some(p) = self.port {
+                s += &format!("port = {p}\n");
+            }
+            s += &format!("username = {}\n", toml_str(&self.username));
+            opt(&mut s, "password", &self.password);
+        }
         opt(
             &mut s,
             "private_key_file",
@@ -790,7 +850,7 @@ impl RemoteConfig {
         if let Some(b) = self.allow_mismatched_host_key {
             s += &format!("allow_mismatched_host_key = {b}\n");
         }
-        if let Some(n) = self.max_connections {
+        if let (Some(n), false) = (self.max_connections, s3) {
             s += &format!("max_connections = {n}\n");
         }
         if let Some(b) = self.use_dedicated_ips {
@@ -811,6 +871,17 @@ impl RemoteConfig {
             s += &format!("atomic_uploads = {b}\n");
         }
         opt(&mut s, "io_timeout", &self.io_timeout);
+        opt(&mut s, "endpoint", &self.endpoint);
+        opt(&mut s, "bucket", &self.bucket);
+        opt(&mut s, "region", &self.region);
+        opt(&mut s, "access_key_id", &self.access_key_id);
+        opt(&mut s, "secret_access_key", &self.secret_access_key);
+        if let Some(b) = self.path_style {
+            s += &format!("path_style = {b}\n");
+        }
+        if let Some(b) = self.recursive_folder_rename {
+            s += &format!("recursive_folder_rename = {b}\n");
+        }
         for (k, v) in &self.extra {
             s += &format!("{k} = {v}\n");
         }

@@ -12,6 +12,7 @@ use super::error::RemoteInfo;
 use super::keys::Keys;
 use super::listing;
 use super::objects::{Bucket, Found};
+use super::pending::PendingAborts;
 use super::probe::S3Probe;
 use super::reader::S3Reader;
 use super::rename;
@@ -52,6 +53,7 @@ impl S3Backend {
         } else {
             settings.region.clone()
         };
+        let pending = PendingAborts::new(&settings.name);
         let bucket = Bucket {
             client: built.client,
             connector: built.connector,
@@ -65,6 +67,7 @@ impl S3Backend {
             region,
             part_size: settings.part_size,
             recursive_folder_rename: settings.recursive_folder_rename,
+            pending,
         };
         Ok(S3Backend {
             bucket: Arc::new(bucket),
@@ -87,6 +90,7 @@ impl S3Backend {
             .send()
             .await
             .map_err(|e| b.info.sdk("test", "", e))?;
+        b.retry_pending_aborts();
         Ok(S3Probe {
             endpoint: b.info.endpoint.clone(),
             region: b.region.clone(),
@@ -105,29 +109,40 @@ impl S3Backend {
     ) -> crate::BackendError {
         self.bucket.info.error(kind, op, path.as_str(), message)
     }
+
+    /// `result`, after starting the retry of remembered multipart aborts
+    /// when it shows that the server answered (success, or a file-system
+    /// answer such as "not found").
+    fn answered<T>(&self, result: Result<T>) -> Result<T> {
+        let reached = match &result {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                ErrorKind::NotFound
+                    | ErrorKind::AlreadyExists
+                    | ErrorKind::DirectoryNotEmpty
+                    | ErrorKind::NotADirectory
+                    | ErrorKind::IsADirectory
+            ),
+        };
+        if reached {
+            self.bucket.retry_pending_aborts();
+        }
+        result
+    }
 }
 
-#[async_trait]
-impl Backend for S3Backend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            set_modified: true,
-            truncate: false,
-            resume_write: false,
-            rename_replace: true,
-            space_info: false,
-            empty_dirs: true,
-        }
-    }
-
-    async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
+/// The operations themselves; the [`Backend`] methods add the retry of
+/// remembered aborts ([`S3Backend::answered`]).
+impl S3Backend {
+    async fn stat_now(&self, path: &StoragePath) -> Result<Metadata> {
         match self.bucket.lookup(path, "stat").await? {
             Some(found) => Ok(found.metadata()),
             None => Err(self.error(ErrorKind::NotFound, "stat", path, "no such file or folder")),
         }
     }
 
-    async fn list(&self, path: &StoragePath) -> Result<ListStream> {
+    async fn list_now(&self, path: &StoragePath) -> Result<ListStream> {
         let prefix = self.bucket.keys.folder(path);
         let first = listing::fetch(&self.bucket, path, &prefix, None).await?;
         if first.returned == 0 && first.next.is_none() && !path.is_root() {
@@ -146,7 +161,7 @@ impl Backend for S3Backend {
         ))
     }
 
-    async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
+    async fn open_read_now(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
         match self.bucket.lookup(path, "open").await? {
             Some(Found::File(info)) => Ok(Box::new(S3Reader::new(
                 self.bucket.clone(),
@@ -160,7 +175,11 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn open_write(&self, path: &StoragePath, mode: WriteMode) -> Result<Box<dyn FileWriter>> {
+    async fn open_write_now(
+        &self,
+        path: &StoragePath,
+        mode: WriteMode,
+    ) -> Result<Box<dyn FileWriter>> {
         if path.is_root() {
             return Err(self.error(
                 ErrorKind::PermissionDenied,
@@ -187,7 +206,7 @@ impl Backend for S3Backend {
         Ok(Box::new(S3Writer::new(self.bucket.clone(), path.clone())))
     }
 
-    async fn mkdir(&self, path: &StoragePath) -> Result<()> {
+    async fn mkdir_now(&self, path: &StoragePath) -> Result<()> {
         const OP: &str = "mkdir";
         if path.is_root() || self.bucket.lookup(path, OP).await?.is_some() {
             return Err(self.error(ErrorKind::AlreadyExists, OP, path, "already exists"));
@@ -214,7 +233,7 @@ impl Backend for S3Backend {
         self.bucket.put_marker(path, OP).await
     }
 
-    async fn remove(&self, path: &StoragePath) -> Result<()> {
+    async fn remove_now(&self, path: &StoragePath) -> Result<()> {
         const OP: &str = "remove";
         match self.bucket.lookup(path, OP).await? {
             Some(Found::File(info)) => self.bucket.delete(&info.key, OP, path).await,
@@ -225,7 +244,7 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn rmdir(&self, path: &StoragePath) -> Result<()> {
+    async fn rmdir_now(&self, path: &StoragePath) -> Result<()> {
         const OP: &str = "rmdir";
         if path.is_root() {
             return Err(self.error(
@@ -255,12 +274,82 @@ impl Backend for S3Backend {
         self.bucket.delete(&marker, OP, path).await
     }
 
-    async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
+    async fn rename_now(
+        &self,
+        from: &StoragePath,
+        to: &StoragePath,
+        mode: RenameMode,
+    ) -> Result<()> {
         rename::rename(&self.bucket, from, to, mode).await
     }
 
-    async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
+    async fn set_modified_now(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
         rename::set_modified(&self.bucket, path, modified).await
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            set_modified: true,
+            truncate: false,
+            resume_write: false,
+            rename_replace: true,
+            space_info: false,
+            empty_dirs: true,
+        }
+    }
+
+    async fn stat(&self, path: &StoragePath) -> Result<Metadata> {
+        let result = self.stat_now(path).await;
+        self.answered(result)
+    }
+
+    async fn list(&self, path: &StoragePath) -> Result<ListStream> {
+        let result = self.list_now(path).await;
+        self.answered(result)
+    }
+
+    async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
+        let result = self.open_read_now(path).await;
+        self.answered(result)
+    }
+
+    async fn open_write(&self, path: &StoragePath, mode: WriteMode) -> Result<Box<dyn FileWriter>> {
+        // Only an exclusive create asks the server anything before writing.
+        let asks = matches!(mode, WriteMode::Replace { exclusive: true });
+        let result = self.open_write_now(path, mode).await;
+        if asks {
+            self.answered(result)
+        } else {
+            result
+        }
+    }
+
+    async fn mkdir(&self, path: &StoragePath) -> Result<()> {
+        let result = self.mkdir_now(path).await;
+        self.answered(result)
+    }
+
+    async fn remove(&self, path: &StoragePath) -> Result<()> {
+        let result = self.remove_now(path).await;
+        self.answered(result)
+    }
+
+    async fn rmdir(&self, path: &StoragePath) -> Result<()> {
+        let result = self.rmdir_now(path).await;
+        self.answered(result)
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
+        let result = self.rename_now(from, to, mode).await;
+        self.answered(result)
+    }
+
+    async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
+        let result = self.set_modified_now(path, modified).await;
+        self.answered(result)
     }
 }
 

@@ -64,6 +64,7 @@ pub fn build(settings: &S3Settings) -> Result<Built, BackendError> {
         None
     };
     let connector = Connector::new(
+        &settings.name,
         settings.sources.clone(),
         settings.connect_timeout,
         tls_config,

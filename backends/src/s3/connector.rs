@@ -34,6 +34,8 @@ pub struct Connector {
 }
 
 struct Inner {
+    /// The remote's name, for the log.
+    remote: String,
     sources: SourceAddresses,
     connect_timeout: Duration,
     /// The TLS configuration, for `https` endpoints.
@@ -43,14 +45,17 @@ struct Inner {
 }
 
 impl Connector {
-    /// A connector leaving from `sources`; `tls` is needed for `https`.
+    /// A connector of remote `remote` leaving from `sources`; `tls` is
+    /// needed for `https`.
     pub fn new(
+        remote: &str,
         sources: SourceAddresses,
         connect_timeout: Duration,
         tls: Option<Arc<ClientConfig>>,
     ) -> Self {
         Connector {
             inner: Arc::new(Inner {
+                remote: remote.to_string(),
                 sources,
                 connect_timeout,
                 tls,
@@ -68,8 +73,19 @@ impl Connector {
             .unwrap_or_else(|poisoned| *poisoned.into_inner())
     }
 
-    /// Connects to the host and port of `uri` (TLS for `https`).
+    /// Connects to the host and port of `uri` (TLS for `https`); a
+    /// failure is logged (the gateway's log is where an operator sees why
+    /// a remote cannot be reached: a source address that cannot be bound,
+    /// a refused connection, a certificate problem).
     pub async fn connect(&self, uri: &Uri) -> Result<Stream, BackendError> {
+        let result = self.open(uri).await;
+        if let Err(e) = &result {
+            tracing::warn!(remote = %self.inner.remote, "connect failed: {}", e.message());
+        }
+        result
+    }
+
+    async fn open(&self, uri: &Uri) -> Result<Stream, BackendError> {
         let https = uri.scheme_str() == Some("https");
         let raw_host = uri.host().unwrap_or_default();
         let host = raw_host.trim_start_matches('[').trim_end_matches(']');
@@ -255,7 +271,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let sources = SourceAddresses::dedicated(vec!["127.0.0.2".parse().unwrap()]);
-        let connector = Connector::new(sources, Duration::from_secs(5), None);
+        let connector = Connector::new("test", sources, Duration::from_secs(5), None);
         assert_eq!(connector.last_local_addr(), None);
         let target = uri(&format!("http://127.0.0.1:{port}/bucket/key"));
         let _stream = connector.connect(&target).await.unwrap();
@@ -272,7 +288,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let sources = SourceAddresses::dedicated(vec!["192.0.2.10".parse().unwrap()]);
-        let connector = Connector::new(sources, Duration::from_secs(5), None);
+        let connector = Connector::new("test", sources, Duration::from_secs(5), None);
         let err = connector
             .connect(&uri(&format!("http://127.0.0.1:{port}/")))
             .await
@@ -292,7 +308,12 @@ mod tests {
     async fn https_without_tls_setup_is_refused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let connector = Connector::new(SourceAddresses::system(), Duration::from_secs(5), None);
+        let connector = Connector::new(
+            "test",
+            SourceAddresses::system(),
+            Duration::from_secs(5),
+            None,
+        );
         let err = connector
             .connect(&uri(&format!("https://127.0.0.1:{port}/")))
             .await
@@ -307,6 +328,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let tls = tls::client_config("p", &crate::ftp::CertificateCheck::AllowAny).unwrap();
         let connector = Connector::new(
+            "test",
             SourceAddresses::system(),
             Duration::from_millis(300),
             Some(tls),

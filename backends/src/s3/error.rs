@@ -55,7 +55,13 @@ impl RemoteInfo {
         let (kind, message) = match &err {
             SdkError::ServiceError(_) => {
                 let status = err.raw_response().map(|r| r.status().as_u16());
-                classify_service(self, status, err.code(), err.message())
+                let found = classify_service(self, status, err.code(), err.message());
+                if is_setup_problem(err.code()) {
+                    // The client only sees "permission denied" or "failure":
+                    // the log says what to fix.
+                    tracing::warn!(remote = %self.name, "{operation} /{path}: {}", found.1);
+                }
+                found
             }
             SdkError::TimeoutError(_) => (ErrorKind::Timeout, "no answer in time".to_string()),
             SdkError::ResponseError(_) => match below_http(&err) {
@@ -132,6 +138,23 @@ fn chain(err: &(dyn Error + 'static)) -> String {
         current = e.source();
     }
     parts.join(": ")
+}
+
+/// Whether an error code means the remote's settings are wrong (every
+/// request will fail alike), rather than something about one object.
+fn is_setup_problem(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "RequestTimeTooSkewed"
+                | "NoSuchBucket"
+                | "AuthorizationHeaderMalformed"
+                | "PermanentRedirect"
+                | "IllegalLocationConstraintException"
+        )
+    )
 }
 
 /// The kind and message for an error response from the server.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
@@ -32,7 +33,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper_util::client::legacy::connect::capture_connection;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -137,6 +138,12 @@ impl GatewayHttp {
         };
         let mut request = http::Request::from_parts(parts, body);
         let mut connection = capture_connection(&mut request);
+        if let Some(smithy) = request.extensions().get::<CaptureSmithyConnection>() {
+            // The SDK closes a connection after a transient error (5xx,
+            // throttling) through this; without it, it logs an ERROR.
+            let captured = connection.clone();
+            smithy.set_connection_retriever(move || smithy_connection(&captured));
+        }
         let mut connected = false;
         let mut pending = std::pin::pin!(self.inner.client.request(request));
         let response = loop {
@@ -188,6 +195,23 @@ impl GatewayHttp {
             )),
         }
     }
+}
+
+/// The request's connection as the SDK sees it: something it can poison
+/// (hyper then closes it instead of returning it to the pool).
+fn smithy_connection(captured: &CaptureConnection) -> Option<ConnectionMetadata> {
+    captured.connection_metadata().as_ref()?;
+    let captured = captured.clone();
+    Some(
+        ConnectionMetadata::builder()
+            .proxied(false)
+            .poison_fn(move || {
+                if let Some(connected) = captured.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+            })
+            .build(),
+    )
 }
 
 /// A failure of hyper-util's client as the SDK should see it: connections
@@ -377,7 +401,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn client(max: usize, io: Duration) -> GatewayHttp {
-        let connector = Connector::new(SourceAddresses::system(), Duration::from_secs(2), None);
+        let connector = Connector::new(
+            "test",
+            SourceAddresses::system(),
+            Duration::from_secs(2),
+            None,
+        );
         GatewayHttp::new(connector, max, Duration::from_secs(2), io)
     }
 
@@ -472,6 +501,25 @@ mod tests {
                 None => return Ok(out),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_sdk_can_poison_the_connection_of_a_request() {
+        let (url, task) = server(Some(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+        ))
+        .await;
+        let http = client(4, Duration::from_secs(5));
+        let capture = CaptureSmithyConnection::new();
+        let mut request = get(&url);
+        request.add_extension(capture.clone());
+        let response = http.send(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 500);
+        // What the SDK's connection-poisoning interceptor does after a
+        // transient error (it logs an ERROR when there is no connection).
+        let connection = capture.get().expect("the connection is captured");
+        connection.poison();
+        task.abort();
     }
 
     #[tokio::test]

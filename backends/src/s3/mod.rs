@@ -18,8 +18,10 @@
 //!   upload holds at most `(PARTS_IN_FLIGHT + 1) × part_size` bytes (24 MiB
 //!   with the default 8 MiB parts). A file smaller than one part is one
 //!   PUT. The object appears only when the upload completes; a failed or
-//!   dropped upload is aborted, so no parts are left behind. A file can
-//!   have at most 10,000 parts (78 GiB with 8 MiB parts).
+//!   dropped upload is aborted, so no parts are left behind (when the
+//!   server cannot be reached at that moment, the abort is remembered and
+//!   done after the next request that reaches it). A file can have at most
+//!   10,000 parts (78 GiB with 8 MiB parts).
 //! - Reads are ranged GETs that follow the client's offsets: one streaming
 //!   GET serves sequential reads and a jump elsewhere reopens at the new
 //!   offset.
@@ -50,6 +52,7 @@
 //! - `listing`: folder listings from `ListObjectsV2` pages.
 //! - `objects`: single-object requests (lookups, markers, copies).
 //! - `backend`, `reader`, `writer`, `rename`: the [`Backend`](crate::Backend).
+//! - `pending`: multipart uploads to abort once the server answers again.
 //! - `probe`: what `gateway remote test` reports.
 
 use std::time::Duration;
@@ -66,6 +69,7 @@ mod keys;
 mod listing;
 mod mtime;
 mod objects;
+mod pending;
 mod probe;
 mod reader;
 mod rename;

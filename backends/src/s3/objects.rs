@@ -3,6 +3,7 @@
 //! deletes and server-side copies.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -15,6 +16,7 @@ use super::connector::Connector;
 use super::error::RemoteInfo;
 use super::keys::{copy_source, Keys};
 use super::mtime::{self, MTIME_KEY};
+use super::pending::{PendingAborts, Retried};
 use crate::backend::{EntryKind, Metadata};
 use crate::{Result, StoragePath};
 
@@ -43,6 +45,8 @@ pub struct Bucket {
     pub part_size: usize,
     /// Whether folders may be renamed key by key.
     pub recursive_folder_rename: bool,
+    /// Multipart uploads to abort once the server answers again.
+    pub pending: PendingAborts,
 }
 
 /// Headers an object keeps when its metadata is replaced.
@@ -485,8 +489,25 @@ impl Bucket {
         completed
     }
 
-    /// Aborts a multipart upload, logging (not returning) a failure.
+    /// Aborts a multipart upload, logging (not returning) a failure. When
+    /// the server cannot be reached now, the abort is remembered and
+    /// retried after the next request that works
+    /// ([`Bucket::retry_pending_aborts`]).
     pub async fn abort_upload(&self, key: &str, upload_id: &str) {
+        match self.try_abort(key, upload_id).await {
+            (Retried::Aborted | Retried::Gone, _) => {}
+            (Retried::Unreachable, why) => self.pending.remember(key, upload_id, &why),
+            (Retried::Refused, why) => tracing::warn!(
+                remote = %self.info.name,
+                key,
+                upload_id,
+                "could not abort a multipart upload ({why}); its parts stay until the bucket's lifecycle rules remove them"
+            ),
+        }
+    }
+
+    /// One AbortMultipartUpload, and what came of it with the reason.
+    async fn try_abort(&self, key: &str, upload_id: &str) -> (Retried, String) {
         let result = self
             .client
             .abort_multipart_upload()
@@ -495,9 +516,52 @@ impl Bucket {
             .upload_id(upload_id)
             .send()
             .await;
-        if let Err(e) = result {
-            let e = self.info.sdk("abort upload", key, e);
-            tracing::warn!(remote = %self.info.name, key, error = %e, "could not abort a multipart upload; its parts stay until the bucket's lifecycle rules remove them");
+        let Err(e) = result else {
+            return (Retried::Aborted, String::new());
+        };
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let err = self.info.sdk("abort upload", key, e);
+        let why = err.message().to_string();
+        let outcome = if err.kind() == crate::ErrorKind::NotFound {
+            Retried::Gone
+        } else if err.is_temporary() || status.is_none_or(|s| s >= 500) {
+            // No answer at all (down, unreachable, cannot bind), or the
+            // server failing: worth trying again later.
+            Retried::Unreachable
+        } else {
+            Retried::Refused
+        };
+        (outcome, why)
+    }
+
+    /// Aborts the remembered multipart uploads in the background, one run
+    /// at a time; call after a request that reached the server. A run
+    /// stops at the first abort that cannot reach the server (the rest
+    /// wait for the next call).
+    pub fn retry_pending_aborts(self: &Arc<Self>) {
+        if !self.pending.start_run() {
+            return;
         }
+        /// Ends the run however the task ends.
+        struct Running(Arc<Bucket>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.pending.finish_run();
+            }
+        }
+        let running = Running(self.clone());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let bucket = &running.0;
+            for (key, upload_id) in bucket.pending.list() {
+                let (outcome, why) = bucket.try_abort(&key, &upload_id).await;
+                bucket.pending.settle(&key, &upload_id, outcome, &why);
+                if outcome == Retried::Unreachable {
+                    break;
+                }
+            }
+        });
     }
 }

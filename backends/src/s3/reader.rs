@@ -67,6 +67,7 @@ impl S3Reader {
         match result {
             Ok(out) => {
                 st.body = Some(out.body);
+                self.bucket.retry_pending_aborts();
                 Ok(())
             }
             Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {

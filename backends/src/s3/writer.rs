@@ -5,7 +5,9 @@
 //! completes the upload, or, for a file smaller than one part, sends it in
 //! one PUT. The object appears only then. A failed, aborted or dropped
 //! upload is aborted on the server (AbortMultipartUpload), so its parts do
-//! not linger.
+//! not linger; when the server cannot be reached at that moment, the
+//! abort is remembered (`pending`) and done after the next request that
+//! reaches it. A part that failed to send fails the next write.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,8 +68,22 @@ impl S3Writer {
             .error(kind, "write", self.path.as_str(), message)
     }
 
+    /// Keeps the results of parts that finished sending; the first part
+    /// that failed is an error now, not once more parts were queued
+    /// behind it.
+    fn reap(&mut self) -> Result<()> {
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        while let Some(done) = upload.sending.try_join_next() {
+            keep(upload, &self.bucket, &self.path, done)?;
+        }
+        Ok(())
+    }
+
     /// Sends one full part, starting the multipart upload first if needed.
     async fn send_part(&mut self, part: Bytes) -> Result<()> {
+        self.reap()?;
         if self.upload.is_none() {
             self.upload = Some(self.start().await?);
         }
@@ -213,18 +229,30 @@ impl S3Writer {
 /// Waits for one part being sent and keeps its result.
 async fn collect_one(upload: &mut Upload, bucket: &Bucket, path: &StoragePath) -> Result<()> {
     match upload.sending.join_next().await {
-        Some(Ok(Ok(part))) => {
+        Some(done) => keep(upload, bucket, path, done),
+        None => Ok(()),
+    }
+}
+
+/// Keeps the result of one part that finished sending.
+fn keep(
+    upload: &mut Upload,
+    bucket: &Bucket,
+    path: &StoragePath,
+    done: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
+) -> Result<()> {
+    match done {
+        Ok(Ok(part)) => {
             upload.parts.push(part);
             Ok(())
         }
-        Some(Ok(Err(e))) => Err(e),
-        Some(Err(join)) => Err(bucket.info.error(
+        Ok(Err(e)) => Err(e),
+        Err(join) => Err(bucket.info.error(
             ErrorKind::Other,
             "write",
             path.as_str(),
             format!("sending a part failed: {join}"),
         )),
-        None => Ok(()),
     }
 }
 
@@ -233,6 +261,9 @@ impl FileWriter for S3Writer {
     async fn write(&mut self, mut data: Bytes) -> Result<()> {
         if self.ended {
             return Err(self.err(ErrorKind::ConnectionLost, "the upload was already ended"));
+        }
+        if let Err(e) = self.reap() {
+            return Err(self.fail(e).await);
         }
         let part_size = self.bucket.part_size;
         let len = data.len() as u64;
@@ -269,6 +300,7 @@ impl FileWriter for S3Writer {
         match result {
             Ok(()) => {
                 self.ended = true;
+                self.bucket.retry_pending_aborts();
                 Ok(())
             }
             Err(e) => Err(self.fail(e).await),
