@@ -220,16 +220,24 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
 }
 
 fn shown_root(r: &RemoteSettings) -> String {
-    if r.root.is_empty() {
-        "(login folder)".to_string()
-    } else {
-        r.root.clone()
+    match (r.root.is_empty(), &r.protocol) {
+        (false, _) => r.root.clone(),
+        (true, ProtocolSettings::S3(_)) => "(bucket root)".to_string(),
+        (true, _) => "(login folder)".to_string(),
     }
 }
 
-/// The one-line reason for a failed connection.
+/// The one-line reason for a failed connection, without the remote's
+/// name that backends put first (the caller already says it).
 fn reason(e: &BackendError) -> String {
-    e.message().to_string()
+    let message = e.message();
+    match message.strip_prefix("remote `") {
+        Some(rest) => match rest.split_once("`: ") {
+            Some((_, reason)) => reason.to_string(),
+            None => message.to_string(),
+        },
+        None => message.to_string(),
+    }
 }
 
 /// Accepts any host key and remembers it, then stops the connection.

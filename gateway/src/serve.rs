@@ -94,6 +94,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
     }
 
+    crate::remotes::create_s3_mount_folders(&remotes, &settings.mounts);
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(users, settings.allowed_networks.clone()),
         throttle: LoginThrottle::new(settings.throttle),

@@ -803,3 +803,42 @@ fn s3_remote_test_prints_endpoint_region_bucket_and_source() {
         s.logs()
     );
 }
+
+/// A mount on a folder of the bucket that does not exist yet is an
+/// ordinary empty folder: the gateway writes its marker at start, so it
+/// lists and accepts `mkdir` before anything was uploaded.
+#[test]
+fn s3_mount_on_a_fresh_prefix_is_an_empty_folder() {
+    let mut s = S3Mount::new(S3ServerKind::Moto).expect("set-up");
+    s.cfg.users[0].mounts[0].remote_path = "inbox/deep".into();
+    s.start_gateway().expect("gateway start");
+    let log = s
+        .gw()
+        .stderr
+        .wait_for(Duration::from_secs(30), |l| {
+            l.contains("created the mounted folder") && l.contains("inbox/deep")
+                || l.contains("cannot create the mounted folder")
+        })
+        .unwrap_or_else(|| panic!("no mounted-folder line\n{}", s.logs()));
+    assert!(
+        log.contains("created the mounted folder"),
+        "{log}\n{}",
+        s.logs()
+    );
+    let c = s.client();
+    let out = sftp(
+        &s,
+        &c,
+        &format!("ls -l {MOUNT}\nmkdir {MOUNT}/sub\nls {MOUNT}\n"),
+    );
+    assert!(out.success(), "{}\n{}", out.text(), s.logs());
+    assert!(out.lists_name("sub"), "{}\n{}", out.text(), s.logs());
+    let keys = s.keys();
+    assert!(
+        keys.contains(&"inbox/".to_string())
+            && keys.contains(&"inbox/deep/".to_string())
+            && keys.contains(&"inbox/deep/sub/".to_string()),
+        "markers: {keys:?}\n{}",
+        s.logs()
+    );
+}

@@ -86,6 +86,56 @@ impl Remotes {
     }
 }
 
+/// Creates, in the background, the folders that mounts on S3 remotes
+/// point at. On S3 a folder exists only through a marker or objects
+/// under it, so a mount on a fresh prefix would list as "not found" and
+/// refuse `mkdir` until something was uploaded; a marker makes it an
+/// ordinary empty folder. Failures are logged and retried at no later
+/// time: the mount then behaves as before.
+pub fn create_s3_mount_folders(
+    remotes: &Remotes,
+    mounts: &HashMap<String, Vec<crate::config::MountSettings>>,
+) {
+    let mut wanted = std::collections::BTreeSet::new();
+    for m in mounts.values().flatten() {
+        if let Some(remote) = remotes.get(&m.remote) {
+            if matches!(remote.access, RemoteAccess::S3 { .. }) && !m.remote_path.is_root() {
+                wanted.insert((m.remote.clone(), m.remote_path.clone()));
+            }
+        }
+    }
+    for (name, path) in wanted {
+        let Some(remote) = remotes.get(&name) else {
+            continue;
+        };
+        let backend = remote.backend.clone();
+        tokio::spawn(async move {
+            // Each level in turn, from the top: mkdir needs its parent.
+            let mut levels = Vec::new();
+            let mut at = Some(path.clone());
+            while let Some(p) = at {
+                if p.is_root() {
+                    break;
+                }
+                at = p.parent();
+                levels.push(p);
+            }
+            for level in levels.into_iter().rev() {
+                match backend.mkdir(&level).await {
+                    Ok(()) => {
+                        tracing::info!(remote = %name, folder = %level, "created the mounted folder")
+                    }
+                    Err(e) if e.kind() == backends::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        tracing::warn!(remote = %name, folder = %level, "cannot create the mounted folder: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Where connections to `r` come from: the dedicated IPs unless it opts out.
 pub fn source_addresses(r: &RemoteSettings, dedicated_ips: &[std::net::IpAddr]) -> SourceAddresses {
     if r.use_dedicated_ips && !dedicated_ips.is_empty() {
