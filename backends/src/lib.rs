@@ -13,6 +13,7 @@
 //! - [`sftp`]: a folder on a remote SFTP server.
 //! - [`ftp`]: a folder on a remote FTP or FTPS server.
 //! - [`s3`]: a folder (key prefix) of a bucket on an S3-compatible server.
+//! - [`tls`]: certificate checks and rustls settings shared by FTPS and S3.
 //! - [`conformance`]: the cases every backend must pass.
 
 pub mod backend;
@@ -25,6 +26,7 @@ pub mod path;
 pub mod pool;
 pub mod s3;
 pub mod sftp;
+pub mod tls;
 
 pub use backend::{
     Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,

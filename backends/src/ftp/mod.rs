@@ -22,7 +22,6 @@
 //! - `backend`, `listing_stream`, `reader`, `writer`: the [`Backend`](crate::Backend).
 //! - `probe`: what `gateway remote test` reports.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::dial::SourceAddresses;
@@ -62,19 +61,7 @@ pub enum FtpTls {
     RequireImplicit,
 }
 
-/// How the server's certificate is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateCheck {
-    /// The chain must lead to a trusted root and name the host: the
-    /// system's roots, or only those of `ca_file` (PEM) when given.
-    RequireMatch {
-        /// A PEM file of trusted CA certificates, replacing the system's.
-        ca_file: Option<PathBuf>,
-    },
-    /// Any certificate is accepted (INSECURE; a warning is logged on every
-    /// connection).
-    AllowAny,
-}
+pub use crate::tls::CertificateCheck;
 
 /// How to reach and log in to one remote FTP server.
 #[derive(Clone)]

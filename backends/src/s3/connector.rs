@@ -111,7 +111,10 @@ impl Connector {
         let handshake = TlsConnector::from(config).connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(stream)) => Ok(Stream::new(Conn::Tls(Box::new(stream)))),
-            Ok(Err(e)) => Err(fail(ErrorKind::Other, tls::describe_failure(host, &e))),
+            Ok(Err(e)) => Err(fail(
+                ErrorKind::Other,
+                tls::describe_failure(host, "TLS handshake", &e),
+            )),
             Err(_) => Err(fail(
                 ErrorKind::Timeout,
                 format!("TLS handshake: no answer within {}s", timeout.as_secs()),

@@ -1,22 +1,12 @@
 //! TLS for `https` endpoints: the remote's rustls client configuration
-//! (aws-lc-rs provider; the system's roots, a CA file, or no certificate
-//! checks) and readable handshake failures.
-//!
-//! This mirrors the FTP backend's certificate handling (same
-//! [`CertificateCheck`] settings, same wording), without its per-connection
-//! session caches, which HTTP does not need.
+//! (from the shared [`crate::tls`] settings, with HTTP/1.1 as ALPN).
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::ClientConfig;
 
-use crate::ftp::CertificateCheck;
+use crate::tls::{self, CertificateCheck};
+pub use crate::tls::{describe_failure, server_name};
 use crate::{BackendError, ErrorKind};
 
 /// Builds the client configuration for one remote; fails on an unusable
@@ -25,152 +15,16 @@ pub fn client_config(
     remote: &str,
     check: &CertificateCheck,
 ) -> Result<Arc<ClientConfig>, BackendError> {
-    let fail = |message: String| {
+    let mut config = tls::client_config(check).map_err(|message| {
         BackendError::new(
             ErrorKind::Other,
             "configure",
             "",
             format!("remote `{remote}`: {message}"),
         )
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(format!("TLS setup failed: {e}")))?;
-    let mut config = match check {
-        CertificateCheck::RequireMatch { ca_file } => {
-            let roots = match ca_file {
-                Some(path) => roots_from_file(path).map_err(fail)?,
-                None => system_roots().map_err(fail)?,
-            };
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        CertificateCheck::AllowAny => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
-    };
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The name the server's certificate must carry for `host` (a DNS name or
-/// an IP address, without IPv6 brackets).
-pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(host.to_string())
-        .map_err(|_| format!("`{host}` is neither a host name nor an IP address"))
-}
-
-fn roots_from_file(path: &std::path::Path) -> Result<RootCertStore, String> {
-    let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read the CA file {shown}: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the CA file {shown} is not valid PEM: {e}"))?;
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!("the CA file {shown} holds no usable certificate"));
-    }
-    Ok(roots)
-}
-
-fn system_roots() -> Result<RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no trusted root certificates found on this system{why}; set a CA file"
-        ));
-    }
-    Ok(roots)
-}
-
-/// A readable reason for a failed handshake with `host`.
-pub fn describe_failure(host: &str, err: &std::io::Error) -> String {
-    let tls = err
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let reason = match tls {
-        Some(rustls::Error::InvalidCertificate(cert)) => certificate_reason(host, cert),
-        Some(other) => other.to_string(),
-        None => err.to_string(),
-    };
-    format!("TLS handshake with {host} failed: {reason}")
-}
-
-fn certificate_reason(host: &str, err: &CertificateError) -> String {
-    match err {
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            format!("certificate is not valid for {host}")
-        }
-        CertificateError::UnknownIssuer => {
-            "certificate has an unknown issuer (not signed by a trusted CA)".to_string()
-        }
-        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            "certificate has expired".to_string()
-        }
-        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            "certificate is not valid yet".to_string()
-        }
-        CertificateError::Revoked => "certificate is revoked".to_string(),
-        CertificateError::BadSignature => "certificate has a bad signature".to_string(),
-        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            "certificate is self-signed (a CA certificate presented as the server's): unknown issuer"
-                .to_string()
-        }
-        other => format!("certificate rejected: {other}"),
-    }
-}
-
-/// `certificate = allow_any`: any certificate is accepted, but handshake
-/// signatures are still checked.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
@@ -178,33 +32,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bad_ca_file_is_a_clear_error() {
+    fn a_bad_ca_file_names_the_remote() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.pem");
         let err = client_config(
             "p",
             &CertificateCheck::RequireMatch {
-                ca_file: Some(missing),
+                ca_file: Some(dir.path().join("missing.pem")),
             },
         )
         .unwrap_err();
-        assert!(err.message().contains("cannot read the CA file"), "{err}");
         assert!(err.message().starts_with("remote `p`"), "{err}");
         assert!(client_config("p", &CertificateCheck::AllowAny).is_ok());
-        assert!(server_name("127.0.0.1").is_ok());
-        assert!(server_name("s3.example.com").is_ok());
-        assert!(server_name("bad host!").is_err());
-    }
-
-    #[test]
-    fn certificate_failures_name_the_host() {
-        let e = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
-        );
-        assert_eq!(
-            describe_failure("s3.example.com", &e),
-            "TLS handshake with s3.example.com failed: certificate has an unknown issuer (not signed by a trusted CA)"
-        );
     }
 }
