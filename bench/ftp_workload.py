@@ -111,21 +111,8 @@ def curl_cmd(v: Vsftpd, mode: str) -> list[str]:
 
 
 def gateway_config(b: R.Bench, v: Vsftpd, mode: str) -> Path:
-    cfg = b.gw_dir / f"gateway-ftp-{mode}.toml"
-    tls = 'tls = "require"\nca_file = "%s"' % v.ca if mode == "tls" else 'tls = "never"'
-    cfg.write_text(
-        f"""[server]
-listen = ["127.0.0.1:0"]
-storage = "{b.gw_dir / 'data'}"
-state = "{b.gw_state}"
-idle_timeout = "10m"
-shutdown_grace = "1s"
-
-[login]
-max_failures = 0
-
-[[remotes]]
-name = "bench"
+    tls = f'tls = "require"\nca_file = "{v.ca}"' if mode == "tls" else 'tls = "never"'
+    return b.write_gateway_config(f"gateway-ftp-{mode}.toml", f"""
 kind = "ftp"
 host = "127.0.0.1"
 port = {v.port}
@@ -133,18 +120,7 @@ username = "{R.GWTEST_USER}"
 password = "{FTP_PASSWORD}"
 {tls}
 max_connections = 25
-use_dedicated_ips = false
-
-[[users]]
-name = "bench"
-authorized_keys = ["{b.client_pub}"]
-[[users.mounts]]
-path = "/remote"
-remote = "bench"
-remote_path = ""
-"""
-    )
-    return cfg
+""")
 
 
 def rclone_conf(b: R.Bench, v: Vsftpd, mode: str) -> Path:

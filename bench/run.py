@@ -567,9 +567,10 @@ class Bench:
 
     # ---- gateway
 
-    def gateway_config(self, max_connections: int) -> Path:
-        cfg = self.gw_dir / "gateway.toml"
-        host_key = " ".join(self.sshd.host_pub)
+    def write_gateway_config(self, name: str, remote: str) -> Path:
+        """A gateway config: user `bench` (the client key) with `/remote` mounted on the remote
+        `bench`, whose `[[remotes]]` keys (after name) are `remote`."""
+        cfg = self.gw_dir / name
         cfg.write_text(
             f"""[server]
 listen = ["127.0.0.1:0"]
@@ -583,14 +584,7 @@ max_failures = 0
 
 [[remotes]]
 name = "bench"
-kind = "sftp"
-host = "127.0.0.1"
-port = {self.sshd.port}
-username = "{GWTEST_USER}"
-private_key_file = "{self.proxy_key}"
-host_key = "{host_key}"
-root = "{self.sshd.remote}"
-max_connections = {max_connections}
+{remote.strip()}
 use_dedicated_ips = false
 
 [[users]]
@@ -603,6 +597,19 @@ remote_path = ""
 """
         )
         return cfg
+
+    def gateway_config(self, max_connections: int) -> Path:
+        host_key = " ".join(self.sshd.host_pub)
+        return self.write_gateway_config("gateway.toml", f"""
+kind = "sftp"
+host = "127.0.0.1"
+port = {self.sshd.port}
+username = "{GWTEST_USER}"
+private_key_file = "{self.proxy_key}"
+host_key = "{host_key}"
+root = "{self.sshd.remote}"
+max_connections = {max_connections}
+""")
 
     def start_gateway(self, max_connections: int, tag: str) -> System:
         return self.start_gateway_with(self.gateway_config(max_connections), tag)

@@ -87,37 +87,13 @@ no_check_bucket = true
 
 
 def gateway_config(b, server: S3sFs) -> Path:
-    cfg = b.gw_dir / "gateway-s3.toml"
-    cfg.write_text(
-        f"""[server]
-listen = ["127.0.0.1:0"]
-storage = "{b.gw_dir / 'data'}"
-state = "{b.gw_state}"
-idle_timeout = "10m"
-shutdown_grace = "1s"
-
-[login]
-max_failures = 0
-
-[[remotes]]
-name = "bench"
+    return b.write_gateway_config("gateway-s3.toml", f"""
 kind = "s3"
 endpoint = "{server.endpoint}"
 bucket = "{BUCKET}"
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
-use_dedicated_ips = false
-
-[[users]]
-name = "bench"
-authorized_keys = ["{b.client_pub}"]
-[[users.mounts]]
-path = "/remote"
-remote = "bench"
-remote_path = ""
-"""
-    )
-    return cfg
+""")
 
 
 def start_rclone_s3(b, env: dict, tag: str):

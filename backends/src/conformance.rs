@@ -3,7 +3,7 @@
 //!
 //! Each case works in its own folder under the backend's root and panics
 //! with a message naming the case when the backend misbehaves. Cases for
-//! optional features look at [`Capabilities`] and skip themselves.
+//! optional features look at [`crate::Capabilities`] and skip themselves.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

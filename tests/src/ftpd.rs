@@ -291,46 +291,12 @@ impl PortBlock {
     }
 }
 
-/// The cargo target dirs to look in for `peers/pure-ftpd`.
-fn target_dirs() -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        out.push(PathBuf::from(d));
-    }
-    // <target>/<profile>/deps/<test exe>
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(t) = exe.ancestors().nth(3) {
-            out.push(t.to_path_buf());
-        }
-    }
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    out
-}
-
 /// The pure-ftpd binary: `$GW_PURE_FTPD`, else `<target>/peers/pure-ftpd/usr/sbin/pure-ftpd`.
 pub fn pure_ftpd_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(PURE_FTPD_ENV) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!(
-                "{PURE_FTPD_ENV}={} does not exist: run scripts/test.sh, which extracts \
-                 pure-ftpd there (apt-get download pure-ftpd pure-ftpd-common; dpkg -x)",
-                p.display()
-            );
-        }
-        return Ok(p);
-    }
-    let candidates: Vec<PathBuf> = target_dirs()
-        .into_iter()
-        .map(|t| t.join(PURE_FTPD_DEFAULT_DIR).join("usr/sbin/pure-ftpd"))
-        .collect();
-    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(p.clone());
-    }
-    bail!(
-        "pure-ftpd not found: {PURE_FTPD_ENV} is unset and none of {candidates:?} exists. \
-         Run scripts/test.sh once: it extracts the pure-ftpd and pure-ftpd-common packages \
-         into target/{PURE_FTPD_DEFAULT_DIR} (they conflict with vsftpd, so they are not installed)"
+    crate::peers::peer_binary(
+        PURE_FTPD_ENV,
+        &format!("{PURE_FTPD_DEFAULT_DIR}/usr/sbin/pure-ftpd"),
+        "extracts the pure-ftpd and pure-ftpd-common packages into target/peers/pure-ftpd (apt-get download; dpkg -x: they conflict with vsftpd, so they are not installed)",
     )
 }
 

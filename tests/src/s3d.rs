@@ -230,46 +230,12 @@ impl PortClaim {
     }
 }
 
-/// The cargo target dirs to look in for `peers/s3s-fs`.
-fn target_dirs() -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        out.push(PathBuf::from(d));
-    }
-    // <target>/<profile>/deps/<test exe>
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(t) = exe.ancestors().nth(3) {
-            out.push(t.to_path_buf());
-        }
-    }
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    out
-}
-
 /// The s3s-fs binary: `$GW_S3S_FS`, else `<target>/peers/s3s-fs/bin/s3s-fs`.
 pub fn s3s_fs_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(S3S_FS_ENV) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!(
-                "{S3S_FS_ENV}={} does not exist: run scripts/test.sh, which builds it there \
-                 (cargo install --root target/{S3S_FS_DEFAULT_DIR} s3s-fs@0.14.1 --features binary --locked)",
-                p.display()
-            );
-        }
-        return Ok(p);
-    }
-    let candidates: Vec<PathBuf> = target_dirs()
-        .into_iter()
-        .map(|t| t.join(S3S_FS_DEFAULT_DIR).join("bin/s3s-fs"))
-        .collect();
-    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(p.clone());
-    }
-    bail!(
-        "s3s-fs not found: {S3S_FS_ENV} is unset and none of {candidates:?} exists. \
-         Run scripts/test.sh once: it builds it into target/{S3S_FS_DEFAULT_DIR} \
-         (cargo install --root ... s3s-fs@0.14.1 --features binary --locked, ~4 min)"
+    crate::peers::peer_binary(
+        S3S_FS_ENV,
+        &format!("{S3S_FS_DEFAULT_DIR}/bin/s3s-fs"),
+        "builds s3s-fs 0.14.1 into target/peers/s3s-fs (cargo install --root ... --features binary --locked, 2-6 minutes)",
     )
 }
 
