@@ -14,6 +14,8 @@
 //!   host key pinning.
 //! - [`config`]: the TOML file and environment overrides, validated once.
 //! - [`state`]: what the gateway learns while running (embedded redb).
+//! - [`sync`]: syncs between the gateway's storage and remotes (so far the
+//!   planning rules).
 //! - [`transfers`]: the count of transfers in flight, for shutdown.
 //! - [`cli`], [`remote_cli`], [`logging`]: the command line (and its
 //!   remote and key commands) and log output.
@@ -27,5 +29,6 @@ pub mod serve;
 pub mod sftp;
 pub mod ssh;
 pub mod state;
+pub mod sync;
 pub mod transfers;
 pub mod tree;
