@@ -95,6 +95,13 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     crate::remotes::create_s3_mount_folders(&remotes, &settings.mounts);
+    if !settings.syncs.is_empty() {
+        let names: Vec<&str> = settings.syncs.iter().map(|s| s.name.as_str()).collect();
+        tracing::warn!(
+            "syncs configured ({}): this build checks their settings but does not run them yet",
+            names.join(", ")
+        );
+    }
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(users, settings.allowed_networks.clone()),
         throttle: LoginThrottle::new(settings.throttle),

@@ -26,6 +26,69 @@ pub struct ConfigFile {
     /// Remote servers that folders can be mounted on.
     #[serde(default)]
     pub remotes: Vec<RemoteSection>,
+    /// Copies between the gateway's storage and remotes.
+    #[serde(default)]
+    pub syncs: Vec<SyncSection>,
+}
+
+/// `direction` of a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncDirection {
+    /// Gateway folder to remote.
+    Push,
+    /// Remote to gateway folder.
+    Pull,
+    /// Both ways, never deleting.
+    TwoWay,
+}
+
+/// `after_copy` of a sync: what happens to a source file once its copy
+/// is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCopy {
+    /// The source stays.
+    #[default]
+    Keep,
+    /// The source is deleted.
+    Delete,
+}
+
+/// One `[[syncs]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Name used by the CLI and the history.
+    pub name: String,
+    /// Folder of the gateway's storage (`/outbound`).
+    pub folder: String,
+    /// A `[[remotes]]` name.
+    pub remote: String,
+    /// Path under the remote's root ("" = the root).
+    #[serde(default)]
+    pub remote_path: String,
+    /// Which way files go.
+    pub direction: SyncDirection,
+    /// What happens to a source file after a verified copy.
+    #[serde(default)]
+    pub after_copy: AfterCopy,
+    /// Run every so often (`15m`); without it the sync runs only on demand.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Files modified more recently than this are left for a later run.
+    #[serde(default, with = "humantime_serde")]
+    pub settle: Option<Duration>,
+    /// A run stops cleanly after this long (default 24 h).
+    #[serde(default, with = "humantime_serde")]
+    pub time_limit: Option<Duration>,
+    /// Files copied at once (default 4, at most the remote's cap).
+    pub parallel: Option<usize>,
+    /// Remove folders left empty by `after_copy = "delete"`.
+    #[serde(default)]
+    pub delete_empty_folders: bool,
+    /// A file written at the destination when a run finishes.
+    pub trigger_file: Option<String>,
 }
 
 /// `[server]`.

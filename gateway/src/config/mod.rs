@@ -8,6 +8,7 @@
 
 mod file;
 mod locate;
+mod syncs;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -20,8 +21,11 @@ use backends::StoragePath;
 use ipnet::IpNet;
 use policy::{PathPermissions, PermissionSet, ThrottleSettings, User};
 
-pub use file::{CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind};
+pub use file::{
+    AfterCopy, CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind, SyncDirection,
+};
 use locate::KeyMap;
+pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
 pub const ENV_PREFIX: &str = "GATEWAY";
@@ -57,6 +61,8 @@ pub struct Settings {
     pub remotes: Vec<RemoteSettings>,
     /// Mounts by user name.
     pub mounts: HashMap<String, Vec<MountSettings>>,
+    /// Syncs, in file order.
+    pub syncs: Vec<SyncSettings>,
 }
 
 impl Settings {
@@ -523,6 +529,7 @@ fn validate(
     let dedicated_ips = server.dedicated_ips;
     let remotes = validate_remotes(file.remotes, base, r);
     let mounts = validate_mounts(&mounts_by_user, &remotes, r);
+    let syncs = syncs::validate_syncs(file.syncs, &remotes, r);
     Settings {
         source: source.map(Path::to_path_buf),
         listen: server.listen,
@@ -542,6 +549,7 @@ fn validate(
         dedicated_ips,
         remotes,
         mounts,
+        syncs,
     }
 }
 
@@ -975,5 +983,46 @@ mod tests {
         assert!(s3.path_style);
         assert!(!s3.recursive_folder_rename);
         assert!(!format!("{r:?}").contains("SK"), "secret in Debug: {r:?}");
+    }
+
+    const SFTP_REMOTE: &str = "[[remotes]]\nname = \"partner\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nmax_connections = 3\n";
+
+    #[test]
+    fn sync_defaults_and_parallel_capped_by_the_remote() {
+        let text = format!("{SFTP_REMOTE}\n[[syncs]]\nname = \"out\"\nfolder = \"/outbound/\"\nremote = \"partner\"\nremote_path = \"inbox\"\ndirection = \"push\"\nevery = \"15m\"\n");
+        let s = load_text(&text).unwrap();
+        let sync = &s.syncs[0];
+        assert_eq!(sync.folder.as_str(), "outbound");
+        assert_eq!(sync.remote_path.as_str(), "inbox");
+        assert_eq!(sync.direction, SyncDirection::Push);
+        assert_eq!(sync.after_copy, AfterCopy::Keep);
+        assert_eq!(sync.every, Some(Duration::from_secs(900)));
+        assert_eq!(sync.time_limit, Duration::from_secs(24 * 3600));
+        // The default of 4 is brought down to the remote's cap of 3.
+        assert_eq!(sync.parallel, 3);
+    }
+
+    #[test]
+    fn sync_mistakes_are_named() {
+        let text = format!("{SFTP_REMOTE}\n[[syncs]]\nname = \"both\"\nfolder = \"/x\"\nremote = \"partner\"\ndirection = \"two_way\"\nafter_copy = \"delete\"\nparallel = 10\n\n[[syncs]]\nname = \"lost\"\nfolder = \"../up\"\nremote = \"nowhere\"\ndirection = \"pull\"\n");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:14: key `syncs[0].after_copy`"),
+            "{err}"
+        );
+        assert!(err.contains("a two-way sync never deletes"), "{err}");
+        assert!(err.contains("gw.toml:15: key `syncs[0].parallel`"), "{err}");
+        assert!(err.contains("max_connections = 3"), "{err}");
+        assert!(err.contains("key `syncs[1].folder`"), "{err}");
+        assert!(
+            err.contains("key `syncs[1].remote`") && err.contains("no remote named `nowhere`"),
+            "{err}"
+        );
+        let typo = format!("{SFTP_REMOTE}\n[[syncs]]\nname = \"s\"\nfolder = \"/x\"\nremote = \"partner\"\ndirection = \"sideways\"\n");
+        let err = load_text(&typo).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:13") && err.contains("sideways"),
+            "{err}"
+        );
     }
 }

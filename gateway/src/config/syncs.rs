@@ -1,0 +1,147 @@
+//! `[[syncs]]`: validated into [`SyncSettings`], every problem named with
+//! its file, line and key.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use backends::StoragePath;
+
+use super::file::{AfterCopy, SyncDirection, SyncSection};
+use super::{ProtocolSettings, RemoteSettings, Reporter};
+
+/// Files copied at once unless a sync says otherwise.
+pub const DEFAULT_PARALLEL: usize = 4;
+
+/// A validated sync.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Its name.
+    pub name: String,
+    /// The folder of the gateway's storage.
+    pub folder: StoragePath,
+    /// The remote's name.
+    pub remote: String,
+    /// The path under the remote's root.
+    pub remote_path: StoragePath,
+    /// Which way files go.
+    pub direction: SyncDirection,
+    /// What happens to a source after a verified copy.
+    pub after_copy: AfterCopy,
+    /// The interval of scheduled runs (`None`: on demand only).
+    pub every: Option<Duration>,
+    /// Files modified within this are left for a later run.
+    pub settle: Duration,
+    /// A run's time limit.
+    pub time_limit: Duration,
+    /// Files copied at once.
+    pub parallel: usize,
+    /// Remove folders emptied by deletes.
+    pub delete_empty_folders: bool,
+    /// Written at the destination when a run finishes.
+    pub trigger_file: Option<String>,
+}
+
+/// A folder path as written in the config (`/outbound`, `inbox/a`).
+fn folder_path(text: &str) -> Result<StoragePath, String> {
+    StoragePath::parse(text.trim_matches('/'))
+        .map_err(|e| format!("`{text}` is not a usable folder path: {e}"))
+}
+
+pub(super) fn validate_syncs(
+    sections: Vec<SyncSection>,
+    remotes: &[RemoteSettings],
+    r: &mut Reporter<'_>,
+) -> Vec<SyncSettings> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, s) in sections.into_iter().enumerate() {
+        let at = |k: &str| format!("syncs[{i}].{k}");
+        if s.name.is_empty() || s.name.contains(|c: char| c.is_whitespace() || c == '/') {
+            r.at_key(
+                &at("name"),
+                "a sync name must be non-empty, without spaces or `/`",
+            );
+        }
+        if !names.insert(s.name.clone()) {
+            r.at_key(&at("name"), format!("sync `{}` is declared twice", s.name));
+        }
+        let folder = folder_path(&s.folder).unwrap_or_else(|e| {
+            r.at_key(&at("folder"), e);
+            StoragePath::root()
+        });
+        let remote_path = folder_path(&s.remote_path).unwrap_or_else(|e| {
+            r.at_key(&at("remote_path"), e);
+            StoragePath::root()
+        });
+        let remote = remotes.iter().find(|x| x.name == s.remote);
+        if remote.is_none() {
+            let known: Vec<&str> = remotes.iter().map(|x| x.name.as_str()).collect();
+            r.at_key(
+                &at("remote"),
+                format!(
+                    "no remote named `{}` (declared: {})",
+                    s.remote,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if s.direction == SyncDirection::TwoWay && s.after_copy == AfterCopy::Delete {
+            r.at_key(
+                &at("after_copy"),
+                "`after_copy = \"delete\"` is not allowed with `direction = \"two_way\"`: a two-way sync never deletes",
+            );
+        }
+        if s.delete_empty_folders && s.after_copy != AfterCopy::Delete {
+            r.at_key(
+                &at("delete_empty_folders"),
+                "only applies with `after_copy = \"delete\"`",
+            );
+        }
+        let parallel = s.parallel.unwrap_or(DEFAULT_PARALLEL);
+        let cap = remote.and_then(|x| match x.protocol {
+            ProtocolSettings::S3(_) => None,
+            _ => Some(x.max_connections),
+        });
+        if parallel == 0 {
+            r.at_key(&at("parallel"), "must be at least 1");
+        } else if let Some(cap) = cap.filter(|&cap| parallel > cap) {
+            if s.parallel.is_some() {
+                r.at_key(
+                    &at("parallel"),
+                    format!(
+                        "{parallel} transfers at once is above remote `{}`'s max_connections = {cap}",
+                        s.remote
+                    ),
+                );
+            }
+        }
+        if s.every == Some(Duration::ZERO) {
+            r.at_key(&at("every"), "must be longer than zero");
+        }
+        if let Some(t) = &s.trigger_file {
+            if t.is_empty() || t.contains('/') || t == "." || t == ".." {
+                r.at_key(&at("trigger_file"), "must be a plain file name (no `/`)");
+            }
+        }
+        out.push(SyncSettings {
+            name: s.name,
+            folder,
+            remote: s.remote,
+            remote_path,
+            direction: s.direction,
+            after_copy: s.after_copy,
+            every: s.every,
+            settle: s.settle.unwrap_or(Duration::from_secs(30)),
+            time_limit: s.time_limit.unwrap_or(Duration::from_secs(24 * 3600)),
+            // Never above the remote's cap (a sync shares its pool).
+            parallel: cap.map_or(parallel, |cap| parallel.min(cap)).max(1),
+            delete_empty_folders: s.delete_empty_folders,
+            trigger_file: s.trigger_file,
+        });
+    }
+    out
+}
