@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -31,9 +30,9 @@ class Vsftpd:
         self.dir.mkdir()
         self.served = served
         self.port = R.free_port()
-        self.pasv = (R.free_port(), 0)
-        # A small passive range above a free port (collisions are unlikely on loopback).
-        self.pasv = (self.pasv[0], min(self.pasv[0] + 40, 65535))
+        # A small passive range from a free port up (collisions are unlikely on loopback).
+        first = R.free_port()
+        self.pasv = (first, min(first + 40, 65535))
         self.proc: subprocess.Popen | None = None
         self.mode = "plain"
         empty = self.dir / "empty"
@@ -140,27 +139,6 @@ pass = {obscured}
     return conf
 
 
-def start_rclone_ftp(b: R.Bench, v: Vsftpd, mode: str, tag: str) -> R.System:
-    conf = rclone_conf(b, v, mode)
-    ak = b.rc_dir / "authorized_keys"
-    ak.write_text(b.client_pub + "\n")
-    env = dict(os.environ, RCLONE_CONFIG=str(conf))
-    logp = b.rc_dir / f"rclone-{tag}.log"
-    port = R.free_port()
-    cmd = ["rclone", "serve", "sftp", "bench:", "--addr", f"127.0.0.1:{port}", "--authorized-keys", str(ak),
-           "--cache-dir", str(b.rc_dir / "cache"), "--log-file", str(logp), "--log-level", "NOTICE",
-           "--vfs-write-wait", "30s", "--vfs-read-chunk-size", "0"]
-    p = R.CLEANUP.add_proc(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logp, "ab"),
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env))
-    deadline = time.monotonic() + 30
-    while f"listening on 127.0.0.1:{port}" not in logp.read_text(errors="replace"):
-        if p.poll() is not None or time.monotonic() > deadline:
-            R.stop_proc(p)
-            raise R.BenchError(f"rclone (ftp) did not start: {logp.read_text(errors='replace')[-500:]}")
-        time.sleep(0.05)
-    return R.System("rclone", port, "bench", "/", p, logp)
-
-
 def direct_transfer(v: Vsftpd, mode: str, src: Path, rel: str, dl: Path, timeout: float) -> tuple[float, float]:
     url = f"ftp://127.0.0.1:{v.port}/{rel}"
     t0 = time.perf_counter()
@@ -195,7 +173,7 @@ def workload5(b: R.Bench, cfg: dict) -> dict:
             gw = rc = None
             try:
                 gw = b.start_gateway_with(gateway_config(b, v, mode), f"w5-{mode}")
-                rc = start_rclone_ftp(b, v, mode, f"w5-{mode}")
+                rc = b.serve_rclone("bench:", rclone_conf(b, v, mode), f"w5-{mode}", ["--vfs-read-chunk-size", "0"])
                 res["modes"][mode] = LF.timed_runs(
                     b, cfg, f"w5-{mode}", {"gateway": gw, "rclone": rc}, src, digest,
                     lambda s_, rel, dl, t: direct_transfer(v, mode, s_, rel, dl, t),
@@ -208,8 +186,6 @@ def workload5(b: R.Bench, cfg: dict) -> dict:
     finally:
         v.stop()
         src.unlink(missing_ok=True)
-        if os.environ.get("GW_BENCH_KEEP") is None:
-            shutil.rmtree(v.dir, ignore_errors=True)
     return res
 
 

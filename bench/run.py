@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ftp_workload  # workloads 5 and 6 reach back into this module as __main__
@@ -661,23 +661,30 @@ shell_type = none
 disable_hashcheck = true
 """
         )
+        extra = []
+        if connections and self.rclone_has_connections:
+            extra = ["--sftp-connections", str(connections)]
+        return self.serve_rclone(f"bench:{self.sshd.remote}", conf, tag, extra)
+
+    def serve_rclone(self, target: str, conf: Path, tag: str, extra: list[str]) -> System:
+        """`rclone serve sftp TARGET` (remotes from config file `conf`) on a free port, the client's
+        key authorized; `extra` are backend options."""
         ak = self.rc_dir / "authorized_keys"
         ak.write_text(self.client_pub + "\n")
         env = dict(os.environ, RCLONE_CONFIG=str(conf))
+        env.pop("AWS_CA_BUNDLE", None)  # set here for other tools; rclone would try to load it
         logp = self.rc_dir / f"rclone-{tag}.log"
         for _ in range(5):
             port = free_port()
             cmd = [
-                "rclone", "serve", "sftp", f"bench:{self.sshd.remote}",
+                "rclone", "serve", "sftp", target,
                 "--addr", f"127.0.0.1:{port}", "--authorized-keys", str(ak),
                 "--cache-dir", str(self.rc_dir / "cache"),
                 "--log-file", str(logp), "--log-level", "NOTICE",
                 # With the default 1 s, rclone fails uploads whose SFTP writes arrive out of
                 # order under load (workload 3): see the report.
                 "--vfs-write-wait", "30s",
-            ]
-            if connections and self.rclone_has_connections:
-                cmd += ["--sftp-connections", str(connections)]
+            ] + extra
             p = CLEANUP.add_proc(
                 subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logp, "ab"),
                                  stdin=subprocess.DEVNULL, start_new_session=True, env=env)

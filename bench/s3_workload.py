@@ -66,7 +66,7 @@ class S3sFs:
         R.stop_proc(self.proc)
 
 
-def rclone_env(b, server: S3sFs) -> dict:
+def rclone_conf(b, server: S3sFs) -> Path:
     conf = b.rc_dir / "rclone-s3.conf"
     conf.write_text(
         f"""[bench]
@@ -81,9 +81,7 @@ force_path_style = true
 no_check_bucket = true
 """
     )
-    env = dict(os.environ, RCLONE_CONFIG=str(conf))
-    env.pop("AWS_CA_BUNDLE", None)
-    return env
+    return conf
 
 
 def gateway_config(b, server: S3sFs) -> Path:
@@ -94,25 +92,6 @@ bucket = "{BUCKET}"
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
 """)
-
-
-def start_rclone_s3(b, env: dict, tag: str):
-    ak = b.rc_dir / "authorized_keys"
-    ak.write_text(b.client_pub + "\n")
-    logp = b.rc_dir / f"rclone-{tag}.log"
-    port = R.free_port()
-    cmd = ["rclone", "serve", "sftp", f"bench:{BUCKET}", "--addr", f"127.0.0.1:{port}",
-           "--authorized-keys", str(ak), "--cache-dir", str(b.rc_dir / "cache"), "--log-file", str(logp),
-           "--log-level", "NOTICE", "--vfs-write-wait", "30s"]
-    p = R.CLEANUP.add_proc(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logp, "ab"),
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env))
-    deadline = time.monotonic() + 30
-    while f"listening on 127.0.0.1:{port}" not in logp.read_text(errors="replace"):
-        if p.poll() is not None or time.monotonic() > deadline:
-            R.stop_proc(p)
-            raise R.BenchError(f"rclone (s3) did not start: {logp.read_text(errors='replace')[-500:]}")
-        time.sleep(0.05)
-    return R.System("rclone", port, "bench", "/", p, logp)
 
 
 def direct_transfer(env: dict, src: Path, rel: str, dl: Path, timeout: float) -> tuple[float, float]:
@@ -138,9 +117,11 @@ def workload6(b, cfg: dict) -> dict:
     res["load"] = b.wait_quiet("workload 6")
     gw = rc = None
     try:
-        env = rclone_env(b, server)
+        conf = rclone_conf(b, server)
+        env = dict(os.environ, RCLONE_CONFIG=str(conf))
+        env.pop("AWS_CA_BUNDLE", None)
         gw = b.start_gateway_with(gateway_config(b, server), "w6")
-        rc = start_rclone_s3(b, env, "w6")
+        rc = b.serve_rclone(f"bench:{BUCKET}", conf, "w6", [])
         res["runs"] = LF.timed_runs(
             b, cfg, "w6", {"gateway": gw, "rclone": rc}, src, digest,
             lambda s_, rel, dl, t: direct_transfer(env, s_, rel, dl, t), server.remove)
@@ -151,8 +132,7 @@ def workload6(b, cfg: dict) -> dict:
             res["systems"]["rclone"] = b.stop_system(rc)
         server.stop()
         src.unlink(missing_ok=True)
-        if os.environ.get("GW_BENCH_KEEP") is None:
-            shutil.rmtree(server.data, ignore_errors=True)
+        shutil.rmtree(server.data, ignore_errors=True)  # frees its 1 GiB objects on tmpfs now
     return res
 
 

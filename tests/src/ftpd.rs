@@ -45,16 +45,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub use crate::peers::{established_in_range, ConnectionSampler, SamplerReport, TcpConn};
 use crate::run_with_timeout;
 use crate::sshd::{chown_to_test_user, listening_on_port, test_user_ids, TEST_PASSWORD, TEST_USER};
 
@@ -227,15 +225,6 @@ impl Default for FtpServerOptions {
     fn default() -> Self {
         Self::vsftpd()
     }
-}
-
-/// One established TCP connection as `ss` shows it from the server's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TcpConn {
-    /// The server's end (127.0.0.1 and the control or a passive port).
-    pub local: SocketAddr,
-    /// The client's end (its source address and port).
-    pub peer: SocketAddr,
 }
 
 /// A port block claimed for one instance (see the module docs).
@@ -500,56 +489,6 @@ pub fn process_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
-}
-
-/// Established TCP connections whose local (server-side) port is in `ports`
-/// (`ss -Htn state established '( sport >= :A and sport <= :B )'`).
-pub fn established_in_range(ports: RangeInclusive<u16>) -> Result<Vec<TcpConn>> {
-    let out = Command::new("ss")
-        .args(["-Htn", "state", "established"])
-        .arg(format!(
-            "( sport >= :{} and sport <= :{} )",
-            ports.start(),
-            ports.end()
-        ))
-        .stdin(Stdio::null())
-        .output()
-        .context("running ss (install iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ss failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut conns = vec![];
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        // Recv-Q Send-Q Local:Port Peer:Port
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(l), Some(p)) = (f.get(2), f.get(3)) else {
-            bail!("unexpected ss line: {line:?}");
-        };
-        let parse = |s: &str| -> Result<SocketAddr> {
-            let a: SocketAddr = s
-                .parse()
-                .with_context(|| format!("address {s:?} in ss line {line:?}"))?;
-            // Show IPv4-mapped IPv6 peers as plain IPv4.
-            Ok(match a {
-                SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-                    None => a,
-                },
-                v4 => v4,
-            })
-        };
-        conns.push(TcpConn {
-            local: parse(l)?,
-            peer: parse(p)?,
-        });
-    }
-    conns.sort();
-    Ok(conns)
 }
 
 impl FtpServer {
@@ -969,49 +908,20 @@ impl FtpServer {
         if self.opts.max_tls12 {
             cmd.env("OPENSSL_CONF", self.dir.path().join("openssl-tls12.cnf"));
         }
-        let out_start = fs::metadata(self.output_path())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.output_path())?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))?;
-        let deadline = Instant::now() + FTPD_START_TIMEOUT;
-        loop {
-            if let Some(st) = child.try_wait()? {
-                let all = fs::read_to_string(self.output_path()).unwrap_or_default();
-                bail!(
-                    "{:?} exited with {st} before listening on 127.0.0.1:{} \
-                     (pure-ftpd logs its errors only to syslog: check its arguments)\n\
-                     --- output ---\n{}\n{}",
-                    self.opts.kind,
-                    self.port(),
-                    all.get(out_start as usize..).unwrap_or(&all),
-                    self.logs()
-                );
-            }
-            if listening_on_port(self.port())? {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.child = Some(child);
-                let _ = self.stop();
-                bail!(
-                    "{:?} did not listen on 127.0.0.1:{} within {FTPD_START_TIMEOUT:?}\n{}",
-                    self.opts.kind,
-                    self.port(),
-                    self.logs()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{:?}", self.opts.kind);
+        let child = crate::peers::spawn_server(
+            &mut cmd,
+            &self.output_path(),
+            self.port(),
+            FTPD_START_TIMEOUT,
+            &what,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "{e:#} (pure-ftpd logs its errors only to syslog: check its arguments)\n{}",
+                self.logs()
+            )
+        })?;
         self.child = Some(child);
         Ok(())
     }
@@ -1164,103 +1074,5 @@ impl Drop for FtpServer {
         if thread::panicking() {
             eprintln!("{}", self.logs());
         }
-    }
-}
-
-/// What a [`ConnectionSampler`] saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SamplerReport {
-    /// The most established connections seen at once.
-    pub max: usize,
-    /// How many samples were taken.
-    pub samples: usize,
-    /// Every peer (client source) IP seen.
-    pub peers: BTreeSet<IpAddr>,
-}
-
-/// Samples the established connections to a port range every 20 ms on a
-/// thread (`ss`); [`ConnectionSampler::finish`] stops it and reports the
-/// maximum seen at once and every peer address seen.
-pub struct ConnectionSampler {
-    stop: Arc<AtomicBool>,
-    max: Arc<AtomicUsize>,
-    samples: Arc<AtomicUsize>,
-    peers: Arc<Mutex<BTreeSet<IpAddr>>>,
-    handle: Option<thread::JoinHandle<Result<()>>>,
-}
-
-impl ConnectionSampler {
-    /// Starts sampling the server-side ports `ports` (the first sample is
-    /// taken before this returns).
-    pub fn start(ports: RangeInclusive<u16>) -> ConnectionSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max = Arc::new(AtomicUsize::new(0));
-        let samples = Arc::new(AtomicUsize::new(0));
-        let peers = Arc::new(Mutex::new(BTreeSet::new()));
-        let (s, m, n, pe) = (stop.clone(), max.clone(), samples.clone(), peers.clone());
-        let (first_tx, first_rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || -> Result<()> {
-            let mut first = Some(first_tx);
-            loop {
-                let conns = established_in_range(ports.clone());
-                let conns = match conns {
-                    Ok(c) => c,
-                    Err(e) => {
-                        first.take();
-                        return Err(e);
-                    }
-                };
-                m.fetch_max(conns.len(), Ordering::SeqCst);
-                if let Ok(mut set) = pe.lock() {
-                    set.extend(conns.iter().map(|c| c.peer.ip()));
-                }
-                n.fetch_add(1, Ordering::SeqCst);
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(());
-                }
-                if s.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let _ = first_rx.recv_timeout(Duration::from_secs(5));
-        ConnectionSampler {
-            stop,
-            max,
-            samples,
-            peers,
-            handle: Some(handle),
-        }
-    }
-
-    /// The maximum so far.
-    pub fn max_so_far(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-
-    /// The peer IPs seen so far.
-    pub fn peers_so_far(&self) -> BTreeSet<IpAddr> {
-        self.peers.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Takes one last sample, stops, and reports.
-    pub fn finish(mut self) -> Result<SamplerReport> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow!("connection sampler thread panicked"))??;
-        }
-        Ok(SamplerReport {
-            max: self.max.load(Ordering::SeqCst),
-            samples: self.samples.load(Ordering::SeqCst),
-            peers: self.peers_so_far(),
-        })
-    }
-}
-
-impl Drop for ConnectionSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod ftpd;
+pub mod mount;
 pub mod peers;
 pub mod s3d;
 pub mod sshd;

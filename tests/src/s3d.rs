@@ -47,16 +47,15 @@
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::ftpd::established_in_range;
-pub use crate::ftpd::{ConnectionSampler, SamplerReport, TcpConn};
+use crate::peers::established_in_range;
+pub use crate::peers::{ConnectionSampler, SamplerReport, TcpConn};
 use crate::run_with_timeout;
 use crate::sshd::listening_on_port;
 
@@ -660,47 +659,16 @@ impl S3Server {
     /// appended to a file) and waits until its port listens (checked with
     /// `ss`, without connecting); moto: then creates the bucket.
     fn spawn(&mut self) -> Result<()> {
-        let out_start = fs::metadata(self.output_path())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.output_path())?;
         let mut cmd = self.command();
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", self.program.display()))?;
-        let deadline = Instant::now() + S3D_START_TIMEOUT;
-        loop {
-            if let Some(st) = child.try_wait()? {
-                let all = fs::read_to_string(self.output_path()).unwrap_or_default();
-                bail!(
-                    "{:?} exited with {st} before listening on 127.0.0.1:{}\n--- output ---\n{}",
-                    self.kind,
-                    self.port(),
-                    all.get(out_start as usize..).unwrap_or(&all),
-                );
-            }
-            if listening_on_port(self.port())? {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.child = Some(child);
-                let _ = self.stop();
-                bail!(
-                    "{:?} did not listen on 127.0.0.1:{} within {S3D_START_TIMEOUT:?}\n{}",
-                    self.kind,
-                    self.port(),
-                    self.logs()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{:?}", self.kind);
+        let child = crate::peers::spawn_server(
+            &mut cmd,
+            &self.output_path(),
+            self.port(),
+            S3D_START_TIMEOUT,
+            &what,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.logs()))?;
         self.child = Some(child);
         if self.kind == S3ServerKind::Moto {
             let r = self.request("PUT", &format!("/{BUCKET}"), None)?;

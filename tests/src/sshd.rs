@@ -7,6 +7,7 @@
 //! or with any key given to [`Sshd::authorize_key`], and serves SFTP with
 //! `internal-sftp`. Dropping it kills the server and every session process.
 
+pub use crate::peers::{ConnectionSampler, SamplerReport};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -15,8 +16,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -556,7 +555,7 @@ impl Sshd {
 
     /// Starts sampling [`Sshd::established_connections`] every 20 ms.
     pub fn sampler(&self) -> ConnectionSampler {
-        ConnectionSampler::start(self.port)
+        ConnectionSampler::start(self.port..=self.port)
     }
 
     /// A fresh, empty folder `<tempdir>/remote/<name>` owned by [`TEST_USER`]
@@ -645,64 +644,6 @@ pub fn established_on_port(port: u16) -> Result<usize> {
 /// checks readiness without connecting (sshd would log a connect as a connection).
 pub fn listening_on_port(port: u16) -> Result<bool> {
     Ok(ss_sockets(&["-Htln"], port)? > 0)
-}
-
-/// Samples the number of established connections to a port every 20 ms on a
-/// thread; [`ConnectionSampler::finish`] stops it and returns the maximum seen.
-pub struct ConnectionSampler {
-    stop: Arc<AtomicBool>,
-    max: Arc<AtomicUsize>,
-    samples: Arc<AtomicUsize>,
-    handle: Option<thread::JoinHandle<Result<()>>>,
-}
-
-impl ConnectionSampler {
-    /// Starts sampling `port`.
-    pub fn start(port: u16) -> ConnectionSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max = Arc::new(AtomicUsize::new(0));
-        let samples = Arc::new(AtomicUsize::new(0));
-        let (s, m, n) = (stop.clone(), max.clone(), samples.clone());
-        let handle = thread::spawn(move || -> Result<()> {
-            while !s.load(Ordering::SeqCst) {
-                let c = established_on_port(port)?;
-                m.fetch_max(c, Ordering::SeqCst);
-                n.fetch_add(1, Ordering::SeqCst);
-                thread::sleep(Duration::from_millis(20));
-            }
-            Ok(())
-        });
-        ConnectionSampler {
-            stop,
-            max,
-            samples,
-            handle: Some(handle),
-        }
-    }
-
-    /// The maximum so far.
-    pub fn max_so_far(&self) -> usize {
-        self.max.load(Ordering::SeqCst)
-    }
-
-    /// Stops sampling; returns (maximum, number of samples).
-    pub fn finish(mut self) -> Result<(usize, usize)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow!("connection sampler thread panicked"))??;
-        }
-        Ok((
-            self.max.load(Ordering::SeqCst),
-            self.samples.load(Ordering::SeqCst),
-        ))
-    }
-}
-
-impl Drop for ConnectionSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -811,127 +752,43 @@ pub const MOUNT: &str = "/partner";
 /// A test's gateway (user `alice`, key auth, `/partner` mounted on remote
 /// `partner`) in front of its own [`Sshd`] whose remote root is `root`.
 /// Tweak `cfg` (e.g. `cfg.remotes[0]`, `cfg.dedicated_ips`) before
-/// [`MountSetup::start_gateway`].
+/// [`crate::mount::MountedGateway::start_gateway`].
 pub struct MountSetup {
-    /// The running gateway (after `start_gateway`).
-    pub gw: Option<crate::Gateway>,
+    /// The gateway half (alice, her key, the config); its fields and
+    /// methods are reached through `Deref`. First, so it stops first.
+    pub mount: crate::mount::MountedGateway,
     /// The remote server.
     pub sshd: Sshd,
     /// The remote root folder on disk (owned by [`TEST_USER`]).
     pub root: PathBuf,
-    /// The gateway's config (written to `config_path` at each start).
-    pub cfg: crate::GatewayConfig,
-    /// Where the config file is written.
-    pub config_path: PathBuf,
-    /// alice's private key.
-    pub key: PathBuf,
-    /// The test's env (temp dir, storage, state, known_hosts).
-    pub env: crate::TestEnv,
 }
 
 impl MountSetup {
     /// sshd started, config prepared, gateway NOT started.
     pub fn new() -> Result<MountSetup> {
-        let env = crate::TestEnv::new()?;
         let sshd = Sshd::start_default()?;
         let root = sshd.remote_dir("root")?;
-        let key = env.path("id");
-        let pubkey = crate::client_key(&key)?;
-        let mut cfg = env.config();
-        cfg.remotes = vec![sshd.remote_config(REMOTE).root(&root)];
-        cfg.users = vec![crate::UserConfig::new("alice")
-            .key(&pubkey)
-            .mount(MOUNT, REMOTE, "")];
-        fs::create_dir_all(env.data.join("alice"))?;
-        let config_path = env.path("config.toml");
-        Ok(MountSetup {
-            gw: None,
-            sshd,
-            root,
-            cfg,
-            config_path,
-            key,
-            env,
-        })
-    }
-
-    /// The `[[remotes]]` entry of [`REMOTE`].
-    pub fn remote(&mut self) -> &mut crate::RemoteConfig {
-        &mut self.cfg.remotes[0]
-    }
-
-    /// Writes the config file (without starting anything).
-    pub fn write_config(&self) -> Result<()> {
-        self.cfg.write(&self.config_path)
-    }
-
-    /// Writes the config and starts the gateway on it.
-    pub fn start_gateway(&mut self) -> Result<&crate::Gateway> {
-        self.write_config()?;
-        let gw = crate::Gateway::start(&GatewayCommand::serve_config(&self.config_path))?;
-        self.gw = Some(gw);
-        Ok(self.gw.as_ref().expect("just set"))
-    }
-
-    /// Stops the gateway (SIGTERM) and starts it again on the same config and state.
-    pub fn restart_gateway(&mut self) -> Result<&crate::Gateway> {
-        if let Some(mut gw) = self.gw.take() {
-            gw.stop()?;
-        }
-        self.start_gateway()
-    }
-
-    /// The running gateway.
-    pub fn gw(&self) -> &crate::Gateway {
-        self.gw.as_ref().expect("gateway not started")
-    }
-
-    /// The gateway's stderr (its log).
-    pub fn gateway_log(&self) -> String {
-        self.gw
-            .as_ref()
-            .map(|g| g.stderr.text())
-            .unwrap_or_default()
+        let mount =
+            crate::mount::MountedGateway::new(sshd.remote_config(REMOTE).root(&root), MOUNT)?;
+        Ok(MountSetup { mount, sshd, root })
     }
 
     /// The gateway's and sshd's logs, for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.gw
-                .as_ref()
-                .map(|g| g.logs())
-                .unwrap_or_else(|| "(gateway not running)".into()),
-            self.sshd.logs()
-        )
+        self.mount.logs_with(&self.sshd.logs())
     }
+}
 
-    /// An sftp client logging in to the gateway as alice with her key.
-    pub fn client(&self) -> crate::Client {
-        self.env
-            .client(self.gw(), "alice", crate::Auth::Key(self.key.clone()))
+impl std::ops::Deref for MountSetup {
+    type Target = crate::mount::MountedGateway;
+    fn deref(&self) -> &Self::Target {
+        &self.mount
     }
+}
 
-    /// Like [`MountSetup::client`] with its own known_hosts file (for parallel clients).
-    pub fn client_n(&self, n: usize) -> crate::Client {
-        let mut c = self.client();
-        c.known_hosts = self.env.path(&format!("known_hosts-{n}"));
-        c
-    }
-
-    /// `gateway remote test partner --config <config>`.
-    pub fn remote_test(&self) -> Result<CmdOutput> {
-        remote_test(&self.config_path, REMOTE)
-    }
-
-    /// `gateway remote list --config <config>`.
-    pub fn remote_list(&self) -> Result<CmdOutput> {
-        remote_list(&self.config_path)
-    }
-
-    /// `gateway remote trust partner --config <config>`.
-    pub fn remote_trust(&self) -> Result<CmdOutput> {
-        remote_trust(&self.config_path, REMOTE)
+impl std::ops::DerefMut for MountSetup {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.mount
     }
 }
 

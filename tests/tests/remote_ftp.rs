@@ -2,9 +2,7 @@
 //! `sftp` → the real `gateway` binary → a real vsftpd or pure-ftpd
 //! (`e2e::ftpd`), each test with its own server, ports, folders and gateway.
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -12,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use e2e::ftpd::{CertChoice, FtpServer, FtpServerOptions, FtpServerTls};
-use e2e::sshd::{assert_all_ok, remote_list, remote_list_line, remote_test, sftp_in_parallel};
+use e2e::mount::MountedGateway;
+use e2e::peers::ip_set;
+use e2e::sshd::{assert_all_ok, remote_list, remote_list_line, sftp_in_parallel};
 use e2e::*;
 
 /// Name of the remote in [`FtpMount`]'s config.
@@ -23,16 +23,26 @@ const MOUNT: &str = "/partner";
 
 /// A test's gateway (user `alice`, key auth, [`MOUNT`] on remote
 /// [`REMOTE`]) in front of its own FTP server. Tweak `cfg` (e.g.
-/// [`FtpMount::remote`], `cfg.dedicated_ips`) before [`FtpMount::start_gateway`].
+/// [`MountedGateway::remote`], `cfg.dedicated_ips`) before [`MountedGateway::start_gateway`].
 /// Dropping it stops the gateway, then the server (both print their logs
 /// if the test is panicking).
 struct FtpMount {
-    gw: Option<Gateway>,
+    /// The gateway half (first, so it stops before the server).
+    mount: MountedGateway,
     ftp: FtpServer,
-    cfg: GatewayConfig,
-    config_path: PathBuf,
-    key: PathBuf,
-    env: TestEnv,
+}
+
+impl std::ops::Deref for FtpMount {
+    type Target = MountedGateway;
+    fn deref(&self) -> &MountedGateway {
+        &self.mount
+    }
+}
+
+impl std::ops::DerefMut for FtpMount {
+    fn deref_mut(&mut self) -> &mut MountedGateway {
+        &mut self.mount
+    }
 }
 
 /// The `[[remotes]]` entry for `ftp`: its login, and TLS matching the
@@ -54,91 +64,13 @@ impl FtpMount {
     /// The FTP server started, the config prepared, the gateway NOT started.
     fn new(opts: FtpServerOptions) -> Result<FtpMount> {
         let ftp = FtpServer::start(opts).context("starting the FTP server")?;
-        let env = TestEnv::new().context("test env")?;
-        let key = env.path("id");
-        let pubkey = client_key(&key)?;
-        let mut cfg = env.config();
-        cfg.remotes = vec![remote_for(&ftp)];
-        cfg.users = vec![UserConfig::new("alice")
-            .key(&pubkey)
-            .mount(MOUNT, REMOTE, "")];
-        fs::create_dir_all(env.data.join("alice"))?;
-        let config_path = env.path("config.toml");
-        Ok(FtpMount {
-            gw: None,
-            ftp,
-            cfg,
-            config_path,
-            key,
-            env,
-        })
+        let mount = MountedGateway::new(remote_for(&ftp), MOUNT)?;
+        Ok(FtpMount { mount, ftp })
     }
 
-    /// The `[[remotes]]` entry of [`REMOTE`].
-    fn remote(&mut self) -> &mut RemoteConfig {
-        &mut self.cfg.remotes[0]
-    }
-
-    fn write_config(&self) -> Result<()> {
-        self.cfg.write(&self.config_path)
-    }
-
-    /// Writes the config and starts the gateway on it.
-    fn start_gateway(&mut self) -> Result<&Gateway> {
-        self.write_config()?;
-        let gw = Gateway::start(&GatewayCommand::serve_config(&self.config_path))?;
-        Ok(self.gw.insert(gw))
-    }
-
-    /// Stops the gateway (if running) and starts it on the current config.
-    fn restart_gateway(&mut self) -> Result<&Gateway> {
-        if let Some(mut gw) = self.gw.take() {
-            gw.stop().context("stopping the gateway")?;
-        }
-        self.start_gateway()
-    }
-
-    fn gw(&self) -> &Gateway {
-        self.gw.as_ref().expect("gateway not started")
-    }
-
-    /// The gateway's log (stderr).
-    fn gateway_log(&self) -> String {
-        self.gw
-            .as_ref()
-            .map(|g| g.stderr.text())
-            .unwrap_or_default()
-    }
-
-    /// The gateway's and the FTP server's logs, for failure messages.
+    /// The gateway's and the server's logs, for failure messages.
     fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.gw
-                .as_ref()
-                .map(|g| g.logs())
-                .unwrap_or_else(|| "(gateway not running)".into()),
-            self.ftp.logs()
-        )
-    }
-
-    /// An sftp client logging in to the gateway as alice with her key.
-    fn client(&self) -> Client {
-        self.env
-            .client(self.gw(), "alice", Auth::Key(self.key.clone()))
-    }
-
-    /// Like [`FtpMount::client`] with its own known_hosts file (for parallel clients).
-    fn client_n(&self, n: usize) -> Client {
-        let mut c = self.client();
-        c.known_hosts = self.env.path(&format!("known_hosts-{n}"));
-        c
-    }
-
-    /// `gateway remote test partner` on the current config (written first).
-    fn remote_test(&self) -> Result<CmdOutput> {
-        self.write_config()?;
-        remote_test(&self.config_path, REMOTE)
+        self.mount.logs_with(&self.ftp.logs())
     }
 
     /// Files under the server's root whose name marks a temporary upload.
@@ -186,13 +118,6 @@ fn ls_row(out: &CmdOutput, name: &str) -> Option<String> {
 fn q(path: &str) -> String {
     assert!(!path.contains('"'), "{path}");
     format!("\"{path}\"")
-}
-
-fn ips(items: &[&str]) -> BTreeSet<IpAddr> {
-    items
-        .iter()
-        .map(|s| s.parse().expect("test IP literal"))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -616,7 +541,7 @@ fn ftp_dedicated_ips_are_the_only_sources_of_control_and_data_connections() {
         assert_same_file(src, &s.ftp.root().join(format!("dip-{i}.bin")));
         assert_same_file(src, &s.env.path(&format!("dip-back-{i}.bin")));
     }
-    let allowed = ips(&["127.0.0.2", "127.0.0.3"]);
+    let allowed = ip_set(&["127.0.0.2", "127.0.0.3"]);
     eprintln!("control: {control:?}\ndata: {data:?}");
     assert!(
         !control.peers.is_empty() && control.peers.is_subset(&allowed),

@@ -83,7 +83,7 @@ fn remote_harness_sshd_serves_sftp_and_restarts() {
         .bind("127.0.0.2")
         .sftp(&format!("ls {}\n!sleep 1\nls {}\n", p(&root), p(&root)))
         .unwrap();
-    let (max, samples) = sampler.finish().unwrap();
+    let SamplerReport { max, samples, .. } = sampler.finish().unwrap();
     assert_ok(&slow, "sftp from 127.0.0.2");
     assert!(samples > 10, "only {samples} samples in > 1 s");
     assert_eq!(

@@ -191,7 +191,7 @@ fn remote_pool_caps_connections_and_recovers_from_sshd_restart() {
     let sampler = s.sshd.sampler();
     let t0 = Instant::now();
     let outs = sftp_in_parallel(jobs);
-    let (max, samples) = sampler.finish().unwrap();
+    let SamplerReport { max, samples, .. } = sampler.finish().unwrap();
     let took = t0.elapsed();
     assert_all_ok(&outs, "40 clients through a pool of 5", &s.logs());
     assert!(
@@ -311,7 +311,7 @@ fn remote_pool_caps_connections_and_recovers_from_sshd_restart() {
         .collect();
     let t0 = Instant::now();
     let outs = sftp_in_parallel(jobs);
-    let (max, _) = sampler.finish().unwrap();
+    let max = sampler.finish().unwrap().max;
     eprintln!(
         "phase 3: 10 clients in {:?}, max {max} connections",
         t0.elapsed()

@@ -4,17 +4,17 @@
 //! moto, which stores folder markers), each test with its own server,
 //! port, folders and gateway.
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use e2e::mount::MountedGateway;
+use e2e::peers::ip_set;
 use e2e::s3d::{S3Server, S3ServerKind};
-use e2e::sshd::{assert_all_ok, remote_list, remote_list_line, remote_test, sftp_in_parallel};
+use e2e::sshd::{assert_all_ok, remote_list, remote_list_line, sftp_in_parallel};
 use e2e::*;
 
 /// Name of the remote in [`S3Mount`]'s config.
@@ -27,16 +27,26 @@ const MIB: usize = 1 << 20;
 
 /// A test's gateway (user `alice`, key auth, [`MOUNT`] on remote
 /// [`REMOTE`]) in front of its own S3 server. Tweak `cfg` (e.g.
-/// [`S3Mount::remote`], `cfg.dedicated_ips`) before
-/// [`S3Mount::start_gateway`]. Dropping it stops the gateway, then the
+/// [`MountedGateway::remote`], `cfg.dedicated_ips`) before
+/// [`MountedGateway::start_gateway`]. Dropping it stops the gateway, then the
 /// server (both print their logs if the test is panicking).
 struct S3Mount {
-    gw: Option<Gateway>,
+    /// The gateway half (first, so it stops before the server).
+    mount: MountedGateway,
     s3: S3Server,
-    cfg: GatewayConfig,
-    config_path: PathBuf,
-    key: PathBuf,
-    env: TestEnv,
+}
+
+impl std::ops::Deref for S3Mount {
+    type Target = MountedGateway;
+    fn deref(&self) -> &MountedGateway {
+        &self.mount
+    }
+}
+
+impl std::ops::DerefMut for S3Mount {
+    fn deref_mut(&mut self) -> &mut MountedGateway {
+        &mut self.mount
+    }
 }
 
 /// The `[[remotes]]` entry for `s3`: its endpoint, bucket and credentials,
@@ -58,83 +68,13 @@ impl S3Mount {
     /// The S3 server started, the config prepared, the gateway NOT started.
     fn new(kind: S3ServerKind) -> Result<S3Mount> {
         let s3 = S3Server::start(kind).context("starting the S3 server")?;
-        let env = TestEnv::new().context("test env")?;
-        let key = env.path("id");
-        let pubkey = client_key(&key)?;
-        let mut cfg = env.config();
-        cfg.remotes = vec![remote_for(&s3)];
-        cfg.users = vec![UserConfig::new("alice")
-            .key(&pubkey)
-            .mount(MOUNT, REMOTE, "")];
-        fs::create_dir_all(env.data.join("alice"))?;
-        let config_path = env.path("config.toml");
-        Ok(S3Mount {
-            gw: None,
-            s3,
-            cfg,
-            config_path,
-            key,
-            env,
-        })
+        let mount = MountedGateway::new(remote_for(&s3), MOUNT)?;
+        Ok(S3Mount { mount, s3 })
     }
 
-    /// The `[[remotes]]` entry of [`REMOTE`].
-    fn remote(&mut self) -> &mut RemoteConfig {
-        &mut self.cfg.remotes[0]
-    }
-
-    fn write_config(&self) -> Result<()> {
-        self.cfg.write(&self.config_path)
-    }
-
-    /// Writes the config and starts the gateway on it.
-    fn start_gateway(&mut self) -> Result<&Gateway> {
-        self.write_config()?;
-        let gw = Gateway::start(&GatewayCommand::serve_config(&self.config_path))?;
-        Ok(self.gw.insert(gw))
-    }
-
-    fn gw(&self) -> &Gateway {
-        self.gw.as_ref().expect("gateway not started")
-    }
-
-    /// The gateway's log (stderr).
-    fn gateway_log(&self) -> String {
-        self.gw
-            .as_ref()
-            .map(|g| g.stderr.text())
-            .unwrap_or_default()
-    }
-
-    /// The gateway's and the S3 server's logs, for failure messages.
+    /// The gateway's and the server's logs, for failure messages.
     fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.gw
-                .as_ref()
-                .map(|g| g.logs())
-                .unwrap_or_else(|| "(gateway not running)".into()),
-            self.s3.logs()
-        )
-    }
-
-    /// An sftp client logging in to the gateway as alice with her key.
-    fn client(&self) -> Client {
-        self.env
-            .client(self.gw(), "alice", Auth::Key(self.key.clone()))
-    }
-
-    /// Like [`S3Mount::client`] with its own known_hosts file (for parallel clients).
-    fn client_n(&self, n: usize) -> Client {
-        let mut c = self.client();
-        c.known_hosts = self.env.path(&format!("known_hosts-{n}"));
-        c
-    }
-
-    /// `gateway remote test bucket` on the current config (written first).
-    fn remote_test(&self) -> Result<CmdOutput> {
-        self.write_config()?;
-        remote_test(&self.config_path, REMOTE)
+        self.mount.logs_with(&self.s3.logs())
     }
 
     /// s3s-fs: the file holding object `key`.
@@ -186,13 +126,6 @@ fn ls_row(out: &CmdOutput, name: &str) -> Option<String> {
     out.listing()
         .into_iter()
         .find(|l| l.ends_with(&format!(" {name}")) || l.ends_with(&format!("/{name}")))
-}
-
-fn ips(items: &[&str]) -> BTreeSet<IpAddr> {
-    items
-        .iter()
-        .map(|s| s.parse().expect("test IP literal"))
-        .collect()
 }
 
 /// The peak resident set size (`VmHWM`) of process `pid`, in bytes.
@@ -515,7 +448,7 @@ fn s3_dedicated_ips_are_the_only_sources() {
     // s3s-fs answers with 500 (a directory on its disk): a transient error
     // for the SDK, which then closes the connection, without complaint.
     assert_no_errors_logged(&s);
-    let allowed = ips(&["127.0.0.2", "127.0.0.3"]);
+    let allowed = ip_set(&["127.0.0.2", "127.0.0.3"]);
     eprintln!("connections to the S3 server: {seen:?}");
     assert_eq!(
         seen.peers,

@@ -1,25 +1,13 @@
-//! A TCP stream that may carry TLS, for control and data connections alike,
-//! and a non-blocking look at whether an idle one is still alive.
+//! What FTP adds to the shared plain-or-TLS stream ([`MaybeTls`]): taking
+//! in what the server sent unasked (TLS 1.3 tickets, close_notify), and a
+//! non-blocking look at whether an idle connection is still alive.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use rustix::net::RecvFlags;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use rustix::net::RecvFlags;
+use tokio::io::AsyncReadExt;
 
-/// A plain or TLS-protected connection.
-#[derive(Debug)]
-pub enum MaybeTls {
-    /// Cleartext.
-    Plain(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub use crate::tls::MaybeTls;
 
 /// What an idle connection's socket shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,22 +21,6 @@ pub enum Health {
 }
 
 impl MaybeTls {
-    /// The TCP stream underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            MaybeTls::Plain(s) => s,
-            MaybeTls::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// The TLS session, if there is one.
-    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
-        match self {
-            MaybeTls::Plain(_) => None,
-            MaybeTls::Tls(s) => Some(s.get_ref().1),
-        }
-    }
-
     /// Reads what the server has already sent, without waiting. On a TLS
     /// 1.3 data connection that takes in the session tickets the server
     /// sent after the handshake: an upload never reads otherwise, and
@@ -95,50 +67,11 @@ impl MaybeTls {
     }
 }
 
-impl AsyncRead for MaybeTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for MaybeTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn health_sees_pending_bytes_and_closes() {

@@ -15,13 +15,11 @@ use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::tls;
 use crate::dial::{dial, SourceAddresses};
+use crate::tls::MaybeTls;
 use crate::{BackendError, ErrorKind};
 
 /// Errors as the HTTP client carries them.
@@ -96,7 +94,7 @@ impl Connector {
             *last = Some(local);
         }
         if !https {
-            return Ok(Stream::new(Conn::Plain(tcp)));
+            return Ok(Stream::new(MaybeTls::Plain(tcp)));
         }
         let fail = |kind: ErrorKind, message: String| {
             BackendError::new(kind, "connect", "", format!("{host}:{port}: {message}"))
@@ -110,7 +108,7 @@ impl Connector {
         let name = tls::server_name(host).map_err(|m| fail(ErrorKind::Other, m))?;
         let handshake = TlsConnector::from(config).connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
-            Ok(Ok(stream)) => Ok(Stream::new(Conn::Tls(Box::new(stream)))),
+            Ok(Ok(stream)) => Ok(Stream::new(MaybeTls::Tls(Box::new(stream)))),
             Ok(Err(e)) => Err(fail(
                 ErrorKind::Other,
                 tls::describe_failure(host, "TLS handshake", &e),
@@ -138,77 +136,13 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// A plain or TLS connection.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// One connection as hyper uses it.
 pub struct Stream {
-    io: TokioIo<Conn>,
+    io: TokioIo<MaybeTls>,
 }
 
 impl Stream {
-    fn new(conn: Conn) -> Self {
+    fn new(conn: MaybeTls) -> Self {
         Stream {
             io: TokioIo::new(conn),
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use backends::dial::SourceAddresses;
 use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
-use backends::pool::{PoolSettings, PoolStats};
+use backends::pool::PoolSettings;
 use backends::s3::{S3Backend, S3Settings};
 use backends::sftp::{SftpBackend, SftpSettings};
 use backends::Backend;
@@ -50,17 +50,6 @@ pub enum RemoteAccess {
         /// The backend.
         backend: Arc<S3Backend>,
     },
-}
-
-impl Remote {
-    /// How the remote's pool is used now (`None` for S3, which has none).
-    pub fn pool_stats(&self) -> Option<PoolStats> {
-        match &self.access {
-            RemoteAccess::Sftp { backend, .. } => Some(backend.pool_stats()),
-            RemoteAccess::Ftp { backend } => Some(backend.pool_stats()),
-            RemoteAccess::S3 { .. } => None,
-        }
-    }
 }
 
 /// Every configured remote, by name.

@@ -1,0 +1,136 @@
+//! The gateway half of a remote-mount test: user `alice` (key login) with
+//! one folder mounted on one remote, the config written before each start,
+//! and the clients and CLI commands the tests drive. The remote server half
+//! (sshd, an FTP or an S3 server) is the test's own; see
+//! [`crate::sshd::MountSetup`] and the FTP and S3 tests.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::sshd::{remote_list, remote_test, remote_trust};
+use crate::{
+    client_key, Auth, Client, CmdOutput, Gateway, GatewayCommand, GatewayConfig, RemoteConfig,
+    TestEnv, UserConfig,
+};
+
+/// A gateway for one mount: alice's `mount` folder on the remote that
+/// `cfg.remotes[0]` describes. Tweak `cfg` before
+/// [`MountedGateway::start_gateway`]; dropping it stops the gateway.
+pub struct MountedGateway {
+    /// The running gateway (after `start_gateway`).
+    pub gw: Option<Gateway>,
+    /// The gateway's config (written to `config_path` at each start).
+    pub cfg: GatewayConfig,
+    /// Where the config file is written.
+    pub config_path: PathBuf,
+    /// alice's private key.
+    pub key: PathBuf,
+    /// The test's env (temp dir, storage, state, known_hosts).
+    pub env: TestEnv,
+}
+
+impl MountedGateway {
+    /// Config prepared (alice, her key, `mount` on `remote`), gateway NOT started.
+    pub fn new(remote: RemoteConfig, mount: &str) -> Result<MountedGateway> {
+        let env = TestEnv::new().context("test env")?;
+        let key = env.path("id");
+        let pubkey = client_key(&key)?;
+        let mut cfg = env.config();
+        let name = remote.name.clone();
+        cfg.remotes = vec![remote];
+        cfg.users = vec![UserConfig::new("alice")
+            .key(&pubkey)
+            .mount(mount, &name, "")];
+        fs::create_dir_all(env.data.join("alice"))?;
+        let config_path = env.path("config.toml");
+        Ok(MountedGateway {
+            gw: None,
+            cfg,
+            config_path,
+            key,
+            env,
+        })
+    }
+
+    /// The `[[remotes]]` entry of the mount.
+    pub fn remote(&mut self) -> &mut RemoteConfig {
+        &mut self.cfg.remotes[0]
+    }
+
+    /// Writes the config file (without starting anything).
+    pub fn write_config(&self) -> Result<()> {
+        self.cfg.write(&self.config_path)
+    }
+
+    /// Writes the config and starts the gateway on it.
+    pub fn start_gateway(&mut self) -> Result<&Gateway> {
+        self.write_config()?;
+        let gw = Gateway::start(&GatewayCommand::serve_config(&self.config_path))?;
+        Ok(self.gw.insert(gw))
+    }
+
+    /// Stops the gateway (SIGTERM) and starts it again on the current config and state.
+    pub fn restart_gateway(&mut self) -> Result<&Gateway> {
+        if let Some(mut gw) = self.gw.take() {
+            gw.stop().context("stopping the gateway")?;
+        }
+        self.start_gateway()
+    }
+
+    /// The running gateway.
+    pub fn gw(&self) -> &Gateway {
+        self.gw.as_ref().expect("gateway not started")
+    }
+
+    /// The gateway's stderr (its log).
+    pub fn gateway_log(&self) -> String {
+        self.gw
+            .as_ref()
+            .map(|g| g.stderr.text())
+            .unwrap_or_default()
+    }
+
+    /// The gateway's logs followed by `server_logs`, for failure messages.
+    pub fn logs_with(&self, server_logs: &str) -> String {
+        format!(
+            "{}\n{server_logs}",
+            self.gw
+                .as_ref()
+                .map(|g| g.logs())
+                .unwrap_or_else(|| "(gateway not running)".into()),
+        )
+    }
+
+    /// An sftp client logging in to the gateway as alice with her key.
+    pub fn client(&self) -> Client {
+        self.env
+            .client(self.gw(), "alice", Auth::Key(self.key.clone()))
+    }
+
+    /// Like [`MountedGateway::client`] with its own known_hosts file (for parallel clients).
+    pub fn client_n(&self, n: usize) -> Client {
+        let mut c = self.client();
+        c.known_hosts = self.env.path(&format!("known_hosts-{n}"));
+        c
+    }
+
+    /// `gateway remote test NAME` on the current config (written first).
+    pub fn remote_test(&self) -> Result<CmdOutput> {
+        self.write_config()?;
+        remote_test(&self.config_path, &self.cfg.remotes[0].name)
+    }
+
+    /// `gateway remote list` on the current config (written first).
+    pub fn remote_list(&self) -> Result<CmdOutput> {
+        self.write_config()?;
+        remote_list(&self.config_path)
+    }
+
+    /// `gateway remote trust NAME` on the current config (written first).
+    pub fn remote_trust(&self) -> Result<CmdOutput> {
+        self.write_config()?;
+        remote_trust(&self.config_path, &self.cfg.remotes[0].name)
+    }
+}
