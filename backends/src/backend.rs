@@ -88,6 +88,34 @@ pub struct Capabilities {
     pub space_info: bool,
     /// Empty folders exist on their own.
     pub empty_dirs: bool,
+    /// A [`WriteMode::Replace`] write shows nothing under the final name
+    /// until it is closed (a hidden temporary name, or an S3 multipart
+    /// upload). When false (FTP without `atomic_uploads`), callers that
+    /// must never expose a partial file write to a hidden name and rename.
+    pub atomic_replace: bool,
+}
+
+/// A checksum algorithm that both ends of a copy may be able to compute,
+/// so a copy can be verified without reading it back over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashKind {
+    /// MD5, as `md5sum` prints it: 32 lowercase hex digits.
+    Md5,
+    /// CRC-32 (IEEE, as zlib and `crc32` compute it): 8 lowercase hex digits.
+    Crc32,
+}
+
+impl HashKind {
+    /// Every kind, in the order a verification prefers them.
+    pub const ALL: [HashKind; 2] = [HashKind::Md5, HashKind::Crc32];
+
+    /// The lowercase name (`md5`, `crc32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKind::Md5 => "md5",
+            HashKind::Crc32 => "crc32",
+        }
+    }
 }
 
 /// How a write opens its target.
@@ -175,6 +203,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Free and total space.
     async fn space(&self, path: &StoragePath) -> Result<SpaceInfo> {
         Err(unsupported("space", path))
+    }
+    /// The checksum of a file's current content, computed where the file
+    /// lives, as lowercase hex (see [`HashKind`]). `Ok(None)` when this
+    /// backend cannot give that kind for this file (an S3 multipart ETag,
+    /// a server that refuses `md5sum` or has no `HASH`): callers then fall
+    /// back to another kind or to comparing sizes.
+    async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        let _ = (path, kind);
+        Ok(None)
     }
 }
 

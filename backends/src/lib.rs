@@ -29,8 +29,8 @@ pub mod sftp;
 pub mod tls;
 
 pub use backend::{
-    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
-    RenameMode, SpaceInfo, WriteMode,
+    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, HashKind, ListStream,
+    Metadata, RenameMode, SpaceInfo, WriteMode,
 };
 pub use error::{BackendError, ErrorKind, Result};
 pub use local::LocalBackend;

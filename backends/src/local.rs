@@ -187,6 +187,7 @@ impl Backend for LocalBackend {
             rename_replace: true,
             space_info: true,
             empty_dirs: true,
+            atomic_replace: true,
         }
     }
 

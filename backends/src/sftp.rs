@@ -590,6 +590,7 @@ impl Backend for SftpBackend {
             rename_replace: true,
             space_info: true,
             empty_dirs: true,
+            atomic_replace: true,
         }
     }
 

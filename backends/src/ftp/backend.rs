@@ -186,6 +186,7 @@ impl Backend for FtpBackend {
             rename_replace: true,
             space_info: false,
             empty_dirs: true,
+            atomic_replace: self.settings().atomic_uploads,
         }
     }
 

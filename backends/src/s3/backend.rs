@@ -298,6 +298,7 @@ impl Backend for S3Backend {
             rename_replace: true,
             space_info: false,
             empty_dirs: true,
+            atomic_replace: true,
         }
     }
 

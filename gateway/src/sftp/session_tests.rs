@@ -63,6 +63,7 @@ impl Backend for RendezvousBackend {
             rename_replace: false,
             space_info: false,
             empty_dirs: true,
+            atomic_replace: true,
         }
     }
     async fn stat(&self, _: &StoragePath) -> Result<Metadata> {
