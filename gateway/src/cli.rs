@@ -44,6 +44,15 @@ pub enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Syncs: run one now (or plan it), list them, show a sync's runs.
+    Sync {
+        /// What to do.
+        #[command(subcommand)]
+        command: SyncCommand,
+        /// The TOML config file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Generate an RSA-4096 key pair for logging in to a remote server.
     Keygen {
         /// Where to write the private key (the public key goes to PATH.pub).
@@ -70,6 +79,29 @@ pub enum RemoteCommand {
     Trust {
         /// The remote's name.
         name: String,
+    },
+}
+
+/// `gateway sync ...`.
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Run a sync now and print what it does; exit status 1 if any file failed.
+    Run {
+        /// The sync's name.
+        name: String,
+        /// Print what a run would do now, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Each sync with its schedule, next run and last outcome.
+    List,
+    /// A sync's runs, newest first, with their errors.
+    History {
+        /// The sync's name.
+        name: String,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 

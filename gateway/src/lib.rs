@@ -14,11 +14,11 @@
 //!   host key pinning.
 //! - [`config`]: the TOML file and environment overrides, validated once.
 //! - [`state`]: what the gateway learns while running (embedded redb).
-//! - [`sync`]: syncs between the gateway's storage and remotes (so far the
-//!   planning rules).
+//! - [`sync`]: syncs between the gateway's storage and remotes: planning,
+//!   verified copies, run records, the scheduler.
 //! - [`transfers`]: the count of transfers in flight, for shutdown.
-//! - [`cli`], [`remote_cli`], [`logging`]: the command line (and its
-//!   remote and key commands) and log output.
+//! - [`cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
+//!   (its remote, key and sync commands) and log output.
 
 pub mod cli;
 pub mod config;
@@ -30,5 +30,6 @@ pub mod sftp;
 pub mod ssh;
 pub mod state;
 pub mod sync;
+pub mod sync_cli;
 pub mod transfers;
 pub mod tree;

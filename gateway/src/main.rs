@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::cli::{Cli, Command, ConfigCommand, RemoteCommand, UserCommand};
-use gateway::{config, logging, remote_cli, serve};
+use gateway::cli::{Cli, Command, ConfigCommand, RemoteCommand, SyncCommand, UserCommand};
+use gateway::{config, logging, remote_cli, serve, sync_cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,6 +67,33 @@ fn main() -> ExitCode {
                     runtime.block_on(remote_cli::trust(&settings, &name))
                 }
             })
+        }
+        Command::Sync { command, config } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return config_failed(&e),
+            };
+            logging::init_quiet();
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match command {
+                SyncCommand::Run { name, dry_run } => {
+                    match runtime.block_on(sync_cli::run(&settings, &name, dry_run)) {
+                        Ok(true) => ExitCode::SUCCESS,
+                        Ok(false) => ExitCode::FAILURE,
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                SyncCommand::List => report(sync_cli::list(&settings)),
+                SyncCommand::History { name, limit } => {
+                    report(sync_cli::history(&settings, &name, limit))
+                }
+            }
         }
         Command::User {
             command: UserCommand::HashPassword,

@@ -14,7 +14,8 @@ use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSetti
 use crate::remotes::{connect_remote, host_keys, source_addresses, RemoteAccess};
 use crate::state::{RedbStore, StateStore};
 
-fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
+/// The state store of `settings`, creating its folder if needed.
+pub(crate) fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
     std::fs::create_dir_all(&settings.state).with_context(|| {
         format!(
             "cannot create the state folder {}",

@@ -15,6 +15,8 @@ use crate::config::Settings;
 use crate::remotes::Remotes;
 use crate::ssh::{self, Connection, Shared};
 use crate::state::{self, RedbStore, StoredUser};
+use crate::sync::run::SyncSides;
+use crate::sync::scheduler;
 use crate::transfers::ActiveTransfers;
 
 /// Runs the gateway until it is told to stop.
@@ -95,12 +97,25 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     crate::remotes::create_s3_mount_folders(&remotes, &settings.mounts);
-    if !settings.syncs.is_empty() {
-        let names: Vec<&str> = settings.syncs.iter().map(|s| s.name.as_str()).collect();
-        tracing::warn!(
-            "syncs configured ({}): this build checks their settings but does not run them yet",
-            names.join(", ")
-        );
+    let sync_storage: Arc<dyn backends::Backend> =
+        Arc::new(LocalBackend::open(&settings.storage).with_context(|| {
+            format!(
+                "cannot open the storage folder {}",
+                settings.storage.display()
+            )
+        })?);
+    let mut syncs = Vec::new();
+    for sync in &settings.syncs {
+        // Validation guarantees the remote exists.
+        if let Some(remote) = remotes.get(&sync.remote) {
+            syncs.push((
+                sync.clone(),
+                SyncSides {
+                    gateway: sync_storage.clone(),
+                    remote: remote.backend.clone(),
+                },
+            ));
+        }
     }
     let shared = Arc::new(Shared {
         authenticator: Authenticator::new(users, settings.allowed_networks.clone()),
@@ -132,6 +147,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let store: Arc<dyn state::StateStore> = store;
+    let schedulers = scheduler::start(syncs, store, stop_rx.clone());
     let mut acceptors = Vec::new();
     for (listener, _) in listeners {
         acceptors.push(tokio::spawn(accept_loop(
@@ -146,6 +163,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     let _ = stop_tx.send(true);
     for a in acceptors {
         let _ = a.await;
+    }
+    // Scheduled runs stop at once: unfinished copies are discarded (never
+    // published) and their records say "interrupted".
+    for s in schedulers {
+        let _ = s.await;
     }
     let in_flight = shared.transfers.count();
     tracing::info!(

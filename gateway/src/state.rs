@@ -41,6 +41,10 @@ pub enum Table {
     HostKeys,
     /// Remotes disabled after a host key mismatch, by remote name.
     DisabledRemotes,
+    /// Sync run records, by `sync/start-time` (see `sync::records`).
+    SyncRuns,
+    /// The run of each sync in progress, by sync name (its lock).
+    SyncLocks,
 }
 
 impl Table {
@@ -49,6 +53,8 @@ impl Table {
             Table::Users => "users",
             Table::HostKeys => "host_keys",
             Table::DisabledRemotes => "disabled_remotes",
+            Table::SyncRuns => "sync_runs",
+            Table::SyncLocks => "sync_locks",
         }
     }
 }

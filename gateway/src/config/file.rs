@@ -73,9 +73,24 @@ pub struct SyncSection {
     /// What happens to a source file after a verified copy.
     #[serde(default)]
     pub after_copy: AfterCopy,
-    /// Run every so often (`15m`); without it the sync runs only on demand.
+    /// Run every so often (`15m`). Without it or `cron` the sync runs only
+    /// on demand.
     #[serde(default, with = "humantime_serde")]
     pub every: Option<Duration>,
+    /// Run at the minutes a five-field cron expression names
+    /// (`*/5 * * * *`, `@daily`); not together with `every`.
+    pub cron: Option<String>,
+    /// The IANA time zone whose wall clock `cron` reads (default `UTC`);
+    /// only with `cron`.
+    pub time_zone: Option<String>,
+    /// Globs on the path relative to the folder; a file is synced only if
+    /// it matches one (empty: every file).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs on the path relative to the folder; a matching file is never
+    /// synced.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Files modified more recently than this are left for a later run.
     #[serde(default, with = "humantime_serde")]
     pub settle: Option<Duration>,

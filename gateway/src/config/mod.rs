@@ -842,6 +842,7 @@ fn validate_mounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::schedule::Schedule;
 
     fn load_text(text: &str) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -996,7 +997,8 @@ mod tests {
         assert_eq!(sync.remote_path.as_str(), "inbox");
         assert_eq!(sync.direction, SyncDirection::Push);
         assert_eq!(sync.after_copy, AfterCopy::Keep);
-        assert_eq!(sync.every, Some(Duration::from_secs(900)));
+        assert_eq!(sync.schedule, Schedule::Every(Duration::from_secs(900)));
+        assert!(sync.filter.is_everything());
         assert_eq!(sync.time_limit, Duration::from_secs(24 * 3600));
         // The default of 4 is brought down to the remote's cap of 3.
         assert_eq!(sync.parallel, 3);
@@ -1024,5 +1026,90 @@ mod tests {
             err.contains("gw.toml:13") && err.contains("sideways"),
             "{err}"
         );
+    }
+
+    /// A sync on `partner` with `extra` lines from line 14 on.
+    fn sync_with(extra: &str) -> String {
+        format!("{SFTP_REMOTE}\n[[syncs]]\nname = \"s\"\nfolder = \"/x\"\nremote = \"partner\"\ndirection = \"push\"\n{extra}")
+    }
+
+    #[test]
+    fn sync_schedule_cron_and_filters() {
+        let s = load_text(&sync_with("cron = \"0 2 * * MON-FRI\"\ntime_zone = \"Europe/Berlin\"\ninclude = [\"*.csv\", \"reports/**\"]\nexclude = [\"*.tmp\"]\n")).unwrap();
+        let sync = &s.syncs[0];
+        assert_eq!(
+            sync.schedule.describe(),
+            "cron `0 2 * * MON-FRI` Europe/Berlin"
+        );
+        assert!(sync.filter.matches("a/b.csv"));
+        assert!(sync.filter.matches("reports/q1.pdf"));
+        assert!(!sync.filter.matches("a.txt"));
+        assert!(!sync.filter.matches("reports/x.tmp"));
+        // The zone defaults to UTC.
+        let s = load_text(&sync_with("cron = \"@daily\"\n")).unwrap();
+        assert_eq!(s.syncs[0].schedule.describe(), "cron `@daily` UTC");
+        // Neither `every` nor `cron`: on demand only.
+        let s = load_text(&sync_with("")).unwrap();
+        assert_eq!(s.syncs[0].schedule, Schedule::Manual);
+    }
+
+    #[test]
+    fn sync_schedule_mistakes_are_named() {
+        let err = load_text(&sync_with("every = \"15m\"\ncron = \"*/5 * * * *\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gw.toml:15: key `syncs[0].cron`"), "{err}");
+        assert!(err.contains("either `every` or `cron`"), "{err}");
+
+        let err = load_text(&sync_with(
+            "every = \"15m\"\ntime_zone = \"Europe/Berlin\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("gw.toml:15: key `syncs[0].time_zone`"),
+            "{err}"
+        );
+        assert!(err.contains("only applies with `cron`"), "{err}");
+
+        let err = load_text(&sync_with("cron = \"0 25 * * *\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gw.toml:14: key `syncs[0].cron`"), "{err}");
+        assert!(
+            err.contains("field 2 (hour) `25` is out of range 0-23"),
+            "{err}"
+        );
+
+        // An unknown zone and a bad expression: both named, each at its key.
+        let err = load_text(&sync_with(
+            "cron = \"0 0 * * 8\"\ntime_zone = \"Europe/Berln\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("gw.toml:15: key `syncs[0].time_zone`"),
+            "{err}"
+        );
+        assert!(err.contains("unknown time zone `Europe/Berln`"), "{err}");
+        assert!(err.contains("gw.toml:14: key `syncs[0].cron`"), "{err}");
+        assert!(err.contains("`8` is out of range 0-7"), "{err}");
+    }
+
+    #[test]
+    fn sync_filter_mistakes_are_named() {
+        let err = load_text(&sync_with(
+            "include = [\"*.csv\", \"[a\"]\nexclude = [\"{x,y\"]\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gw.toml:14: key `syncs[0].include`"), "{err}");
+        assert!(err.contains("include pattern `[a`"), "{err}");
+        assert!(err.contains("gw.toml:15: key `syncs[0].exclude`"), "{err}");
+        assert!(err.contains("exclude pattern `{x,y`"), "{err}");
+        let err = load_text(&sync_with("includes = [\"*.csv\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("includes"), "{err}");
     }
 }

@@ -8,6 +8,8 @@ use backends::StoragePath;
 
 use super::file::{AfterCopy, SyncDirection, SyncSection};
 use super::{ProtocolSettings, RemoteSettings, Reporter};
+use crate::sync::filter::PathFilter;
+use crate::sync::schedule::{parse_time_zone, CronSchedule, Schedule};
 
 /// Files copied at once unless a sync says otherwise.
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -27,8 +29,11 @@ pub struct SyncSettings {
     pub direction: SyncDirection,
     /// What happens to a source after a verified copy.
     pub after_copy: AfterCopy,
-    /// The interval of scheduled runs (`None`: on demand only).
-    pub every: Option<Duration>,
+    /// When the sync runs by itself (`every`, `cron` + `time_zone`, or
+    /// only on demand).
+    pub schedule: Schedule,
+    /// Which files under the folder are synced (`include`, `exclude`).
+    pub filter: PathFilter,
     /// Files modified within this are left for a later run.
     pub settle: Duration,
     /// A run's time limit.
@@ -119,9 +124,8 @@ pub(super) fn validate_syncs(
                 );
             }
         }
-        if s.every == Some(Duration::ZERO) {
-            r.at_key(&at("every"), "must be longer than zero");
-        }
+        let schedule = validate_schedule(&s, &at, r);
+        let filter = validate_filter(&s, &at, r);
         if let Some(t) = &s.trigger_file {
             if t.is_empty() || t.contains('/') || t == "." || t == ".." {
                 r.at_key(&at("trigger_file"), "must be a plain file name (no `/`)");
@@ -134,7 +138,8 @@ pub(super) fn validate_syncs(
             remote_path,
             direction: s.direction,
             after_copy: s.after_copy,
-            every: s.every,
+            schedule,
+            filter,
             settle: s.settle.unwrap_or(Duration::from_secs(30)),
             time_limit: s.time_limit.unwrap_or(Duration::from_secs(24 * 3600)),
             // Never above the remote's cap (a sync shares its pool).
@@ -144,4 +149,71 @@ pub(super) fn validate_syncs(
         });
     }
     out
+}
+
+/// `every`, or `cron` with `time_zone`, or neither (on demand only).
+fn validate_schedule(
+    s: &SyncSection,
+    at: &dyn Fn(&str) -> String,
+    r: &mut Reporter<'_>,
+) -> Schedule {
+    if s.every.is_some() && s.cron.is_some() {
+        r.at_key(
+            &at("cron"),
+            "set either `every` or `cron`, not both: they are two ways of scheduling the same sync",
+        );
+    }
+    if s.every == Some(Duration::ZERO) {
+        r.at_key(&at("every"), "must be longer than zero");
+    }
+    let Some(cron) = &s.cron else {
+        if s.time_zone.is_some() {
+            r.at_key(
+                &at("time_zone"),
+                "only applies with `cron` (an `every` interval needs no time zone)",
+            );
+        }
+        return s.every.map_or(Schedule::Manual, Schedule::Every);
+    };
+    let zone = s.time_zone.as_deref().unwrap_or("UTC");
+    // The zone first, so its problem is reported at its own key and the
+    // expression is still checked (against UTC) when the zone is unknown.
+    let zone = match parse_time_zone(zone) {
+        Ok(_) => zone,
+        Err(e) => {
+            r.at_key(&at("time_zone"), e);
+            "UTC"
+        }
+    };
+    match CronSchedule::parse(cron, zone) {
+        Ok(c) => Schedule::Cron(c),
+        Err(e) => {
+            r.at_key(
+                &at("cron"),
+                format!("`{cron}` is not a usable cron expression: {e}"),
+            );
+            Schedule::Manual
+        }
+    }
+}
+
+/// `include` and `exclude`, each problem at its own key.
+fn validate_filter(
+    s: &SyncSection,
+    at: &dyn Fn(&str) -> String,
+    r: &mut Reporter<'_>,
+) -> PathFilter {
+    let mut ok = true;
+    if let Err(e) = PathFilter::new(&s.include, &[]) {
+        r.at_key(&at("include"), e);
+        ok = false;
+    }
+    if let Err(e) = PathFilter::new(&[], &s.exclude) {
+        r.at_key(&at("exclude"), e);
+        ok = false;
+    }
+    if !ok {
+        return PathFilter::default();
+    }
+    PathFilter::new(&s.include, &s.exclude).unwrap_or_default()
 }

@@ -1,0 +1,842 @@
+//! One run of a sync: list both sides, plan, copy (verified), delete the
+//! sources of verified copies when asked, tidy emptied folders, write the
+//! trigger file, and keep the run's record.
+//!
+//! What keeps files safe when the process dies at any instant: copies are
+//! published whole or not at all ([`super::copy`]), a source is deleted
+//! only after its copy was verified, and a run never deletes at the
+//! destination. A file that was copied but whose source was not yet
+//! deleted is found again by the next run, confirmed identical and then
+//! deleted ([`Action::ConfirmAndRemove`]), so re-running converges.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use backends::{Backend, BackendError, ErrorKind, HashKind, StoragePath, WriteMode};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::copy::{copy_file, CopyOutcome, CopyRequest};
+use super::plan::{self, Direction, FileState, HoldReason, PlanSettings, Side, Step};
+use super::records::{
+    millis, Counts, Outcome, RecordError, Records, RunError, RunRecord, Trigger, KEPT_ERRORS,
+};
+use super::walk::{join, walk, Tree, WalkOptions};
+use crate::config::{AfterCopy, SyncDirection, SyncSettings};
+use crate::state::StateStore;
+
+/// The two storages a sync runs between.
+#[derive(Clone)]
+pub struct SyncSides {
+    /// The gateway's own storage.
+    pub gateway: Arc<dyn Backend>,
+    /// The remote's backend (in `serve`, the one live sessions use, so
+    /// the sync shares its connection pool).
+    pub remote: Arc<dyn Backend>,
+}
+
+/// What a run does, file by file, as decided before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Copy the file from `from` to the other side (then delete the
+    /// source with `after_copy = delete`).
+    Copy {
+        /// The path relative to the sync's folders.
+        path: String,
+        /// The side it is copied from.
+        from: Side,
+        /// Its listed size and time.
+        state: FileState,
+    },
+    /// The destination already has the file (a run that copied it was
+    /// interrupted before deleting the source): confirm it is the same,
+    /// then delete the source. If it is not the same, copy it first.
+    ConfirmAndRemove {
+        /// The path relative to the sync's folders.
+        path: String,
+        /// The source side.
+        from: Side,
+        /// The source as listed.
+        source: FileState,
+        /// The destination as listed.
+        destination: FileState,
+    },
+    /// Left for a later run.
+    Hold {
+        /// The path relative to the sync's folders.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What a run reports as it goes (the CLI prints it; the scheduler logs
+/// it).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The plan is made: this many copies and bytes.
+    Planned {
+        /// Files to copy.
+        files: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// A planned action (a dry run prints each), or a file held back in a
+    /// real run.
+    Action(Action),
+    /// A file was copied and verified.
+    Copied {
+        /// Its path.
+        path: String,
+        /// Where it came from.
+        from: Side,
+        /// Its size.
+        bytes: u64,
+    },
+    /// A source file was deleted after its copy was verified.
+    Deleted {
+        /// Its path.
+        path: String,
+        /// The side it was deleted from.
+        side: Side,
+    },
+    /// A file was left for a later run.
+    Skipped {
+        /// Its path.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// A file failed.
+    Failed {
+        /// Its path ("" for the run as a whole).
+        path: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Receives a run's events.
+pub trait Observer: Send + Sync {
+    /// Called for each event, from the run's task.
+    fn event(&self, event: &Event);
+}
+
+/// An observer that logs (the scheduler's).
+pub struct LogObserver {
+    /// The sync's name, for each line.
+    pub sync: String,
+}
+
+impl Observer for LogObserver {
+    fn event(&self, event: &Event) {
+        let sync = self.sync.as_str();
+        match event {
+            Event::Copied { path, from, bytes } => {
+                tracing::info!(sync, path = path.as_str(), bytes, "copied {}", arrow(*from))
+            }
+            Event::Deleted { path, side } => {
+                tracing::info!(
+                    sync,
+                    path = path.as_str(),
+                    "deleted from {}",
+                    side_name(*side)
+                )
+            }
+            Event::Skipped { path, why } => {
+                tracing::info!(sync, path = path.as_str(), "skipped: {why}")
+            }
+            Event::Failed { path, error } => {
+                tracing::warn!(sync, path = path.as_str(), "failed: {error}")
+            }
+            Event::Action(Action::Hold { path, why }) => {
+                tracing::info!(sync, path = path.as_str(), "held: {why}")
+            }
+            Event::Planned { .. } | Event::Action(_) => {}
+        }
+    }
+}
+
+/// `push` for gateway → remote, `pull` for remote → gateway.
+pub fn arrow(from: Side) -> &'static str {
+    match from {
+        Side::Gateway => "push",
+        Side::Remote => "pull",
+    }
+}
+
+/// `gateway` or `remote`.
+pub fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Gateway => "gateway",
+        Side::Remote => "remote",
+    }
+}
+
+/// Errors that stop a run before it does anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The lock or the record store.
+    #[error(transparent)]
+    Records(#[from] RecordError),
+}
+
+/// Plans the run without changing anything: the actions a real run would
+/// take now.
+pub async fn dry_run(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    observer: &dyn Observer,
+) -> Result<Vec<Action>, BackendError> {
+    let (actions, _) = prepare(settings, sides, false).await?;
+    let (files, bytes) = copy_totals(&actions);
+    observer.event(&Event::Planned { files, bytes });
+    for a in &actions {
+        observer.event(&Event::Action(a.clone()));
+    }
+    Ok(actions)
+}
+
+/// Runs a sync once and returns its record (also stored). When `stop`
+/// turns true (shutdown, Ctrl-C) the run ends as at its time limit, and
+/// its record says "interrupted".
+pub async fn run(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    store: &dyn StateStore,
+    trigger: Trigger,
+    observer: &dyn Observer,
+    mut stop: watch::Receiver<bool>,
+) -> Result<RunRecord, RunFailure> {
+    let records = Records::new(store);
+    let mut record = records.begin(&settings.name, trigger)?;
+    let state = RunState::default();
+    let deadline = Instant::now() + settings.time_limit;
+    let work = execute(settings, sides, &state, observer);
+    let stopped = async {
+        if stop.wait_for(|s| *s).await.is_err() {
+            // The sender is gone: nobody can ask for a stop any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    let finished = tokio::select! {
+        r = tokio::time::timeout_at(deadline.into(), work) => Some(r),
+        () = stopped => None,
+    };
+    let outcome = match finished {
+        None => Outcome::Interrupted,
+        Some(Ok(Ok(()))) => {
+            if state.counts().failed > 0 {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            }
+        }
+        Some(Ok(Err(e))) => {
+            let error = e.to_string();
+            observer.event(&Event::Failed {
+                path: String::new(),
+                error: error.clone(),
+            });
+            state.fail(String::new(), error);
+            Outcome::Failed
+        }
+        Some(Err(_)) => Outcome::TimeLimit,
+    };
+    record.outcome = outcome;
+    record.ended_ms = Some(millis(SystemTime::now()));
+    record.counts = state.counts();
+    record.errors = state.errors();
+    if let Err(e) = records.finish(&record) {
+        tracing::error!(
+            sync = settings.name.as_str(),
+            "cannot store the run's record: {e}"
+        );
+    }
+    Ok(record)
+}
+
+/// Counts and errors shared by the run's parallel tasks.
+#[derive(Default)]
+struct RunState {
+    inner: Mutex<(Counts, Vec<RunError>)>,
+}
+
+impl RunState {
+    fn update(&self, f: impl FnOnce(&mut Counts)) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g.0);
+    }
+
+    fn fail(&self, path: String, message: String) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.failed += 1;
+        if g.1.len() < KEPT_ERRORS {
+            g.1.push(RunError { path, message });
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn errors(&self) -> Vec<RunError> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+}
+
+fn direction(settings: &SyncSettings) -> Direction {
+    match settings.direction {
+        SyncDirection::Push => Direction::Push,
+        SyncDirection::Pull => Direction::Pull,
+        SyncDirection::TwoWay => Direction::TwoWay,
+    }
+}
+
+/// The backend and top folder of one side.
+fn side<'a>(
+    settings: &'a SyncSettings,
+    sides: &'a SyncSides,
+    s: Side,
+) -> (&'a dyn Backend, &'a StoragePath) {
+    match s {
+        Side::Gateway => (sides.gateway.as_ref(), &settings.folder),
+        Side::Remote => (sides.remote.as_ref(), &settings.remote_path),
+    }
+}
+
+/// Lists both sides and decides the actions. With `create`, a missing
+/// destination folder is created (a real run); otherwise it counts as
+/// empty.
+async fn prepare(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    create: bool,
+) -> Result<(Vec<Action>, [Tree; 2]), BackendError> {
+    let dir = direction(settings);
+    let options = WalkOptions {
+        skip_top_file: settings.trigger_file.as_deref(),
+    };
+    let mut trees = [Tree::default(), Tree::default()];
+    for (i, s) in [Side::Gateway, Side::Remote].into_iter().enumerate() {
+        let (backend, top) = side(settings, sides, s);
+        let is_source = match dir {
+            Direction::Push => s == Side::Gateway,
+            Direction::Pull => s == Side::Remote,
+            Direction::TwoWay => false,
+        };
+        trees[i] = match walk(backend, top, &settings.filter, options).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound && !is_source => {
+                if create {
+                    make_folders(backend, top).await?;
+                }
+                Tree::default()
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(BackendError::new(
+                    ErrorKind::NotFound,
+                    "sync",
+                    top.as_str(),
+                    format!("the {} folder of the sync does not exist", side_name(s)),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    let now = SystemTime::now();
+    let steps = plan::plan(
+        &trees[0].files,
+        &trees[1].files,
+        &PlanSettings {
+            direction: dir,
+            settle: settings.settle,
+            now,
+        },
+    );
+    let mut actions = Vec::new();
+    let mut planned: HashSet<String> = HashSet::new();
+    for step in steps {
+        match step {
+            Step::Copy { path, from, .. } => {
+                let listing = if from == Side::Gateway {
+                    &trees[0]
+                } else {
+                    &trees[1]
+                };
+                if let Some(state) = listing.files.get(&path) {
+                    planned.insert(path.clone());
+                    actions.push(Action::Copy {
+                        path,
+                        from,
+                        state: *state,
+                    });
+                }
+            }
+            Step::Hold { path, reason } => {
+                planned.insert(path.clone());
+                actions.push(Action::Hold {
+                    path,
+                    why: match reason {
+                        HoldReason::Settling => format!(
+                            "modified less than {} ago",
+                            humantime::format_duration(settings.settle)
+                        ),
+                        HoldReason::NoNewerSide => {
+                            "different sizes and neither side is newer".to_string()
+                        }
+                    },
+                });
+            }
+        }
+    }
+    // With `after_copy = delete`, a source already at the destination
+    // (copied by a run that stopped before deleting it) is confirmed and
+    // deleted.
+    if settings.after_copy == AfterCopy::Delete && dir != Direction::TwoWay {
+        let (from, source, destination) = match dir {
+            Direction::Pull => (Side::Remote, &trees[1], &trees[0]),
+            _ => (Side::Gateway, &trees[0], &trees[1]),
+        };
+        for (path, s) in &source.files {
+            if planned.contains(path) {
+                continue;
+            }
+            let Some(d) = destination.files.get(path) else {
+                continue;
+            };
+            let fresh = s.modified.is_some_and(|m| {
+                now.duration_since(m)
+                    .map_or(true, |age| age < settings.settle)
+            });
+            actions.push(if fresh {
+                Action::Hold {
+                    path: path.clone(),
+                    why: format!(
+                        "modified less than {} ago",
+                        humantime::format_duration(settings.settle)
+                    ),
+                }
+            } else {
+                Action::ConfirmAndRemove {
+                    path: path.clone(),
+                    from,
+                    source: *s,
+                    destination: *d,
+                }
+            });
+        }
+        actions.sort_by(|a, b| action_path(a).cmp(action_path(b)));
+    }
+    Ok((actions, trees))
+}
+
+fn action_path(a: &Action) -> &str {
+    match a {
+        Action::Copy { path, .. }
+        | Action::ConfirmAndRemove { path, .. }
+        | Action::Hold { path, .. } => path,
+    }
+}
+
+fn copy_totals(actions: &[Action]) -> (u64, u64) {
+    actions.iter().fold((0, 0), |(n, b), a| match a {
+        Action::Copy { state, .. } => (n + 1, b + state.size),
+        _ => (n, b),
+    })
+}
+
+async fn execute(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    state: &RunState,
+    observer: &dyn Observer,
+) -> Result<(), BackendError> {
+    let (actions, trees) = prepare(settings, sides, true).await?;
+    let (files, bytes) = copy_totals(&actions);
+    observer.event(&Event::Planned { files, bytes });
+    let known_folders = KnownFolders::new(settings, &trees);
+    let delete = settings.after_copy == AfterCopy::Delete;
+    futures::stream::iter(actions)
+        .for_each_concurrent(settings.parallel, |action| {
+            let known = &known_folders;
+            async move {
+                match action {
+                    hold @ Action::Hold { .. } => {
+                        state.update(|c| c.skipped += 1);
+                        observer.event(&Event::Action(hold));
+                    }
+                    Action::Copy {
+                        path,
+                        from,
+                        state: listed,
+                    } => {
+                        let copied =
+                            copy_one(settings, sides, known, &path, from, listed, state, observer)
+                                .await;
+                        if let (true, Some(source)) = (delete, copied) {
+                            remove_source(settings, sides, &path, from, source, state, observer)
+                                .await;
+                        }
+                    }
+                    Action::ConfirmAndRemove {
+                        path,
+                        from,
+                        source,
+                        destination,
+                    } => {
+                        let same =
+                            match confirm_same(settings, sides, &path, from, source, destination)
+                                .await
+                            {
+                                Ok(same) => same,
+                                Err(e) => {
+                                    fail(state, observer, &path, e.to_string());
+                                    return;
+                                }
+                            };
+                        let confirmed = if let Some(baseline) = same {
+                            Some(baseline)
+                        } else {
+                            copy_one(settings, sides, known, &path, from, source, state, observer)
+                                .await
+                        };
+                        if let Some(source) = confirmed {
+                            remove_source(settings, sides, &path, from, source, state, observer)
+                                .await;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    let counts = state.counts();
+    if delete && settings.delete_empty_folders && counts.deleted > 0 {
+        let from = if direction(settings) == Direction::Pull {
+            Side::Remote
+        } else {
+            Side::Gateway
+        };
+        let tree = if from == Side::Gateway {
+            &trees[0]
+        } else {
+            &trees[1]
+        };
+        remove_empty_folders(settings, sides, from, tree).await;
+    }
+    if counts.failed == 0 && counts.copied > 0 {
+        if let Some(name) = &settings.trigger_file {
+            write_trigger(settings, sides, name, &counts, state, observer).await;
+        }
+    }
+    Ok(())
+}
+
+fn fail(state: &RunState, observer: &dyn Observer, path: &str, error: String) {
+    observer.event(&Event::Failed {
+        path: path.to_string(),
+        error: error.clone(),
+    });
+    state.fail(path.to_string(), error);
+}
+
+/// Copies one file; returns the source's state as copied when the copy is
+/// verified (what a later delete must still find).
+#[allow(clippy::too_many_arguments)]
+async fn copy_one(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    known: &KnownFolders,
+    path: &str,
+    from: Side,
+    listed: FileState,
+    state: &RunState,
+    observer: &dyn Observer,
+) -> Option<FileState> {
+    let (src, src_top) = side(settings, sides, from);
+    let (dst, dst_top) = side(settings, sides, from.other());
+    let result = async {
+        let from_path = join(src_top, path)?;
+        let to_path = join(dst_top, path)?;
+        if let Some(parent) = to_path.parent() {
+            known.ensure(dst, from.other(), &parent).await?;
+        }
+        copy_file(&CopyRequest {
+            from: src,
+            from_path: &from_path,
+            to: dst,
+            to_path: &to_path,
+            planned_size: listed.size,
+            modified: listed.modified,
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(CopyOutcome::Copied { bytes, source, .. }) => {
+            state.update(|c| {
+                c.copied += 1;
+                c.bytes += bytes;
+            });
+            observer.event(&Event::Copied {
+                path: path.to_string(),
+                from,
+                bytes,
+            });
+            Some(FileState {
+                size: source.size,
+                modified: source.modified,
+            })
+        }
+        Ok(CopyOutcome::SourceChanged(why)) => {
+            state.update(|c| c.skipped += 1);
+            observer.event(&Event::Skipped {
+                path: path.to_string(),
+                why: format!("changed during the run ({why}); left for the next run"),
+            });
+            None
+        }
+        Err(e) => {
+            fail(state, observer, path, e.to_string());
+            None
+        }
+    }
+}
+
+/// Whether the destination's file is the source's: the same checksum
+/// where both sides give one, else the same size and second. When it is,
+/// returns the source as stat shows it now (what the delete must still
+/// find).
+async fn confirm_same(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    path: &str,
+    from: Side,
+    source: FileState,
+    destination: FileState,
+) -> Result<Option<FileState>, BackendError> {
+    if source.size != destination.size {
+        return Ok(None);
+    }
+    let (src, src_top) = side(settings, sides, from);
+    let (dst, dst_top) = side(settings, sides, from.other());
+    let (from_path, to_path) = (join(src_top, path)?, join(dst_top, path)?);
+    let now = src.stat(&from_path).await?;
+    let baseline = FileState {
+        size: now.size,
+        modified: now.modified,
+    };
+    if now.size != source.size {
+        return Ok(None);
+    }
+    for kind in HashKind::ALL {
+        let Some(theirs) = dst.checksum(&to_path, kind).await? else {
+            continue;
+        };
+        let Some(ours) = src.checksum(&from_path, kind).await? else {
+            continue;
+        };
+        return Ok(theirs.eq_ignore_ascii_case(&ours).then_some(baseline));
+    }
+    let same_second = second(source.modified).is_some()
+        && second(source.modified) == second(destination.modified);
+    Ok(same_second.then_some(baseline))
+}
+
+/// Deletes a source whose copy was verified, unless it changed since.
+async fn remove_source(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    path: &str,
+    from: Side,
+    copied: FileState,
+    state: &RunState,
+    observer: &dyn Observer,
+) {
+    let (src, top) = side(settings, sides, from);
+    let result = async {
+        let p = join(top, path)?;
+        let now = src.stat(&p).await?;
+        if now.size != copied.size || second(now.modified) != second(copied.modified) {
+            return Ok(false);
+        }
+        src.remove(&p).await.map(|()| true)
+    }
+    .await;
+    match result {
+        Ok(true) => {
+            state.update(|c| c.deleted += 1);
+            observer.event(&Event::Deleted {
+                path: path.to_string(),
+                side: from,
+            });
+        }
+        Ok(false) => {
+            state.update(|c| c.skipped += 1);
+            observer.event(&Event::Skipped {
+                path: path.to_string(),
+                why: "changed after it was copied; kept for the next run".to_string(),
+            });
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => fail(
+            state,
+            observer,
+            path,
+            format!("copied, but the source could not be deleted: {e}"),
+        ),
+    }
+}
+
+fn second(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+/// Removes the source side's folders that are empty now, deepest first.
+async fn remove_empty_folders(settings: &SyncSettings, sides: &SyncSides, from: Side, tree: &Tree) {
+    let (backend, top) = side(settings, sides, from);
+    let mut folders: Vec<&String> = tree.folders.iter().collect();
+    folders.sort_by_key(|f| std::cmp::Reverse(f.matches('/').count()));
+    for folder in folders {
+        let Ok(p) = join(top, folder) else { continue };
+        match backend.rmdir(&p).await {
+            Ok(()) => tracing::info!(
+                sync = settings.name.as_str(),
+                folder = folder.as_str(),
+                "removed an empty folder"
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::DirectoryNotEmpty | ErrorKind::NotFound) => {}
+            Err(e) => tracing::warn!(
+                sync = settings.name.as_str(),
+                folder = folder.as_str(),
+                "cannot remove an emptied folder: {e}"
+            ),
+        }
+    }
+}
+
+/// Writes the trigger file on each side that received files.
+async fn write_trigger(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    name: &str,
+    counts: &Counts,
+    state: &RunState,
+    observer: &dyn Observer,
+) {
+    let targets: &[Side] = match direction(settings) {
+        Direction::Push => &[Side::Remote],
+        Direction::Pull => &[Side::Gateway],
+        Direction::TwoWay => &[Side::Remote, Side::Gateway],
+    };
+    let text = format!(
+        "sync {} finished at {}: {} file(s), {} byte(s) copied\n",
+        settings.name,
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        counts.copied,
+        counts.bytes
+    );
+    for &s in targets {
+        let (backend, top) = side(settings, sides, s);
+        let result = async {
+            let p = join(top, name)?;
+            let mut w = backend
+                .open_write(&p, WriteMode::Replace { exclusive: false })
+                .await?;
+            w.write(Bytes::from(text.clone())).await?;
+            w.close().await
+        }
+        .await;
+        if let Err(e) = result {
+            fail(
+                state,
+                observer,
+                name,
+                format!("cannot write the trigger file: {e}"),
+            );
+        }
+    }
+}
+
+/// Folders known to exist at each side's top, so a copy creates a missing
+/// parent once.
+struct KnownFolders {
+    known: Mutex<[HashSet<String>; 2]>,
+}
+
+impl KnownFolders {
+    fn new(settings: &SyncSettings, trees: &[Tree; 2]) -> Self {
+        let set = |top: &StoragePath, t: &Tree| {
+            let mut set: HashSet<String> = t
+                .folders
+                .iter()
+                .filter_map(|rel| join(top, rel).ok())
+                .map(|p| p.as_str().to_string())
+                .collect();
+            set.insert(top.as_str().to_string());
+            set
+        };
+        KnownFolders {
+            known: Mutex::new([
+                set(&settings.folder, &trees[0]),
+                set(&settings.remote_path, &trees[1]),
+            ]),
+        }
+    }
+
+    /// Makes sure `folder` (a full path on that side) exists.
+    async fn ensure(
+        &self,
+        backend: &dyn Backend,
+        s: Side,
+        folder: &StoragePath,
+    ) -> Result<(), BackendError> {
+        let i = if s == Side::Gateway { 0 } else { 1 };
+        let key = folder.as_str().to_string();
+        if self.known.lock().unwrap_or_else(|p| p.into_inner())[i].contains(&key) {
+            return Ok(());
+        }
+        make_folders(backend, folder).await?;
+        self.known.lock().unwrap_or_else(|p| p.into_inner())[i].insert(key);
+        Ok(())
+    }
+}
+
+/// `mkdir -p`.
+async fn make_folders(backend: &dyn Backend, folder: &StoragePath) -> Result<(), BackendError> {
+    let mut path = StoragePath::root();
+    for name in folder.names().map(str::to_string).collect::<Vec<_>>() {
+        path = path.child(&name).map_err(|e| {
+            BackendError::new(
+                ErrorKind::InvalidPath,
+                "mkdir",
+                folder.as_str(),
+                e.to_string(),
+            )
+        })?;
+        match backend.mkdir(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                // Some servers refuse mkdir of an existing folder with a
+                // generic error: accept it if the folder is there.
+                match backend.stat(&path).await {
+                    Ok(m) if m.is_dir() => {}
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
