@@ -840,3 +840,261 @@ async fn make_folders(backend: &dyn Backend, folder: &StoragePath) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RedbStore;
+    use crate::sync::filter::PathFilter;
+    use crate::sync::schedule::Schedule;
+    use backends::LocalBackend;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Collects events for assertions.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+
+    impl Observer for Collect {
+        fn event(&self, event: &Event) {
+            let line = match event {
+                Event::Copied { path, from, .. } => format!("copied {} {path}", arrow(*from)),
+                Event::Deleted { path, side } => format!("deleted {} {path}", side_name(*side)),
+                Event::Skipped { path, .. } => format!("skipped {path}"),
+                Event::Failed { path, error } => format!("failed {path}: {error}"),
+                Event::Action(Action::Hold { path, .. }) => format!("held {path}"),
+                Event::Action(Action::Copy { path, from, .. }) => {
+                    format!("would copy {} {path}", arrow(*from))
+                }
+                Event::Action(Action::ConfirmAndRemove { path, from, .. }) => {
+                    format!("would delete {} {path}", side_name(*from))
+                }
+                Event::Planned { .. } => return,
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    impl Collect {
+        fn take(&self) -> Vec<String> {
+            let mut v = std::mem::take(&mut *self.0.lock().unwrap());
+            v.sort();
+            v
+        }
+    }
+
+    struct Fixture {
+        _dirs: [tempfile::TempDir; 3],
+        gateway: std::path::PathBuf,
+        remote: std::path::PathBuf,
+        sides: SyncSides,
+        store: RedbStore,
+    }
+
+    fn fixture() -> Fixture {
+        let dirs = [
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        ];
+        let gateway = dirs[0].path().to_path_buf();
+        let remote = dirs[1].path().to_path_buf();
+        let sides = SyncSides {
+            gateway: Arc::new(LocalBackend::open(&gateway).unwrap()),
+            remote: Arc::new(LocalBackend::open(&remote).unwrap()),
+        };
+        let store = RedbStore::open(dirs[2].path()).unwrap();
+        Fixture {
+            _dirs: dirs,
+            gateway,
+            remote,
+            sides,
+            store,
+        }
+    }
+
+    fn settings(direction: SyncDirection, after_copy: AfterCopy) -> SyncSettings {
+        SyncSettings {
+            name: "t".into(),
+            folder: StoragePath::parse("out").unwrap(),
+            remote: "r".into(),
+            remote_path: StoragePath::parse("in/box").unwrap(),
+            direction,
+            after_copy,
+            schedule: Schedule::Manual,
+            filter: PathFilter::default(),
+            settle: Duration::ZERO,
+            time_limit: Duration::from_secs(60),
+            parallel: 3,
+            delete_empty_folders: true,
+            trigger_file: Some("DONE".into()),
+        }
+    }
+
+    fn write(path: &Path, content: &str, age_secs: u64) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        let t = SystemTime::now() - Duration::from_secs(age_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    async fn run_once(f: &Fixture, s: &SyncSettings, seen: &Collect) -> RunRecord {
+        let (_tx, rx) = watch::channel(false);
+        // Run ids are per millisecond.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        run(s, &f.sides, &f.store, Trigger::Manual, seen, rx)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn push_with_delete_moves_everything_and_a_dry_run_said_so() {
+        let f = fixture();
+        write(&f.gateway.join("out/a b.txt"), "alpha", 100);
+        write(&f.gateway.join("out/sub/ü/é.txt"), "nested", 100);
+        write(&f.gateway.join("out/empty"), "", 100);
+        let s = settings(SyncDirection::Push, AfterCopy::Delete);
+        let seen = Collect::default();
+        dry_run(&s, &f.sides, &seen).await.unwrap();
+        let planned = seen.take();
+        assert_eq!(
+            planned,
+            vec![
+                "would copy push a b.txt",
+                "would copy push empty",
+                "would copy push sub/ü/é.txt"
+            ]
+        );
+        let record = run_once(&f, &s, &seen).await;
+        assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
+        assert_eq!(
+            seen.take(),
+            vec![
+                "copied push a b.txt",
+                "copied push empty",
+                "copied push sub/ü/é.txt",
+                "deleted gateway a b.txt",
+                "deleted gateway empty",
+                "deleted gateway sub/ü/é.txt",
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.remote.join("in/box/a b.txt")).unwrap(),
+            "alpha"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.remote.join("in/box/sub/ü/é.txt")).unwrap(),
+            "nested"
+        );
+        assert!(std::fs::read_to_string(f.remote.join("in/box/DONE"))
+            .unwrap()
+            .contains("3 file(s)"));
+        // The source folder is empty: files gone, emptied folders removed.
+        assert_eq!(std::fs::read_dir(f.gateway.join("out")).unwrap().count(), 0);
+        let again = run_once(&f, &s, &seen).await;
+        assert_eq!((again.counts.copied, again.counts.deleted), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_source_copied_by_an_interrupted_run_is_confirmed_then_deleted() {
+        let f = fixture();
+        write(&f.gateway.join("out/x"), "same", 100);
+        write(&f.gateway.join("out/y"), "differs", 100);
+        // A previous run copied x (with its time) and died before deleting it;
+        // y at the destination has the same size but other bytes.
+        write(&f.remote.join("in/box/x"), "same", 100);
+        write(&f.remote.join("in/box/y"), "DIFFERS", 50);
+        let s = settings(SyncDirection::Push, AfterCopy::Delete);
+        let seen = Collect::default();
+        let record = run_once(&f, &s, &seen).await;
+        assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
+        assert_eq!(
+            seen.take(),
+            vec!["copied push y", "deleted gateway x", "deleted gateway y"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.remote.join("in/box/y")).unwrap(),
+            "differs"
+        );
+    }
+
+    #[tokio::test]
+    async fn pull_keeps_sources_and_two_way_takes_the_newer_side() {
+        let f = fixture();
+        write(&f.remote.join("in/box/r.txt"), "remote", 100);
+        let s = settings(SyncDirection::Pull, AfterCopy::Keep);
+        let seen = Collect::default();
+        let record = run_once(&f, &s, &seen).await;
+        assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
+        assert_eq!(
+            std::fs::read_to_string(f.gateway.join("out/r.txt")).unwrap(),
+            "remote"
+        );
+        assert!(f.remote.join("in/box/r.txt").exists());
+        // The copy has the source's time: nothing to do the second time.
+        seen.take();
+        assert_eq!(run_once(&f, &s, &seen).await.counts.copied, 0);
+
+        write(&f.gateway.join("out/newer-here"), "gateway wins", 10);
+        write(&f.remote.join("in/box/newer-here"), "old", 1000);
+        write(&f.gateway.join("out/newer-there"), "old", 1000);
+        write(&f.remote.join("in/box/newer-there"), "remote wins", 10);
+        write(&f.gateway.join("out/same-size"), "aaaa", 10);
+        write(&f.remote.join("in/box/same-size"), "bbbb", 1000);
+        let two_way = settings(SyncDirection::TwoWay, AfterCopy::Keep);
+        seen.take();
+        let record = run_once(&f, &two_way, &seen).await;
+        assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
+        assert_eq!(
+            seen.take(),
+            vec!["copied pull newer-there", "copied push newer-here"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.remote.join("in/box/newer-here")).unwrap(),
+            "gateway wins"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.gateway.join("out/newer-there")).unwrap(),
+            "remote wins"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.gateway.join("out/same-size")).unwrap(),
+            "aaaa"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.remote.join("in/box/same-size")).unwrap(),
+            "bbbb"
+        );
+        // The trigger file went to both sides and is never synced itself.
+        assert!(f.gateway.join("out/DONE").exists() && f.remote.join("in/box/DONE").exists());
+        assert_eq!(run_once(&f, &two_way, &seen).await.counts.copied, 0);
+    }
+
+    #[tokio::test]
+    async fn fresh_files_are_held_and_a_missing_source_folder_fails_the_run() {
+        let f = fixture();
+        write(&f.gateway.join("out/fresh"), "x", 0);
+        let mut s = settings(SyncDirection::Push, AfterCopy::Delete);
+        s.settle = Duration::from_secs(60);
+        let seen = Collect::default();
+        let record = run_once(&f, &s, &seen).await;
+        assert_eq!(seen.take(), vec!["held fresh"]);
+        assert_eq!(record.counts.skipped, 1);
+        assert!(f.gateway.join("out/fresh").exists());
+
+        let mut missing = settings(SyncDirection::Pull, AfterCopy::Keep);
+        missing.remote_path = StoragePath::parse("nowhere").unwrap();
+        let record = run_once(&f, &missing, &seen).await;
+        assert_eq!(record.outcome, Outcome::Failed);
+        assert!(
+            record.errors[0].message.contains("does not exist"),
+            "{:?}",
+            record.errors
+        );
+    }
+}
