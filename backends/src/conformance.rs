@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::backend::{Backend, DirEntry, RenameMode, WriteMode};
+use crate::backend::{Backend, DirEntry, HashKind, RenameMode, WriteMode};
 use crate::{ErrorKind, StoragePath};
 
 fn p(s: &str) -> StoragePath {
@@ -82,6 +82,7 @@ pub async fn run_all(backend: &dyn Backend) {
     truncation(backend).await;
     resume(backend).await;
     space(backend).await;
+    checksums(backend).await;
 }
 
 /// Written bytes read back identically at any offset; EOF is an empty read.
@@ -367,4 +368,46 @@ pub async fn space(b: &dyn Backend) {
     }
     let s = b.space(&StoragePath::root()).await.expect("space");
     assert!(s.block_size > 0 && s.blocks >= s.blocks_free, "{s:?}");
+}
+
+/// A checksum, where the backend gives one, is that of the file's current
+/// bytes; a missing file is `NotFound` and a folder `IsADirectory` (or no
+/// checksum, from a backend that gives none without asking).
+pub async fn checksums(b: &dyn Backend) {
+    b.mkdir(&p("c_sum")).await.expect("mkdir c_sum");
+    put(b, "c_sum/f", b"hello\n").await;
+    let hello = [
+        (HashKind::Md5, "b1946ac92492d2347c6235b4d2611184"),
+        (HashKind::Crc32, "363a3020"),
+    ];
+    for (kind, want) in hello {
+        match b.checksum(&p("c_sum/f"), kind).await {
+            Ok(Some(sum)) => assert_eq!(sum, want, "{kind:?} of c_sum/f"),
+            Ok(None) => {}
+            Err(e) => panic!("checksum {kind:?} of c_sum/f: {e}"),
+        }
+        for (path, want) in [
+            ("c_sum/nope", ErrorKind::NotFound),
+            ("c_sum", ErrorKind::IsADirectory),
+        ] {
+            match b.checksum(&p(path), kind).await {
+                Ok(None) => {}
+                Ok(Some(sum)) => panic!("checksum {kind:?} of {path}: got {sum}"),
+                Err(e) => assert_eq!(e.kind(), want, "checksum {kind:?} of {path}: {e}"),
+            }
+        }
+    }
+    let data = pattern(200_000);
+    put(b, "c_sum/f", &data).await;
+    for kind in HashKind::ALL {
+        match b.checksum(&p("c_sum/f"), kind).await {
+            Ok(Some(sum)) => assert_eq!(
+                sum,
+                crate::hash::of_bytes(kind, &data),
+                "{kind:?} of c_sum/f after it was replaced"
+            ),
+            Ok(None) => {}
+            Err(e) => panic!("checksum {kind:?} of c_sum/f: {e}"),
+        }
+    }
 }

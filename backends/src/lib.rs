@@ -7,6 +7,7 @@
 //! - [`path`]: [`StoragePath`], a validated relative path; backends accept
 //!   nothing else, so `..` and NUL bytes never reach them.
 //! - [`backend`]: the [`Backend`] trait, readers, writers and value types.
+//! - [`hash`]: computing and checking MD5 and CRC-32 checksums.
 //! - [`local`]: the gateway's own storage on the local file system.
 //! - [`pool`]: the capped, fair connection pool of the remote backends.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
@@ -21,6 +22,7 @@ pub mod conformance;
 pub mod dial;
 pub mod error;
 pub mod ftp;
+pub mod hash;
 pub mod local;
 pub mod path;
 pub mod pool;

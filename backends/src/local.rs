@@ -17,9 +17,10 @@ use futures::StreamExt;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 
 use crate::backend::{
-    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
-    RenameMode, SpaceInfo, WriteMode,
+    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, HashKind, ListStream,
+    Metadata, RenameMode, SpaceInfo, WriteMode,
 };
+use crate::hash::Hasher;
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
 /// Names starting with this are uploads in progress; listings hide them.
@@ -27,6 +28,9 @@ pub const UPLOAD_PREFIX: &str = ".gw-upload-";
 
 /// How many entries one listing page carries.
 const LIST_PAGE: usize = 256;
+
+/// How much of a file one read takes while computing its checksum.
+const HASH_READ: usize = 1024 * 1024;
 
 /// A folder of the local file system used as storage.
 #[derive(Clone)]
@@ -474,6 +478,35 @@ impl Backend for LocalBackend {
         })
         .await
     }
+
+    /// Reads the file through once in a blocking task. It is opened like
+    /// any other path (beneath the root, so no link leads out of it) and
+    /// without blocking, so a FIFO does not wait for a writer: anything but
+    /// a regular file has no checksum.
+    async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        let root = self.root.clone();
+        let p = path.clone();
+        blocking("checksum", path, move || {
+            let fd = open_beneath(&root, &p, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
+            match metadata_of(&rfs::fstat(&fd)?).kind {
+                EntryKind::File => {}
+                EntryKind::Dir => return Err(rustix::io::Errno::ISDIR.into()),
+                EntryKind::Other => return Ok(None),
+            }
+            let mut hasher = Hasher::new(kind);
+            let mut buf = vec![0u8; HASH_READ];
+            loop {
+                match rustix::io::read(&fd, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => hasher.update(&buf[..n]),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(Some(hasher.finish()))
+        })
+        .await
+    }
 }
 
 /// A file of the local storage open for reading.
@@ -663,6 +696,97 @@ mod tests {
             .err()
             .expect("must fail");
         assert_eq!(err.kind(), ErrorKind::InvalidPath);
+    }
+
+    #[tokio::test]
+    async fn checksums_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello"), b"hello\n").unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let big: Vec<u8> = (0..3 * HASH_READ + 17)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(dir.path().join("sub/big"), &big).unwrap();
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        let p = |s: &str| StoragePath::parse(s).unwrap();
+        let sum = |path: &str, kind| {
+            let backend = backend.clone();
+            let path = p(path);
+            async move { backend.checksum(&path, kind).await }
+        };
+        assert_eq!(
+            sum("hello", HashKind::Md5).await.unwrap().as_deref(),
+            Some("b1946ac92492d2347c6235b4d2611184")
+        );
+        assert_eq!(
+            sum("hello", HashKind::Crc32).await.unwrap().as_deref(),
+            Some("363a3020")
+        );
+        assert_eq!(
+            sum("empty", HashKind::Md5).await.unwrap().as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        assert_eq!(
+            sum("empty", HashKind::Crc32).await.unwrap().as_deref(),
+            Some("00000000")
+        );
+        for kind in HashKind::ALL {
+            assert_eq!(
+                sum("sub/big", kind).await.unwrap(),
+                Some(crate::hash::of_bytes(kind, &big)),
+                "{kind:?}"
+            );
+        }
+        let err = sum("missing", HashKind::Md5).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        let err = sum("sub", HashKind::Md5).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IsADirectory, "{err}");
+        let err = backend
+            .checksum(&StoragePath::root(), HashKind::Crc32)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IsADirectory, "{err}");
+    }
+
+    #[tokio::test]
+    async fn checksums_do_not_follow_links_out_of_the_root_or_wait_on_fifos() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("escape"))
+            .unwrap();
+        std::fs::write(dir.path().join("inside"), b"hello\n").unwrap();
+        std::os::unix::fs::symlink("inside", dir.path().join("link")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        let p = |s: &str| StoragePath::parse(s).unwrap();
+        let err = backend
+            .checksum(&p("escape"), HashKind::Md5)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPath, "{err}");
+        assert_eq!(
+            backend
+                .checksum(&p("link"), HashKind::Md5)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("b1946ac92492d2347c6235b4d2611184"),
+            "a link inside the root is followed"
+        );
+        let fifo = tokio::time::timeout(
+            Duration::from_secs(5),
+            backend.checksum(&p("fifo"), HashKind::Md5),
+        )
+        .await
+        .expect("a FIFO must not block");
+        assert_eq!(fifo.unwrap(), None);
     }
 
     #[tokio::test]

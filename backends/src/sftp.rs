@@ -6,10 +6,16 @@
 //! many requests in flight on their connection, so a transfer is not bound
 //! by round trips. New files are written under a hidden name and renamed
 //! into place on close (`posix-rename@openssh.com` where offered).
+//!
+//! Checksums (MD5 only) come from running `md5sum` on the server over a
+//! second session channel of a pooled connection's SSH session, so a file
+//! is not read back over the network. A server that cannot (exec refused,
+//! no `md5sum`, SFTP-only accounts such as `ForceCommand internal-sftp` or
+//! a `nologin` shell) is remembered: later checksums answer `None` at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -24,8 +30,8 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, FileMode, OpenFlags, StatusCode};
 
 use crate::backend::{
-    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, ListStream, Metadata,
-    RenameMode, SpaceInfo, WriteMode,
+    Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, HashKind, ListStream,
+    Metadata, RenameMode, SpaceInfo, WriteMode,
 };
 use crate::dial::{dial, SourceAddresses};
 use crate::local::{random_suffix, UPLOAD_PREFIX};
@@ -38,6 +44,13 @@ const CHUNK: usize = 255 * 1024;
 const WRITES_IN_FLIGHT: usize = 32;
 /// Seconds a single SFTP request may take before the connection is dropped.
 const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// The slowest hashing a remote `md5sum` is given time for (bytes per
+/// second), on top of [`REQUEST_TIMEOUT_SECS`].
+const MD5SUM_MIN_RATE: u64 = 16 * 1024 * 1024;
+/// Most bytes of `md5sum`'s output (stdout) kept; one line is expected.
+const MD5SUM_MAX_STDOUT: usize = 64 * 1024;
+/// Most bytes of `md5sum`'s error output kept, for messages.
+const MD5SUM_MAX_STDERR: usize = 2048;
 
 /// Decides whether a remote's host key is acceptable; the gateway pins keys
 /// in its state and disables a remote whose key changed.
@@ -334,6 +347,18 @@ impl Connector for SftpConnector {
 #[derive(Clone)]
 pub struct SftpBackend {
     pool: Pool<SftpConnector>,
+    exec: Arc<ExecChecksums>,
+}
+
+/// What one backend learned about computing checksums on its server.
+#[derive(Debug, Default)]
+struct ExecChecksums {
+    /// Set once `md5sum` over exec turned out not to work on this server.
+    unavailable: AtomicBool,
+    /// The SFTP server's folder for relative paths (`realpath .`), so that
+    /// the command, run wherever the login shell starts, hashes the file
+    /// SFTP means even when that is not the home folder.
+    login_folder: OnceLock<String>,
 }
 
 impl std::fmt::Debug for SftpBackend {
@@ -351,7 +376,125 @@ impl SftpBackend {
         let pool_settings = settings.pool;
         SftpBackend {
             pool: Pool::new(name, SftpConnector { settings }, pool_settings),
+            exec: Arc::default(),
         }
+    }
+
+    /// Whether checksums are known to be unavailable on this server (exec
+    /// refused, no `md5sum`, an SFTP-only account); learned on first use.
+    pub fn exec_checksums_unavailable(&self) -> bool {
+        self.exec.unavailable.load(Ordering::Relaxed)
+    }
+
+    /// Remembers that `md5sum` over exec does not work here (logged once).
+    fn give_up_exec_checksums(&self, why: &str) {
+        if !self.exec.unavailable.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                remote = %self.settings().name,
+                "MD5 checksums are not available on this remote ({why}); none will be asked for again"
+            );
+        }
+    }
+
+    /// `remote` as an absolute path of the SFTP server (relative ones are
+    /// under its login folder, asked for once).
+    async fn absolute(
+        &self,
+        c: &SftpConnection,
+        path: &StoragePath,
+        remote: String,
+    ) -> Result<String> {
+        if remote.starts_with('/') {
+            return Ok(remote);
+        }
+        let login = match self.exec.login_folder.get() {
+            Some(folder) => folder.clone(),
+            None => {
+                let name = c
+                    .sftp
+                    .realpath(".")
+                    .await
+                    .map_err(|e| self.err("checksum", path, e))?;
+                let folder = name
+                    .files
+                    .into_iter()
+                    .next()
+                    .map(|f| f.filename)
+                    .filter(|f| f.starts_with('/'))
+                    .ok_or_else(|| {
+                        BackendError::new(
+                            ErrorKind::Other,
+                            "checksum",
+                            path.as_str(),
+                            format!(
+                                "remote `{}`: the server did not tell its login folder",
+                                self.settings().name
+                            ),
+                        )
+                    })?;
+                self.exec.login_folder.get_or_init(|| folder).clone()
+            }
+        };
+        Ok(match remote.as_str() {
+            "." => login,
+            _ if login.ends_with('/') => format!("{login}{remote}"),
+            _ => format!("{login}/{remote}"),
+        })
+    }
+
+    /// The MD5 of `path` from `md5sum` on the server; see [`Backend::checksum`].
+    async fn md5_on_server(&self, path: &StoragePath) -> Result<Option<String>> {
+        const OP: &str = "checksum";
+        let remote = self.remote(path);
+        let mut conn = self.pool.get().await?;
+        let result = async {
+            let meta = conn
+                .sftp
+                .stat(remote.clone())
+                .await
+                .map(|a| metadata_of(&a.attrs))
+                .map_err(|e| self.err(OP, path, e))?;
+            match meta.kind {
+                EntryKind::File => {}
+                EntryKind::Dir => {
+                    return Err(BackendError::new(
+                        ErrorKind::IsADirectory,
+                        OP,
+                        path.as_str(),
+                        "is a folder",
+                    ))
+                }
+                // A device or FIFO: md5sum could block on it.
+                EntryKind::Other => return Ok(None),
+            }
+            let absolute = self.absolute(&conn, path, remote).await?;
+            let s = self.settings();
+            let limits = Md5sumLimits {
+                accept: s.connect_timeout,
+                finish: Duration::from_secs(REQUEST_TIMEOUT_SECS)
+                    + Duration::from_secs(meta.size / MD5SUM_MIN_RATE),
+            };
+            match run_md5sum(&conn.ssh, &absolute, limits).await {
+                Md5sum::Sum(sum) => Ok(Some(sum)),
+                Md5sum::FileRefused(why) => {
+                    tracing::debug!(remote = %s.name, path = path.as_str(), "md5sum failed: {why}");
+                    Ok(None)
+                }
+                Md5sum::Unavailable(why) => {
+                    self.give_up_exec_checksums(&why);
+                    Ok(None)
+                }
+                Md5sum::Lost(why) => Err(BackendError::new(
+                    ErrorKind::ConnectionLost,
+                    OP,
+                    path.as_str(),
+                    format!("remote `{}`: connection to the remote lost: {why}", s.name),
+                )),
+            }
+        }
+        .await;
+        settle(&mut conn, &result);
+        result
     }
 
     /// The remote's settings.
@@ -988,6 +1131,227 @@ impl Backend for SftpBackend {
         })
         .await
     }
+
+    /// MD5 only, from `md5sum` on the server (CRC-32 has no common command:
+    /// POSIX `cksum` computes another CRC). `None` at once once the server
+    /// showed it cannot run it, and for names with control characters
+    /// (which not every login shell can take in quotes).
+    async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        if kind != HashKind::Md5
+            || self.exec_checksums_unavailable()
+            || self.remote(path).chars().any(char::is_control)
+        {
+            return Ok(None);
+        }
+        self.md5_on_server(path).await
+    }
+}
+
+/// How long `md5sum` over exec may take.
+#[derive(Debug, Clone, Copy)]
+struct Md5sumLimits {
+    /// For the channel to open and the server to accept the command.
+    accept: Duration,
+    /// For the command to finish once accepted.
+    finish: Duration,
+}
+
+/// What running `md5sum` on the server came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Md5sum {
+    /// The file's MD5 (lowercase hex).
+    Sum(String),
+    /// md5sum ran but could not hash this file (its own error message).
+    FileRefused(String),
+    /// Commands cannot be run here, or not md5sum; why.
+    Unavailable(String),
+    /// The SSH connection ended; why.
+    Lost(String),
+}
+
+/// Runs `md5sum -- '<remote>'` on a new session channel of `ssh`.
+///
+/// Its stdin is closed at once: md5sum does not read it, and a session
+/// forced into the SFTP server (`ForceCommand internal-sftp`) then ends at
+/// once without output instead of waiting for SFTP requests.
+async fn run_md5sum(
+    ssh: &russh::client::Handle<ClientHandler>,
+    remote: &str,
+    limits: Md5sumLimits,
+) -> Md5sum {
+    let lost_or = |what: String| {
+        if ssh.is_closed() {
+            Md5sum::Lost(what)
+        } else {
+            Md5sum::Unavailable(what)
+        }
+    };
+    let command = format!("md5sum -- {}", shell_quote(remote));
+    let mut out = ExecOutput::default();
+    let accepted = tokio::time::timeout(limits.accept, async {
+        let mut channel = match ssh.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => return Err(lost_or(format!("cannot open a session channel: {e}"))),
+        };
+        if let Err(e) = channel.exec(true, command.as_str()).await {
+            return Err(lost_or(format!("cannot send the command: {e}")));
+        }
+        loop {
+            match channel.wait().await {
+                Some(russh::ChannelMsg::Success) => return Ok(channel),
+                Some(russh::ChannelMsg::Failure) => {
+                    let _ = channel.close().await;
+                    return Err(Md5sum::Unavailable(
+                        "the server refuses to run commands".into(),
+                    ));
+                }
+                Some(msg) => out.take(msg),
+                None => {
+                    return Err(lost_or(
+                        "the server closed the channel instead of running the command".into(),
+                    ))
+                }
+            }
+        }
+    })
+    .await;
+    let mut channel = match accepted {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => {
+            return Md5sum::Unavailable(format!(
+                "the server did not accept the command within {}s",
+                limits.accept.as_secs()
+            ))
+        }
+    };
+    let _ = channel.eof().await;
+    let finished = tokio::time::timeout(limits.finish, async {
+        while let Some(msg) = channel.wait().await {
+            if matches!(msg, russh::ChannelMsg::Close) {
+                break;
+            }
+            out.take(msg);
+        }
+    })
+    .await;
+    let _ = channel.close().await;
+    if finished.is_err() {
+        return Md5sum::Unavailable(format!(
+            "md5sum did not finish within {}s",
+            limits.finish.as_secs()
+        ));
+    }
+    out.outcome(ssh.is_closed())
+}
+
+/// What a command sent back on its channel.
+#[derive(Debug, Default)]
+struct ExecOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<u32>,
+    signal: Option<String>,
+}
+
+impl ExecOutput {
+    /// Keeps what `msg` carries (within the size limits).
+    fn take(&mut self, msg: russh::ChannelMsg) {
+        fn keep(buf: &mut Vec<u8>, data: &[u8], max: usize) {
+            let room = max.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        match msg {
+            russh::ChannelMsg::Data { data } => keep(&mut self.stdout, &data, MD5SUM_MAX_STDOUT),
+            russh::ChannelMsg::ExtendedData { data, ext: 1 } => {
+                keep(&mut self.stderr, &data, MD5SUM_MAX_STDERR)
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => self.status = Some(exit_status),
+            russh::ChannelMsg::ExitSignal { signal_name, .. } => {
+                self.signal = Some(format!("{signal_name:?}"))
+            }
+            _ => {}
+        }
+    }
+
+    /// The outcome of a command that ended (the channel closed).
+    fn outcome(&self, connection_closed: bool) -> Md5sum {
+        let stderr = String::from_utf8_lossy(&self.stderr).trim().to_string();
+        let said = |prefix: &str| {
+            if stderr.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}: {stderr}")
+            }
+        };
+        match (self.status, &self.signal) {
+            (Some(0), _) => match parse_md5sum(&self.stdout) {
+                Some(sum) => Md5sum::Sum(sum),
+                None if self.stdout.is_empty() => {
+                    Md5sum::Unavailable(said("the command printed nothing (an SFTP-only account?)"))
+                }
+                None => Md5sum::Unavailable(format!(
+                    "unexpected md5sum output `{}`",
+                    String::from_utf8_lossy(&self.stdout)
+                        .trim()
+                        .chars()
+                        .take(100)
+                        .collect::<String>()
+                )),
+            },
+            (Some(status @ (126 | 127)), _) => {
+                Md5sum::Unavailable(said(&format!("md5sum cannot be run (exit {status})")))
+            }
+            // md5sum's own complaint about this file (unreadable, vanished).
+            (Some(_), _) if stderr.starts_with("md5sum:") => Md5sum::FileRefused(stderr),
+            // Something else answered: a restricted shell, `nologin`, or
+            // an SFTP server forced on every session (it fails on the
+            // closed stdin without a word).
+            (Some(status), _) if stderr.is_empty() => Md5sum::Unavailable(format!(
+                "the command ended with exit {status} and no output (an SFTP-only account?)"
+            )),
+            (Some(status), _) => Md5sum::Unavailable(said(&format!("exit {status}"))),
+            (None, Some(signal)) => Md5sum::FileRefused(format!("md5sum ended by {signal}")),
+            (None, None) if connection_closed => {
+                Md5sum::Lost("the connection closed while md5sum ran".into())
+            }
+            (None, None) => Md5sum::Unavailable(said("the command ended without an exit status")),
+        }
+    }
+}
+
+/// The MD5 of `md5sum`'s output line (`<hex>  name`, or `\<hex>  name`
+/// when the name has a backslash or line break), taking the last such
+/// line in case the login shell printed something first.
+fn parse_md5sum(stdout: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let line = line.strip_prefix('\\').unwrap_or(line);
+            let (hex, rest) = (line.get(..32)?, line.get(32..)?);
+            if !rest.starts_with(' ') {
+                return None;
+            }
+            crate::hash::normalize(HashKind::Md5, hex)
+        })
+}
+
+/// `s` as one word for the login shell: in single quotes, with `'` and
+/// `\` written outside them (`'\''`, `'\\'`), which sh, bash, zsh and
+/// fish all read back as the same bytes.
+fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            '\\' => out.push_str("'\\\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Renames over an existing target: `posix-rename@openssh.com` where the
@@ -1303,6 +1667,88 @@ impl Drop for SftpWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn md5sum_output_is_parsed() {
+        let sum = "b1946ac92492d2347c6235b4d2611184";
+        let p = |s: &str| parse_md5sum(s.as_bytes());
+        assert_eq!(p(&format!("{sum}  /data/f\n")).as_deref(), Some(sum));
+        assert_eq!(p(&format!("{sum} */data/f\n")).as_deref(), Some(sum));
+        // A name with a backslash or line break: the line starts with `\`.
+        assert_eq!(p(&format!("\\{sum}  /data/a\\\\b\n")).as_deref(), Some(sum));
+        assert_eq!(
+            p(&format!("Welcome!\n{}  /f\n", sum.to_uppercase())).as_deref(),
+            Some(sum)
+        );
+        assert_eq!(p(""), None);
+        assert_eq!(p("This account is currently not available.\n"), None);
+        assert_eq!(p(&format!("{sum}x  /f\n")), None);
+        assert_eq!(p(&sum[..31]), None);
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("/data/f"), "'/data/f'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("a\\b"), "'a'\\\\'b'");
+        assert_eq!(
+            shell_quote("$(x) `y` \"z\" ;&|*?"),
+            "'$(x) `y` \"z\" ;&|*?'"
+        );
+        // What sh makes of it is the name itself.
+        let names = [
+            "/d/it's",
+            "/d/a\\b\\",
+            "/d/$(id) `id` \"q\" ; * ~",
+            "/d/-x",
+            "/d/''\\'",
+        ];
+        for shell in ["sh", "bash"] {
+            for name in names {
+                let Ok(out) = std::process::Command::new(shell)
+                    .arg("-c")
+                    .arg(format!("printf %s {}", shell_quote(name)))
+                    .output()
+                else {
+                    continue; // that shell is not installed
+                };
+                assert_eq!(String::from_utf8_lossy(&out.stdout), name, "{shell}");
+            }
+        }
+    }
+
+    #[test]
+    fn md5sum_outcomes() {
+        let out = |status: Option<u32>, stdout: &str, stderr: &str| ExecOutput {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            status,
+            signal: None,
+        };
+        let sum = "d41d8cd98f00b204e9800998ecf8427e";
+        assert_eq!(
+            out(Some(0), &format!("{sum}  /f\n"), "").outcome(false),
+            Md5sum::Sum(sum.into())
+        );
+        let forced = out(Some(0), "", "").outcome(false);
+        assert!(matches!(forced, Md5sum::Unavailable(_)), "{forced:?}");
+        let missing = out(Some(127), "", "bash: line 1: md5sum: command not found").outcome(false);
+        assert!(matches!(&missing, Md5sum::Unavailable(m) if m.contains("command not found")));
+        let nologin = out(Some(1), "", "This account is currently not available.").outcome(false);
+        assert!(matches!(&nologin, Md5sum::Unavailable(m) if m.contains("not available")));
+        let sftp_only = out(Some(1), "", "").outcome(false);
+        assert!(matches!(&sftp_only, Md5sum::Unavailable(m) if m.contains("SFTP-only")));
+        let denied = out(Some(1), "", "md5sum: /f: Permission denied").outcome(false);
+        assert_eq!(
+            denied,
+            Md5sum::FileRefused("md5sum: /f: Permission denied".into())
+        );
+        assert!(matches!(out(None, "", "").outcome(true), Md5sum::Lost(_)));
+        assert!(matches!(
+            out(None, "", "").outcome(false),
+            Md5sum::Unavailable(_)
+        ));
+    }
 
     #[test]
     fn remote_paths_join_the_root() {

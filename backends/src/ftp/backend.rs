@@ -21,8 +21,8 @@ use super::tls::TlsSetup;
 use super::writer::FtpWriter;
 use super::{FtpSettings, FtpTls};
 use crate::backend::{
-    unsupported, Backend, Capabilities, FileReader, FileWriter, ListStream, Metadata, RenameMode,
-    WriteMode,
+    unsupported, Backend, Capabilities, FileReader, FileWriter, HashKind, ListStream, Metadata,
+    RenameMode, WriteMode,
 };
 use crate::pool::{Pool, PoolStats, Pooled};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
@@ -390,6 +390,46 @@ impl Backend for FtpBackend {
             c.set_modified(&remote, modified)
                 .await
                 .map_err(|e| self.err(e, "set modification time", path))
+        })
+        .await
+    }
+
+    /// From `HASH` or `XMD5`/`XCRC` where FEAT offers them (`None` at once
+    /// where the server is known to offer neither). The server hashing
+    /// this file refused (busy, unreadable) or too slow is `None` too; a
+    /// missing file or a folder is an error.
+    async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        const OP: &str = "checksum";
+        let known = self.pool.connector().features();
+        if known.is_some_and(|f| f.hash_command(kind).is_none()) {
+            return Ok(None);
+        }
+        self.with_conn(async |c: &mut Control| {
+            if c.features().hash_command(kind).is_none() {
+                return Ok(None);
+            }
+            let remote = c.path(path);
+            let size = match self.probe_path(c, &remote, OP, path).await? {
+                None => return Err(error(ErrorKind::NotFound, OP, path, "no such file")),
+                Some(m) if m.is_dir() => {
+                    return Err(error(ErrorKind::IsADirectory, OP, path, "is a folder"))
+                }
+                Some(m) => m.size,
+            };
+            match c.checksum(&remote, kind, size).await {
+                Ok(sum) => Ok(sum),
+                // The file is there: the server cannot hash it (busy,
+                // unreadable) or did not finish in time (the connection
+                // is then dropped: its answer would come unasked).
+                Err(e)
+                    if matches!(e, FtpError::Timeout(..))
+                        || (e.code().is_some() && !e.kind().is_temporary()) =>
+                {
+                    tracing::debug!(remote = %self.settings().name, path = path.as_str(), "no checksum: {e}");
+                    Ok(None)
+                }
+                Err(e) => Err(self.err(e, OP, path)),
+            }
         })
         .await
     }

@@ -47,6 +47,9 @@ pub struct Control {
     broken: bool,
     /// A transfer's final reply is still to be read.
     transfer_open: bool,
+    /// The algorithm HASH uses on this connection (FEAT's default until
+    /// `OPTS HASH` selects another).
+    hash_selected: Option<String>,
     last_used: Instant,
 }
 
@@ -93,6 +96,7 @@ impl Control {
             epsv: true,
             broken: false,
             transfer_open: false,
+            hash_selected: None,
             last_used: Instant::now(),
         };
         control.read_welcome().await?;
@@ -123,6 +127,7 @@ impl Control {
         }
         let feat = control.command("FEAT").await?;
         control.features = Features::from_reply(&feat);
+        control.hash_selected = control.features.hash_default.clone();
         if control.features.utf8 {
             // Some servers only use UTF-8 names when asked; a refusal is harmless.
             control.command("OPTS UTF8 ON").await?;
@@ -222,6 +227,12 @@ impl Control {
 
     /// The reply to `line`, whatever its code.
     pub async fn command(&mut self, line: &str) -> Result<Reply, FtpError> {
+        self.command_within(line, self.io_timeout).await
+    }
+
+    /// The reply to `line`, waited for up to `limit` (for a command the
+    /// server takes long over, as hashing a big file).
+    pub async fn command_within(&mut self, line: &str, limit: Duration) -> Result<Reply, FtpError> {
         if self.broken {
             return Err(FtpError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -229,7 +240,7 @@ impl Control {
             )));
         }
         self.send(line).await?;
-        self.read_reply().await
+        self.read_reply_within(limit).await
     }
 
     /// The reply to `line`, which must be a success (2xx).
@@ -281,7 +292,11 @@ impl Control {
     }
 
     async fn read_reply(&mut self) -> Result<Reply, FtpError> {
-        let result = tokio::time::timeout(self.io_timeout, read_reply(&mut self.stream)).await;
+        self.read_reply_within(self.io_timeout).await
+    }
+
+    async fn read_reply_within(&mut self, limit: Duration) -> Result<Reply, FtpError> {
+        let result = tokio::time::timeout(limit, read_reply(&mut self.stream)).await;
         self.last_used = Instant::now();
         match result {
             Ok(Ok(reply)) => {
@@ -300,10 +315,7 @@ impl Control {
             }
             Err(_) => {
                 self.broken = true;
-                Err(FtpError::Timeout(
-                    "waiting for a reply",
-                    self.io_timeout.as_secs(),
-                ))
+                Err(FtpError::Timeout("waiting for a reply", limit.as_secs()))
             }
         }
     }
@@ -491,6 +503,16 @@ impl Control {
     /// The server's extensions.
     pub fn features(&self) -> &Features {
         &self.features
+    }
+
+    /// The algorithm HASH uses on this connection now.
+    pub fn hash_selected(&self) -> Option<&str> {
+        self.hash_selected.as_deref()
+    }
+
+    /// Notes that `OPTS HASH` selected `name` on this connection.
+    pub fn set_hash_selected(&mut self, name: &str) {
+        self.hash_selected = Some(name.to_string());
     }
 
     /// The greeting the server sent.

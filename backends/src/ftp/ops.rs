@@ -3,15 +3,20 @@
 //! the one-command operations. Classifying failures in storage terms is
 //! the backend's job.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::control::Control;
 use super::error::FtpError;
+use super::features::HashCommand;
 use super::listing::{parse_list_line, parse_mlsx, Facts};
 use super::stream::MaybeTls;
 use super::time;
-use crate::backend::{EntryKind, Metadata};
+use crate::backend::{EntryKind, HashKind, Metadata};
 use crate::ErrorKind;
+
+/// The slowest hashing a server is given time for (bytes per second), on
+/// top of the I/O timeout, when it is asked for a file's checksum.
+const HASH_MIN_RATE: u64 = 16 * 1024 * 1024;
 
 /// How the lines of a listing are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,11 +234,149 @@ impl Control {
         self.expect_success(&format!("RNTO {to}")).await.map(drop)
     }
 
+    /// The checksum of `kind` of the file `remote` (`size` bytes) as the
+    /// server computes it: `HASH` (selecting the algorithm with `OPTS
+    /// HASH` first when needed) or `XMD5`/`XCRC`. `None` when the server
+    /// has no such command, refuses to select the algorithm, or answers
+    /// something unreadable; a refusal of the hash command itself is an
+    /// error, for the caller to classify.
+    pub async fn checksum(
+        &mut self,
+        remote: &str,
+        kind: HashKind,
+        size: u64,
+    ) -> Result<Option<String>, FtpError> {
+        let limit = self.io_timeout() + Duration::from_secs(size / HASH_MIN_RATE);
+        let Some(command) = self.features().hash_command(kind) else {
+            return Ok(None);
+        };
+        let command = match command {
+            HashCommand::Hash(name) if self.hash_selected() != Some(name) => {
+                let reply = self.command(&format!("OPTS HASH {name}")).await?;
+                if reply.is_success() {
+                    self.set_hash_selected(name);
+                    command
+                } else {
+                    tracing::debug!("OPTS HASH {name} refused: {reply}");
+                    // The older command, where the server has it too.
+                    match (kind, self.features()) {
+                        (HashKind::Md5, f) if f.xmd5 => HashCommand::Single("XMD5"),
+                        (HashKind::Crc32, f) if f.xcrc => HashCommand::Single("XCRC"),
+                        _ => return Ok(None),
+                    }
+                }
+            }
+            other => other,
+        };
+        let reply = match command {
+            HashCommand::Hash(_) => {
+                self.command_within(&format!("HASH {remote}"), limit)
+                    .await?
+            }
+            // Their argument is not always the whole rest of the line
+            // (`XCRC <file> [<start> <end>]`): a name with blanks could
+            // hash another file.
+            HashCommand::Single(_) if remote.contains(char::is_whitespace) => return Ok(None),
+            HashCommand::Single(verb) => {
+                self.command_within(&format!("{verb} {remote}"), limit)
+                    .await?
+            }
+        };
+        if !reply.is_success() {
+            return Err(FtpError::Reply {
+                command: command.verb().to_string(),
+                reply,
+            });
+        }
+        let sum = match command {
+            HashCommand::Hash(name) => parse_hash_reply(reply.text(), name, kind),
+            HashCommand::Single(_) => parse_single_hash_reply(reply.text(), kind),
+        };
+        if sum.is_none() {
+            tracing::debug!("unreadable {} reply `{reply}`", command.verb());
+        }
+        Ok(sum)
+    }
+
     /// Sets a file's modification time (MFMT).
     pub async fn set_modified(&mut self, remote: &str, when: SystemTime) -> Result<(), FtpError> {
         let stamp = time::format_time_val(when);
         self.expect_success(&format!("MFMT {stamp} {remote}"))
             .await
             .map(drop)
+    }
+}
+
+/// `text` as a checksum of `kind`; a CRC-32 may come without its leading
+/// zeros.
+fn hash_value(kind: HashKind, text: &str) -> Option<String> {
+    let text = match kind {
+        HashKind::Crc32 if (1..8).contains(&text.len()) => format!("{text:0>8}"),
+        _ => text.to_string(),
+    };
+    crate::hash::normalize(kind, &text)
+}
+
+/// The checksum in a HASH reply's text: `<algorithm> <start>-<end> <hex>
+/// <path>`, for algorithm `name` over the whole file (from byte 0).
+fn parse_hash_reply(text: &str, name: &str, kind: HashKind) -> Option<String> {
+    let mut words = text.split_whitespace();
+    let algorithm = words.next()?;
+    let range = words.next()?;
+    let hex = words.next()?;
+    if !algorithm.eq_ignore_ascii_case(name) || !range.starts_with("0-") {
+        return None;
+    }
+    hash_value(kind, hex)
+}
+
+/// The checksum in an XMD5 or XCRC reply's text: usually just the hex,
+/// sometimes followed (or, rarely, preceded) by the path.
+fn parse_single_hash_reply(text: &str, kind: HashKind) -> Option<String> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?;
+    hash_value(kind, first).or_else(|| hash_value(kind, words.last()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MD5: &str = "b1946ac92492d2347c6235b4d2611184";
+
+    #[test]
+    fn hash_replies() {
+        let md5 = |t: &str| parse_hash_reply(t, "MD5", HashKind::Md5);
+        assert_eq!(
+            md5(&format!("MD5 0-6 {} /home/x/a b", MD5.to_uppercase())).as_deref(),
+            Some(MD5)
+        );
+        assert_eq!(md5(&format!("md5 0-6 {MD5} f")).as_deref(), Some(MD5));
+        assert_eq!(
+            md5(&format!("SHA-1 0-6 {MD5} f")),
+            None,
+            "another algorithm"
+        );
+        assert_eq!(md5(&format!("MD5 2-6 {MD5} f")), None, "part of the file");
+        assert_eq!(md5("MD5 0-6 xyz f"), None);
+        assert_eq!(md5("MD5"), None);
+        let crc = |t: &str| parse_hash_reply(t, "CRC32", HashKind::Crc32);
+        assert_eq!(crc("CRC32 0-6 363A3020 /f").as_deref(), Some("363a3020"));
+        assert_eq!(crc("CRC32 0-0 0 /empty").as_deref(), Some("00000000"));
+        assert_eq!(crc("CRC32 0-6 1363a3020 /f"), None);
+    }
+
+    #[test]
+    fn single_hash_replies() {
+        let md5 = |t: &str| parse_single_hash_reply(t, HashKind::Md5);
+        assert_eq!(md5(MD5).as_deref(), Some(MD5));
+        assert_eq!(md5(&format!("{MD5} /home/x/f")).as_deref(), Some(MD5));
+        assert_eq!(md5(&format!("\"/home/x/f\" {MD5}")).as_deref(), Some(MD5));
+        assert_eq!(md5("File not found"), None);
+        assert_eq!(md5(""), None);
+        let crc = |t: &str| parse_single_hash_reply(t, HashKind::Crc32);
+        assert_eq!(crc("363A3020").as_deref(), Some("363a3020"));
+        assert_eq!(crc("5A3020").as_deref(), Some("005a3020"));
+        assert_eq!(crc(MD5), None);
     }
 }

@@ -10,18 +10,23 @@ use tokio::net::TcpListener;
 use super::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
 use crate::dial::SourceAddresses;
 use crate::pool::PoolSettings;
-use crate::{Backend, ErrorKind, StoragePath};
+use crate::{Backend, ErrorKind, HashKind, StoragePath};
 
 /// How the scripted server answers one command line ("" = the greeting);
 /// `None` means it never answers.
 type Script = fn(&str) -> Option<String>;
 
 fn login(line: &str) -> Option<String> {
+    login_offering(line, "211-Features:\r\n SIZE\r\n211 End\r\n")
+}
+
+/// [`login`] with `feat` as the FEAT reply.
+fn login_offering(line: &str, feat: &str) -> Option<String> {
     let reply = match line.split(' ').next().unwrap_or("") {
         "" => "220 scripted\r\n",
         "USER" => "331 password please\r\n",
         "PASS" => "230 welcome\r\n",
-        "FEAT" => "211-Features:\r\n SIZE\r\n211 End\r\n",
+        "FEAT" => feat,
         "TYPE" => "200 binary\r\n",
         "PWD" => "257 \"/home/x\" is current\r\n",
         "NOOP" => "200 ok\r\n",
@@ -201,4 +206,167 @@ async fn a_removal_through_a_connection_that_breaks_stays_remembered() {
     b.removals().remember("/home/x/big.bin", "test");
     assert!(b.stat(&StoragePath::root()).await.unwrap().is_dir());
     assert_eq!(b.pending_removals(), ["/home/x/big.bin"]);
+}
+
+/// Hash commands the servers of the checksum tests below received, per test.
+static HASH_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn logged(prefix: &str) -> Vec<String> {
+    HASH_LOG
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// A server's answers about the files `f` (6 bytes), `d` (a folder),
+/// `busy` (cannot be hashed now), `slow` (hashing never ends) and `missing`.
+fn files(line: &str) -> Option<String> {
+    let reply = match line {
+        "SIZE /home/x/f" | "SIZE /home/x/busy" | "SIZE /home/x/slow" | "SIZE /home/x/a b" => {
+            "213 6\r\n"
+        }
+        "SIZE /home/x/d" => "550 /home/x/d: not a plain file.\r\n",
+        "CWD /home/x/d" => "250 ok\r\n",
+        _ if line.starts_with("SIZE ") || line.starts_with("CWD ") => {
+            "550 No such file or directory\r\n"
+        }
+        _ => return None,
+    };
+    Some(reply.to_string())
+}
+
+#[tokio::test]
+async fn checksums_from_hash() {
+    let port = serve(|line| {
+        if line.starts_with("OPTS HASH") || line.starts_with("HASH") {
+            HASH_LOG.lock().unwrap().push(format!("hash-test {line}"));
+        }
+        let reply = match line {
+            "OPTS HASH MD5" => "200 MD5\r\n",
+            "OPTS HASH CRC32" => "200 CRC32\r\n",
+            "HASH /home/x/f" => "213 MD5 0-6 B1946AC92492D2347C6235B4D2611184 /home/x/f\r\n",
+            "HASH /home/x/busy" => "450 File busy, try later\r\n",
+            "HASH /home/x/slow" => return None,
+            _ => {
+                return files(line).or_else(|| {
+                    login_offering(
+                        line,
+                        "211-Features:\r\n SIZE\r\n HASH SHA-1*;MD5;CRC32\r\n211 End\r\n",
+                    )
+                })
+            }
+        };
+        Some(reply.to_string())
+    })
+    .await;
+    let b = backend(port);
+    let p = |s: &str| StoragePath::parse(s).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            b.checksum(&p("f"), HashKind::Md5).await.unwrap().as_deref(),
+            Some("b1946ac92492d2347c6235b4d2611184")
+        );
+    }
+    assert_eq!(
+        logged("hash-test OPTS"),
+        ["hash-test OPTS HASH MD5"],
+        "MD5 is selected once per connection"
+    );
+    // The server answers for MD5 here whatever is selected: the reply
+    // names another algorithm than the one asked for, so it is not taken.
+    assert_eq!(b.checksum(&p("f"), HashKind::Crc32).await.unwrap(), None);
+    assert_eq!(logged("hash-test OPTS").len(), 2);
+    let err = b.checksum(&p("missing"), HashKind::Md5).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = b.checksum(&p("d"), HashKind::Md5).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IsADirectory, "{err}");
+    assert_eq!(b.checksum(&p("busy"), HashKind::Md5).await.unwrap(), None);
+    // Hashing that takes longer than the I/O timeout: no checksum, and the
+    // connection (whose answer would come later, unasked) is not kept.
+    let started = Instant::now();
+    assert_eq!(b.checksum(&p("slow"), HashKind::Md5).await.unwrap(), None);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.pool_stats().open, 0, "the stalled connection is not kept");
+    assert_eq!(
+        b.checksum(&p("f"), HashKind::Md5).await.unwrap().as_deref(),
+        Some("b1946ac92492d2347c6235b4d2611184"),
+        "a new connection selects MD5 again"
+    );
+}
+
+#[tokio::test]
+async fn checksums_from_xmd5_and_xcrc() {
+    let port = serve(|line| {
+        if line.starts_with('X') {
+            HASH_LOG.lock().unwrap().push(format!("x-test {line}"));
+        }
+        let reply = match line {
+            "XMD5 /home/x/f" => "250 B1946AC92492D2347C6235B4D2611184\r\n",
+            "XCRC /home/x/f" => "250 363A3020\r\n",
+            "XMD5 /home/x/busy" => "550 Permission denied\r\n",
+            _ => {
+                return files(line).or_else(|| {
+                    login_offering(
+                        line,
+                        "211-Features:\r\n SIZE\r\n XCRC\r\n XMD5\r\n211 End\r\n",
+                    )
+                })
+            }
+        };
+        Some(reply.to_string())
+    })
+    .await;
+    let b = backend(port);
+    let p = |s: &str| StoragePath::parse(s).unwrap();
+    assert_eq!(
+        b.checksum(&p("f"), HashKind::Md5).await.unwrap().as_deref(),
+        Some("b1946ac92492d2347c6235b4d2611184")
+    );
+    assert_eq!(
+        b.checksum(&p("f"), HashKind::Crc32)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("363a3020")
+    );
+    assert_eq!(b.checksum(&p("busy"), HashKind::Md5).await.unwrap(), None);
+    let err = b
+        .checksum(&p("missing"), HashKind::Crc32)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // XMD5 may read a blank as the end of the name: not asked at all.
+    assert_eq!(b.checksum(&p("a b"), HashKind::Md5).await.unwrap(), None);
+    assert_eq!(
+        logged("x-test"),
+        [
+            "x-test XMD5 /home/x/f",
+            "x-test XCRC /home/x/f",
+            "x-test XMD5 /home/x/busy"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn no_checksums_without_hash_commands() {
+    let port = serve(|line| match line.split(' ').next().unwrap_or("") {
+        "HASH" | "XMD5" | "XCRC" | "OPTS" => {
+            HASH_LOG.lock().unwrap().push(format!("none-test {line}"));
+            Some("500 Unknown command\r\n".into())
+        }
+        _ => files(line).or_else(|| login(line)),
+    })
+    .await;
+    let b = backend(port);
+    let p = |s: &str| StoragePath::parse(s).unwrap();
+    for kind in HashKind::ALL {
+        assert_eq!(b.checksum(&p("f"), kind).await.unwrap(), None, "{kind:?}");
+        // Once FEAT is known, not even the file is looked at.
+        assert_eq!(b.checksum(&p("missing"), kind).await.unwrap(), None);
+    }
+    assert!(logged("none-test").is_empty(), "{:?}", logged("none-test"));
 }

@@ -19,8 +19,8 @@ use super::rename;
 use super::writer::S3Writer;
 use super::{S3Settings, DEFAULT_REGION};
 use crate::backend::{
-    unsupported, Backend, Capabilities, FileReader, FileWriter, ListStream, Metadata, RenameMode,
-    WriteMode,
+    unsupported, Backend, Capabilities, FileReader, FileWriter, HashKind, ListStream, Metadata,
+    RenameMode, WriteMode,
 };
 use crate::{ErrorKind, Result, StoragePath};
 
@@ -286,6 +286,21 @@ impl S3Backend {
     async fn set_modified_now(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
         rename::set_modified(&self.bucket, path, modified).await
     }
+
+    /// One HEAD: the ETag when it is the content's MD5, or the stored
+    /// full-object CRC-32 (asked for with checksum mode, so only objects
+    /// uploaded with one have it; this backend's own uploads do not).
+    async fn checksum_now(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        const OP: &str = "checksum";
+        let checksums = kind == HashKind::Crc32;
+        match self.bucket.lookup_with(path, OP, checksums).await? {
+            Some(Found::File(info)) => Ok(info.checksum(kind)),
+            Some(Found::Dir(_)) => {
+                Err(self.error(ErrorKind::IsADirectory, OP, path, "is a folder"))
+            }
+            None => Err(self.error(ErrorKind::NotFound, OP, path, "no such file")),
+        }
+    }
 }
 
 #[async_trait]
@@ -350,6 +365,11 @@ impl Backend for S3Backend {
 
     async fn set_modified(&self, path: &StoragePath, modified: SystemTime) -> Result<()> {
         let result = self.set_modified_now(path, modified).await;
+        self.answered(result)
+    }
+
+    async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
+        let result = self.checksum_now(path, kind).await;
         self.answered(result)
     }
 }

@@ -9,7 +9,10 @@ use std::time::SystemTime;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass};
+use aws_sdk_s3::types::{
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ServerSideEncryption, StorageClass,
+};
 use futures::{StreamExt, TryStreamExt};
 
 use super::connector::Connector;
@@ -17,7 +20,7 @@ use super::error::RemoteInfo;
 use super::keys::{copy_source, Keys};
 use super::mtime::{self, MTIME_KEY};
 use super::pending::{PendingAborts, Retried};
-use crate::backend::{EntryKind, Metadata};
+use crate::backend::{EntryKind, HashKind, Metadata};
 use crate::{Result, StoragePath};
 
 /// Content type of the zero-byte object that marks a folder.
@@ -81,6 +84,14 @@ pub struct ObjectInfo {
     pub metadata: HashMap<String, String>,
     /// Content headers.
     pub headers: ContentHeaders,
+    /// The MD5 of the content, when the ETag is one: a single-part upload
+    /// (a multipart ETag ends in `-N`) stored without SSE-KMS or SSE-C
+    /// (whose ETags are not MD5s). Lowercase hex.
+    pub md5: Option<String>,
+    /// The full-object CRC-32 the server keeps for the object (lowercase
+    /// hex), when the HEAD asked for checksums and there is one; a
+    /// composite checksum of a multipart upload (`...-N`) is not one.
+    pub crc32: Option<String>,
 }
 
 impl ObjectInfo {
@@ -112,6 +123,16 @@ impl ObjectInfo {
                     .cloned(),
             },
             metadata,
+            md5: md5_of_etag(out),
+            crc32: full_object_crc32(out),
+        }
+    }
+
+    /// The object's checksum of `kind`, if the server told it.
+    pub fn checksum(&self, kind: HashKind) -> Option<String> {
+        match kind {
+            HashKind::Md5 => self.md5.clone(),
+            HashKind::Crc32 => self.crc32.clone(),
         }
     }
 
@@ -124,6 +145,38 @@ impl ObjectInfo {
             mode: None,
         }
     }
+}
+
+/// The MD5 an ETag stands for: only a plain (or SSE-S3) object's ETag of
+/// exactly 32 hex digits (quotes stripped) is its content's MD5.
+fn md5_of_etag(out: &HeadObjectOutput) -> Option<String> {
+    let plain = matches!(
+        out.server_side_encryption(),
+        None | Some(ServerSideEncryption::Aes256)
+    ) && out.sse_customer_algorithm().is_none();
+    if !plain {
+        return None;
+    }
+    let etag = out.e_tag()?.trim();
+    let etag = etag
+        .strip_prefix('"')
+        .and_then(|e| e.strip_suffix('"'))
+        .unwrap_or(etag);
+    crate::hash::normalize(HashKind::Md5, etag)
+}
+
+/// `x-amz-checksum-crc32` (base64 of the big-endian value) as hex, unless
+/// it is a composite checksum of parts.
+fn full_object_crc32(out: &HeadObjectOutput) -> Option<String> {
+    let value = out.checksum_crc32()?.trim();
+    if out.checksum_type() == Some(&ChecksumType::Composite) || value.contains('-') {
+        return None;
+    }
+    let bytes: [u8; 4] = aws_smithy_types::base64::decode(value)
+        .ok()?
+        .try_into()
+        .ok()?;
+    Some(format!("{:08x}", u32::from_be_bytes(bytes)))
 }
 
 /// What a folder lookup found.
@@ -175,6 +228,18 @@ impl Bucket {
     /// folder check first, and only if there is no folder is the HEAD
     /// repeated with retries, so a real server error is still reported.
     pub async fn lookup(&self, path: &StoragePath, op: &'static str) -> Result<Option<Found>> {
+        self.lookup_with(path, op, false).await
+    }
+
+    /// [`Bucket::lookup`]; with `checksums`, HEAD asks for the checksums
+    /// the server keeps (`x-amz-checksum-mode: ENABLED`), which fill
+    /// [`ObjectInfo::crc32`].
+    pub async fn lookup_with(
+        &self,
+        path: &StoragePath,
+        op: &'static str,
+        checksums: bool,
+    ) -> Result<Option<Found>> {
         if path.is_root() {
             return Ok(Some(Found::Dir(FolderInfo {
                 marker: false,
@@ -187,6 +252,7 @@ impl Bucket {
             .head_object()
             .bucket(&self.info.bucket)
             .key(&key)
+            .set_checksum_mode(checksums.then_some(ChecksumMode::Enabled))
             .customize()
             .config_override(aws_sdk_s3::Config::builder().retry_config(RetryConfig::disabled()))
             .send()
@@ -204,7 +270,7 @@ impl Bucket {
                         return Ok(Some(Found::Dir(folder)));
                     }
                     return Ok(self
-                        .head(&key, op, path)
+                        .head_with(&key, op, path, checksums)
                         .await?
                         .map(|f| Found::File(Box::new(f))));
                 }
@@ -215,7 +281,7 @@ impl Bucket {
                     if err.kind() != crate::ErrorKind::ConnectionLost {
                         return Err(err);
                     }
-                    self.head(&key, op, path).await?
+                    self.head_with(&key, op, path, checksums).await?
                 }
             },
         };
@@ -232,11 +298,23 @@ impl Bucket {
         op: &'static str,
         path: &StoragePath,
     ) -> Result<Option<ObjectInfo>> {
+        self.head_with(key, op, path, false).await
+    }
+
+    /// [`Bucket::head`], asking for stored checksums with `checksums`.
+    async fn head_with(
+        &self,
+        key: &str,
+        op: &'static str,
+        path: &StoragePath,
+        checksums: bool,
+    ) -> Result<Option<ObjectInfo>> {
         match self
             .client
             .head_object()
             .bucket(&self.info.bucket)
             .key(key)
+            .set_checksum_mode(checksums.then_some(ChecksumMode::Enabled))
             .send()
             .await
         {
@@ -563,5 +641,86 @@ impl Bucket {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> aws_sdk_s3::operation::head_object::builders::HeadObjectOutputBuilder {
+        HeadObjectOutput::builder()
+    }
+
+    #[test]
+    fn only_a_single_part_unencrypted_etag_is_an_md5() {
+        let md5 = |out: HeadObjectOutput| md5_of_etag(&out);
+        let etag = "\"B1946AC92492D2347C6235B4D2611184\"";
+        assert_eq!(
+            md5(head().e_tag(etag).build()).as_deref(),
+            Some("b1946ac92492d2347c6235b4d2611184")
+        );
+        assert_eq!(
+            md5(head()
+                .e_tag("b1946ac92492d2347c6235b4d2611184")
+                .server_side_encryption(ServerSideEncryption::Aes256)
+                .build())
+            .as_deref(),
+            Some("b1946ac92492d2347c6235b4d2611184"),
+            "no quotes, SSE-S3"
+        );
+        assert_eq!(
+            md5(head()
+                .e_tag("\"b1946ac92492d2347c6235b4d2611184-3\"")
+                .build()),
+            None,
+            "multipart"
+        );
+        assert_eq!(
+            md5(head()
+                .e_tag(etag)
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .build()),
+            None
+        );
+        assert_eq!(
+            md5(head().e_tag(etag).sse_customer_algorithm("AES256").build()),
+            None
+        );
+        assert_eq!(md5(head().build()), None);
+        assert_eq!(md5(head().e_tag("\"abc\"").build()), None);
+    }
+
+    #[test]
+    fn a_full_object_crc32_is_read_from_base64() {
+        let crc = |out: HeadObjectOutput| full_object_crc32(&out);
+        // CRC-32 of "hello\n" is 0x363a3020: bytes 36 3a 30 20 → "NjowIA==".
+        assert_eq!(
+            crc(head().checksum_crc32("NjowIA==").build()).as_deref(),
+            Some("363a3020")
+        );
+        assert_eq!(
+            crc(head()
+                .checksum_crc32("AAAAAA==")
+                .checksum_type(ChecksumType::FullObject)
+                .build())
+            .as_deref(),
+            Some("00000000")
+        );
+        assert_eq!(crc(head().checksum_crc32("NjowIA==-2").build()), None);
+        assert_eq!(
+            crc(head()
+                .checksum_crc32("NjowIA==")
+                .checksum_type(ChecksumType::Composite)
+                .build()),
+            None
+        );
+        assert_eq!(crc(head().checksum_crc32("not base64!").build()), None);
+        assert_eq!(
+            crc(head().checksum_crc32("NjowIDA=").build()),
+            None,
+            "5 bytes"
+        );
+        assert_eq!(crc(head().build()), None);
     }
 }

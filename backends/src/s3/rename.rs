@@ -142,6 +142,8 @@ async fn rename_folder(bucket: &Bucket, from: &StoragePath, to: &StoragePath) ->
                     etag: None,
                     metadata: Default::default(),
                     headers: ContentHeaders::default(),
+                    md5: None,
+                    crc32: None,
                 }
             };
             bucket.copy(&info, &target, None, OP, to).await
