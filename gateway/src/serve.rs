@@ -113,6 +113,8 @@ pub async fn run(settings: Settings) -> Result<()> {
                 SyncSides {
                     gateway: sync_storage.clone(),
                     remote: remote.backend.clone(),
+                    remote_folders_are_virtual: remote.settings.kind()
+                        == crate::config::RemoteKind::S3,
                 },
             ));
         }

@@ -61,6 +61,7 @@ fn sides(
     Ok(SyncSides {
         gateway: Arc::new(gateway),
         remote: remote.backend,
+        remote_folders_are_virtual: remote_settings.kind() == crate::config::RemoteKind::S3,
     })
 }
 

@@ -6,6 +6,7 @@
 
 use std::time::SystemTime;
 
+use backends::hash::Hasher;
 use backends::local::UPLOAD_PREFIX;
 use backends::{
     Backend, BackendError, ErrorKind, FileReader, FileWriter, HashKind, Metadata, RenameMode,
@@ -13,7 +14,6 @@ use backends::{
 };
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use md5::Digest;
 
 /// Bytes asked for by one read.
 const CHUNK: usize = 256 * 1024;
@@ -276,29 +276,26 @@ async fn verify(
 
 /// MD5 and CRC-32 of the bytes sent, so any checksum the destination
 /// offers can be compared without reading the copy back.
-#[derive(Default)]
-struct Hashes {
-    md5: md5::Md5,
-    crc32: crc32fast::Hasher,
+struct Hashes([Hasher; 2]);
+
+impl Default for Hashes {
+    fn default() -> Self {
+        Hashes(HashKind::ALL.map(Hasher::new))
+    }
 }
 
 impl Hashes {
     fn update(&mut self, data: &[u8]) {
-        self.md5.update(data);
-        self.crc32.update(data);
+        for h in &mut self.0 {
+            h.update(data);
+        }
     }
 
     fn hex(&self, kind: HashKind) -> String {
-        match kind {
-            HashKind::Md5 => self
-                .md5
-                .clone()
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            HashKind::Crc32 => format!("{:08x}", self.crc32.clone().finalize()),
-        }
+        self.0
+            .iter()
+            .find(|h| h.kind() == kind)
+            .map_or_else(String::new, |h| h.clone().finish())
     }
 }
 

@@ -106,6 +106,10 @@ pub struct RunRecord {
     pub started_ms: u64,
     /// End, when it has ended.
     pub ended_ms: Option<u64>,
+    /// When the counts were last saved during the run (a run that dies
+    /// keeps the counts and time of its last save).
+    #[serde(default)]
+    pub updated_ms: Option<u64>,
     /// How it ended.
     pub outcome: Outcome,
     /// The process that ran it.
@@ -134,9 +138,13 @@ impl RunRecord {
         UNIX_EPOCH + Duration::from_millis(self.started_ms)
     }
 
-    /// How long it took (so far, for a run still going).
+    /// How long it took (up to its last save for a run that died; so far,
+    /// roughly, for one still going).
     pub fn duration(&self) -> Duration {
-        let end = self.ended_ms.unwrap_or_else(|| millis(SystemTime::now()));
+        let end = self
+            .ended_ms
+            .or(self.updated_ms)
+            .unwrap_or_else(|| millis(SystemTime::now()));
         Duration::from_millis(end.saturating_sub(self.started_ms))
     }
 }
@@ -229,6 +237,7 @@ impl<'a> Records<'a> {
             trigger,
             started_ms: millis(now),
             ended_ms: None,
+            updated_ms: None,
             outcome: Outcome::Running,
             pid: std::process::id(),
             counts: Counts::default(),
@@ -236,19 +245,25 @@ impl<'a> Records<'a> {
         };
         let holder = LockHolder::for_this_process(record.id.clone());
         let value = encode("sync_locks", &holder)?;
+        // The record goes first: a process killed right after taking the
+        // lock still leaves a run that shows as interrupted.
+        self.save(&record)?;
+        let lost = |e: RecordError| {
+            let _ = self.store.delete(Table::SyncRuns, &record.id);
+            e
+        };
         for _ in 0..3 {
             if self.store.put_if_absent(Table::SyncLocks, sync, &value)? {
-                self.save(&record)?;
                 self.prune(sync)?;
                 return Ok(record);
             }
             match self.holder(sync)? {
                 Some(h) if h.alive() => {
-                    return Err(RecordError::AlreadyRunning {
+                    return Err(lost(RecordError::AlreadyRunning {
                         sync: sync.to_string(),
                         pid: h.pid,
                         run_id: h.run_id,
-                    })
+                    }))
                 }
                 Some(stale) => {
                     self.mark_interrupted(&stale.run_id)?;
@@ -258,17 +273,19 @@ impl<'a> Records<'a> {
             }
         }
         // Three lost races in a row: someone else keeps winning.
-        match self.holder(sync)? {
-            Some(h) => Err(RecordError::AlreadyRunning {
+        Err(lost(match self.holder(sync)? {
+            Some(h) => RecordError::AlreadyRunning {
                 sync: sync.to_string(),
                 pid: h.pid,
                 run_id: h.run_id,
-            }),
-            None => Err(RecordError::State(corrupt(
-                "sync_locks",
-                "the lock could not be taken",
-            ))),
-        }
+            },
+            None => RecordError::State(corrupt("sync_locks", "the lock could not be taken")),
+        }))
+    }
+
+    /// Saves a running record's progress.
+    pub fn update(&self, record: &RunRecord) -> Result<(), StateError> {
+        self.save(record)
     }
 
     /// Stores the final record and releases the lock.

@@ -27,6 +27,9 @@ use super::walk::{join, walk, Tree, WalkOptions};
 use crate::config::{AfterCopy, SyncDirection, SyncSettings};
 use crate::state::StateStore;
 
+/// How often a run saves its counts while it goes.
+const PROGRESS_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The two storages a sync runs between.
 #[derive(Clone)]
 pub struct SyncSides {
@@ -35,6 +38,9 @@ pub struct SyncSides {
     /// The remote's backend (in `serve`, the one live sessions use, so
     /// the sync shares its connection pool).
     pub remote: Arc<dyn Backend>,
+    /// The remote's folders exist only through what is in them (S3): a
+    /// missing remote folder is an empty one, not a mistake in the config.
+    pub remote_folders_are_virtual: bool,
 }
 
 /// What a run does, file by file, as decided before it starts.
@@ -214,7 +220,28 @@ pub async fn run(
     let mut record = records.begin(&settings.name, trigger)?;
     let state = RunState::default();
     let deadline = Instant::now() + settings.time_limit;
-    let work = execute(settings, sides, &state, observer);
+    let work = async {
+        // Save the counts now and then, so a run that dies shows what it did.
+        let saves = async {
+            let mut progress = record.clone();
+            loop {
+                tokio::time::sleep(PROGRESS_SAVE_INTERVAL).await;
+                progress.counts = state.counts();
+                progress.errors = state.errors();
+                progress.updated_ms = Some(millis(SystemTime::now()));
+                if let Err(e) = records.update(&progress) {
+                    tracing::warn!(
+                        sync = settings.name.as_str(),
+                        "cannot save the run's progress: {e}"
+                    );
+                }
+            }
+        };
+        tokio::select! {
+            r = execute(settings, sides, &state, observer) => r,
+            () = saves => unreachable!("the progress loop never ends"),
+        }
+    };
     let stopped = async {
         if stop.wait_for(|s| *s).await.is_err() {
             // The sender is gone: nobody can ask for a stop any more.
@@ -330,11 +357,14 @@ async fn prepare(
     let mut trees = [Tree::default(), Tree::default()];
     for (i, s) in [Side::Gateway, Side::Remote].into_iter().enumerate() {
         let (backend, top) = side(settings, sides, s);
+        // A missing source folder is an error (a typo in the config would
+        // otherwise look like a quiet sync), except where folders are
+        // virtual: an S3 prefix whose last file was pulled is gone.
         let is_source = match dir {
             Direction::Push => s == Side::Gateway,
             Direction::Pull => s == Side::Remote,
             Direction::TwoWay => false,
-        };
+        } && !(s == Side::Remote && sides.remote_folders_are_virtual);
         trees[i] = match walk(backend, top, &settings.filter, options).await {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound && !is_source => {
@@ -902,6 +932,7 @@ mod tests {
         let sides = SyncSides {
             gateway: Arc::new(LocalBackend::open(&gateway).unwrap()),
             remote: Arc::new(LocalBackend::open(&remote).unwrap()),
+            remote_folders_are_virtual: false,
         };
         let store = RedbStore::open(dirs[2].path()).unwrap();
         Fixture {
