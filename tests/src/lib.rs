@@ -24,6 +24,7 @@ pub mod mount;
 pub mod peers;
 pub mod s3d;
 pub mod sshd;
+pub mod sync;
 
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key
 /// generation at first start can take a while in a debug build).
@@ -891,6 +892,161 @@ impl RemoteConfig {
     }
 }
 
+/// One `[[syncs]]` entry; `None` fields and empty lists are left out
+/// (gateway defaults).
+#[derive(Debug, Clone, Default)]
+pub struct SyncConfig {
+    /// Name used by `gateway sync run NAME` and the history.
+    pub name: String,
+    /// Folder of the gateway's storage (`/outbound`).
+    pub folder: String,
+    /// A `[[remotes]]` name.
+    pub remote: String,
+    /// Path under the remote's root ("" = the root).
+    pub remote_path: String,
+    /// `push`, `pull` or `two_way`.
+    pub direction: String,
+    /// `keep` or `delete`.
+    pub after_copy: Option<String>,
+    /// e.g. "0s" (gateway default "30s").
+    pub settle: Option<String>,
+    /// e.g. "10m" (gateway default "24h").
+    pub time_limit: Option<String>,
+    /// Files copied at once (gateway default 4).
+    pub parallel: Option<u32>,
+    /// Remove folders left empty by deletes.
+    pub delete_empty_folders: Option<bool>,
+    /// A plain file name written at the destination when a run finishes.
+    pub trigger_file: Option<String>,
+    /// Interval schedule, e.g. "2s".
+    pub every: Option<String>,
+    /// Cron schedule (5 fields).
+    pub cron: Option<String>,
+    /// Time zone of `cron`.
+    pub time_zone: Option<String>,
+    /// Globs a synced file must match one of.
+    pub include: Vec<String>,
+    /// Globs a synced file must match none of.
+    pub exclude: Vec<String>,
+    /// Extra raw `key = value` lines (values already TOML-encoded).
+    pub extra: Vec<(String, String)>,
+}
+
+impl SyncConfig {
+    /// A sync of storage folder `folder` with `remote_path` of `remote`,
+    /// `direction` = `push`, `pull` or `two_way`; everything else the
+    /// gateway's defaults.
+    pub fn new(name: &str, folder: &str, remote: &str, remote_path: &str, direction: &str) -> Self {
+        Self {
+            name: name.into(),
+            folder: folder.into(),
+            remote: remote.into(),
+            remote_path: remote_path.into(),
+            direction: direction.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets `after_copy` (`keep` or `delete`).
+    pub fn after_copy(mut self, what: &str) -> Self {
+        self.after_copy = Some(what.into());
+        self
+    }
+
+    /// Sets `settle` (e.g. "0s").
+    pub fn settle(mut self, d: &str) -> Self {
+        self.settle = Some(d.into());
+        self
+    }
+
+    /// Sets `time_limit`.
+    pub fn time_limit(mut self, d: &str) -> Self {
+        self.time_limit = Some(d.into());
+        self
+    }
+
+    /// Sets `parallel`.
+    pub fn parallel(mut self, n: u32) -> Self {
+        self.parallel = Some(n);
+        self
+    }
+
+    /// Sets `delete_empty_folders`.
+    pub fn delete_empty_folders(mut self, yes: bool) -> Self {
+        self.delete_empty_folders = Some(yes);
+        self
+    }
+
+    /// Sets `trigger_file`.
+    pub fn trigger_file(mut self, name: &str) -> Self {
+        self.trigger_file = Some(name.into());
+        self
+    }
+
+    /// Sets `every` (e.g. "2s").
+    pub fn every(mut self, d: &str) -> Self {
+        self.every = Some(d.into());
+        self
+    }
+
+    /// Sets `cron` and, optionally, `time_zone`.
+    pub fn cron(mut self, spec: &str, time_zone: Option<&str>) -> Self {
+        self.cron = Some(spec.into());
+        self.time_zone = time_zone.map(str::to_owned);
+        self
+    }
+
+    /// Adds an `include` glob.
+    pub fn include(mut self, glob: &str) -> Self {
+        self.include.push(glob.into());
+        self
+    }
+
+    /// Adds an `exclude` glob.
+    pub fn exclude(mut self, glob: &str) -> Self {
+        self.exclude.push(glob.into());
+        self
+    }
+
+    /// The TOML text of this entry.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from("[[syncs]]\n");
+        let opt = |s: &mut String, k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                *s += &format!("{k} = {}\n", toml_str(v));
+            }
+        };
+        s += &format!("name = {}\n", toml_str(&self.name));
+        s += &format!("folder = {}\n", toml_str(&self.folder));
+        s += &format!("remote = {}\n", toml_str(&self.remote));
+        s += &format!("remote_path = {}\n", toml_str(&self.remote_path));
+        s += &format!("direction = {}\n", toml_str(&self.direction));
+        opt(&mut s, "after_copy", &self.after_copy);
+        opt(&mut s, "settle", &self.settle);
+        opt(&mut s, "time_limit", &self.time_limit);
+        if let Some(n) = self.parallel {
+            s += &format!("parallel = {n}\n");
+        }
+        if let Some(b) = self.delete_empty_folders {
+            s += &format!("delete_empty_folders = {b}\n");
+        }
+        opt(&mut s, "trigger_file", &self.trigger_file);
+        opt(&mut s, "every", &self.every);
+        opt(&mut s, "cron", &self.cron);
+        opt(&mut s, "time_zone", &self.time_zone);
+        if !self.include.is_empty() {
+            s += &format!("include = {}\n", toml_list(&self.include));
+        }
+        if !self.exclude.is_empty() {
+            s += &format!("exclude = {}\n", toml_list(&self.exclude));
+        }
+        for (k, v) in &self.extra {
+            s += &format!("{k} = {v}\n");
+        }
+        s
+    }
+}
+
 /// A whole gateway config file.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -912,6 +1068,8 @@ pub struct GatewayConfig {
     pub dedicated_ips: Option<Vec<String>>,
     /// `[[remotes]]` entries.
     pub remotes: Vec<RemoteConfig>,
+    /// `[[syncs]]` entries.
+    pub syncs: Vec<SyncConfig>,
 }
 
 impl GatewayConfig {
@@ -927,6 +1085,7 @@ impl GatewayConfig {
             users: vec![],
             dedicated_ips: None,
             remotes: vec![],
+            syncs: vec![],
         }
     }
 
@@ -958,6 +1117,10 @@ impl GatewayConfig {
         for u in &self.users {
             s += "\n";
             s += &u.to_toml();
+        }
+        for y in &self.syncs {
+            s += "\n";
+            s += &y.to_toml();
         }
         s
     }

@@ -1,0 +1,466 @@
+//! `Backend::checksum` against real servers, the backends built directly
+//! (no gateway): OpenSSH's sshd runs `md5sum` over an exec channel (and
+//! an SFTP-only account or a server without `md5sum` gives none, once
+//! and for all); S3 servers give a single-part object's MD5 as its ETag
+//! (a multipart upload's ETag is not one) and a stored CRC-32 when the
+//! object was uploaded with one; vsftpd and pure-ftpd offer no hash
+//! command at all, so they give none.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backends::dial::SourceAddresses;
+use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
+use backends::hash::of_bytes;
+use backends::pool::PoolSettings;
+use backends::s3::{S3Backend, S3Settings, MIN_PART_SIZE};
+use backends::sftp::{HostKeyPolicy, SftpBackend, SftpSettings};
+use backends::{Backend, BackendError, ErrorKind, HashKind, StoragePath, WriteMode};
+use bytes::Bytes;
+use e2e::ftpd::{FtpServer, FtpServerOptions};
+use e2e::s3d::{encode_key, xml_values, S3Server, S3ServerKind, BUCKET};
+use e2e::sshd::{Sshd, SshdOptions, TEST_PASSWORD, TEST_USER};
+use russh::keys::PublicKey;
+
+const MD5_HELLO: &str = "b1946ac92492d2347c6235b4d2611184";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn p(s: &str) -> StoragePath {
+    StoragePath::parse(s).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
+        .collect()
+}
+
+/// Writes `data` to `path` in pieces of at most 1 MiB.
+async fn put(b: &dyn Backend, path: &str, data: &[u8]) {
+    let mut w = b
+        .open_write(&p(path), WriteMode::Replace { exclusive: false })
+        .await
+        .unwrap_or_else(|e| panic!("open_write {path}: {e}"));
+    for chunk in data.chunks(1 << 20) {
+        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    w.close()
+        .await
+        .unwrap_or_else(|e| panic!("close {path}: {e}"));
+}
+
+async fn sum(b: &dyn Backend, path: &str, kind: HashKind) -> Option<String> {
+    b.checksum(&p(path), kind)
+        .await
+        .unwrap_or_else(|e| panic!("checksum {kind:?} of {path}: {e}"))
+}
+
+async fn sum_err(b: &dyn Backend, path: &str, kind: HashKind) -> ErrorKind {
+    match b.checksum(&p(path), kind).await {
+        Ok(s) => panic!("checksum {kind:?} of {path}: expected an error, got {s:?}"),
+        Err(e) => e.kind(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SFTP
+// ---------------------------------------------------------------------------
+
+/// Accepts exactly the key the test's sshd was started with.
+#[derive(Debug)]
+struct ExactKey(PublicKey);
+
+impl HostKeyPolicy for ExactKey {
+    fn check_enabled(&self) -> backends::Result<()> {
+        Ok(())
+    }
+    fn verify(&self, presented: &PublicKey) -> backends::Result<()> {
+        if presented.key_data() == self.0.key_data() {
+            Ok(())
+        } else {
+            Err(BackendError::new(
+                ErrorKind::PermissionDenied,
+                "connect",
+                "",
+                "unexpected host key",
+            ))
+        }
+    }
+}
+
+fn sftp_backend(sshd: &Sshd, root: &str) -> SftpBackend {
+    let host_key = PublicKey::from_openssh(sshd.host_key_line().trim()).unwrap();
+    SftpBackend::new(SftpSettings {
+        name: "sums".into(),
+        host: "127.0.0.1".into(),
+        port: sshd.port(),
+        username: TEST_USER.into(),
+        password: Some(TEST_PASSWORD.into()),
+        private_key: None,
+        root: root.into(),
+        sources: SourceAddresses::system(),
+        connect_timeout: Duration::from_secs(20),
+        host_keys: Arc::new(ExactKey(host_key)),
+        pool: PoolSettings {
+            max: 2,
+            wait: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        },
+    })
+}
+
+/// Names the login shell must get exactly: quotes, `$(...)`, backticks,
+/// a backslash, a leading dash, globs and non-ASCII letters.
+const AWKWARD_NAMES: [&str; 4] = [
+    "it's a \"test\" $(id) `id` ; * ?.txt",
+    "back\\slash\\",
+    "-n",
+    "ünï cødé 文件",
+];
+
+#[test]
+fn sftp_md5_comes_from_md5sum_on_the_server() {
+    let sshd = Sshd::start_default().unwrap();
+    let root = sshd.remote_dir("sums").unwrap();
+    let big = pattern(3 * (1 << 20) + 123, 7);
+    runtime().block_on(async {
+        let b = sftp_backend(&sshd, &root.display().to_string());
+        put(&b, "hello", b"hello\n").await;
+        put(&b, "empty", b"").await;
+        b.mkdir(&p("dir")).await.unwrap();
+        put(&b, "dir/big.bin", &big).await;
+        for name in AWKWARD_NAMES {
+            put(&b, &format!("dir/{name}"), name.as_bytes()).await;
+        }
+        assert_eq!(
+            sum(&b, "hello", HashKind::Md5).await.as_deref(),
+            Some(MD5_HELLO)
+        );
+        assert_eq!(
+            sum(&b, "empty", HashKind::Md5).await.as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        assert_eq!(
+            sum(&b, "dir/big.bin", HashKind::Md5).await,
+            Some(of_bytes(HashKind::Md5, &big))
+        );
+        for name in AWKWARD_NAMES {
+            assert_eq!(
+                sum(&b, &format!("dir/{name}"), HashKind::Md5).await,
+                Some(of_bytes(HashKind::Md5, name.as_bytes())),
+                "{name}"
+            );
+        }
+        // No command computes CRC-32 everywhere (cksum's CRC is another).
+        assert_eq!(sum(&b, "hello", HashKind::Crc32).await, None);
+        assert_eq!(
+            sum_err(&b, "missing", HashKind::Md5).await,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            sum_err(&b, "dir", HashKind::Md5).await,
+            ErrorKind::IsADirectory
+        );
+        assert!(!b.exec_checksums_unavailable());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = b.pool_stats();
+        assert_eq!(stats.open, stats.idle, "connections still out: {stats:?}");
+
+        // A root relative to the login folder (/var/lib/gwtest): the login
+        // shell is given the absolute path SFTP means.
+        let relative = format!("../../..{}", root.display());
+        let b = sftp_backend(&sshd, &relative);
+        assert_eq!(b.stat(&p("hello")).await.unwrap().size, 6);
+        assert_eq!(
+            sum(&b, "hello", HashKind::Md5).await.as_deref(),
+            Some(MD5_HELLO)
+        );
+        assert_eq!(
+            sum(&b, "dir/back\\slash\\", HashKind::Md5).await,
+            Some(of_bytes(HashKind::Md5, b"back\\slash\\"))
+        );
+    });
+}
+
+/// Checks `b` gives no MD5, remembers so (the next call answers at once)
+/// and still works for SFTP.
+async fn no_md5_and_remembered(b: &SftpBackend) {
+    put(b, "hello", b"hello\n").await;
+    assert!(!b.exec_checksums_unavailable());
+    assert_eq!(sum(b, "hello", HashKind::Md5).await, None);
+    assert!(b.exec_checksums_unavailable());
+    let started = Instant::now();
+    assert_eq!(sum(b, "hello", HashKind::Md5).await, None);
+    // Not even a missing file is looked at any more.
+    assert_eq!(sum(b, "missing", HashKind::Md5).await, None);
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(b.stat(&p("hello")).await.unwrap().size, 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = b.pool_stats();
+    assert_eq!(stats.open, stats.idle, "connections still out: {stats:?}");
+}
+
+/// `ForceCommand internal-sftp`: the server accepts the command but runs
+/// its SFTP server instead, which ends at once on the closed stdin.
+#[test]
+fn sftp_only_account_gives_no_md5() {
+    let sshd = Sshd::start(SshdOptions {
+        extra_config: vec!["ForceCommand internal-sftp".into()],
+        ..SshdOptions::default()
+    })
+    .unwrap();
+    let root = sshd.remote_dir("sums").unwrap();
+    runtime().block_on(async {
+        let b = sftp_backend(&sshd, &root.display().to_string());
+        let started = Instant::now();
+        no_md5_and_remembered(&b).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+/// A server where the login shell finds no `md5sum` (exit 127).
+#[test]
+fn sftp_without_md5sum_gives_no_md5() {
+    let sshd = Sshd::start(SshdOptions {
+        extra_config: vec!["SetEnv PATH=/nonexistent".into()],
+        ..SshdOptions::default()
+    })
+    .unwrap();
+    let root = sshd.remote_dir("sums").unwrap();
+    runtime().block_on(async {
+        let b = sftp_backend(&sshd, &root.display().to_string());
+        no_md5_and_remembered(&b).await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// S3
+// ---------------------------------------------------------------------------
+
+fn s3_settings(server: &S3Server) -> S3Settings {
+    let mut s = S3Settings::new(
+        "sums",
+        server.endpoint(),
+        server.bucket(),
+        server.access_key(),
+        server.secret_key(),
+    );
+    s.region = server.region().into();
+    s.connect_timeout = Duration::from_secs(10);
+    s.io_timeout = Duration::from_secs(30);
+    s.part_size = MIN_PART_SIZE;
+    s
+}
+
+/// Uploads `data` as `key` in one part of a multipart upload, with curl:
+/// its ETag is then `<md5 of the part's md5>-1`, no MD5 of the content.
+fn put_one_part_upload(server: &S3Server, key: &str, data: &[u8]) {
+    let path = format!("/{BUCKET}/{}", encode_key(key));
+    let r = server
+        .request("POST", &format!("{path}?uploads="), Some(b""))
+        .unwrap();
+    assert!(r.ok(), "CreateMultipartUpload: {r}");
+    let id = xml_values(&r.text(), "UploadId")
+        .pop()
+        .expect("an UploadId");
+    let r = server
+        .request(
+            "PUT",
+            &format!("{path}?partNumber=1&uploadId={id}"),
+            Some(data),
+        )
+        .unwrap();
+    assert!(r.ok(), "UploadPart: {r}");
+    let body = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>\
+         <ETag>\"{}\"</ETag></Part></CompleteMultipartUpload>",
+        of_bytes(HashKind::Md5, data)
+    );
+    let r = server
+        .request(
+            "POST",
+            &format!("{path}?uploadId={id}"),
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+    assert!(r.ok(), "CompleteMultipartUpload: {r}");
+}
+
+fn s3_checksums(kind: S3ServerKind) {
+    let server = S3Server::start(kind).unwrap();
+    let small = pattern(100_000, 3);
+    put_one_part_upload(&server, "dir/one-part.bin", b"hello\n");
+    runtime().block_on(async {
+        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        put(&b, "hello", b"hello\n").await;
+        put(&b, "empty", b"").await;
+        put(&b, "dir/small.bin", &small).await;
+        assert_eq!(
+            sum(&b, "hello", HashKind::Md5).await.as_deref(),
+            Some(MD5_HELLO),
+            "{kind:?}"
+        );
+        assert_eq!(
+            sum(&b, "empty", HashKind::Md5).await.as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e"),
+            "{kind:?}"
+        );
+        assert_eq!(
+            sum(&b, "dir/small.bin", HashKind::Md5).await,
+            Some(of_bytes(HashKind::Md5, &small)),
+            "{kind:?}"
+        );
+        assert_eq!(
+            sum(&b, "dir/one-part.bin", HashKind::Md5).await,
+            None,
+            "{kind:?}: a multipart ETag is no MD5"
+        );
+        // This backend uploads without checksums: none is stored.
+        assert_eq!(sum(&b, "hello", HashKind::Crc32).await, None, "{kind:?}");
+        assert_eq!(
+            sum_err(&b, "missing", HashKind::Md5).await,
+            ErrorKind::NotFound,
+            "{kind:?}"
+        );
+        assert_eq!(
+            sum_err(&b, "dir", HashKind::Md5).await,
+            ErrorKind::IsADirectory,
+            "{kind:?}"
+        );
+        assert_eq!(
+            sum_err(&b, "", HashKind::Crc32).await,
+            ErrorKind::IsADirectory,
+            "{kind:?}: the root"
+        );
+    });
+    // An object another client uploaded with its CRC-32: the server keeps
+    // it and tells it when asked (checksum mode).
+    let reply = server
+        .request_as(
+            "PUT",
+            &format!("/{BUCKET}/{}", encode_key("with-crc")),
+            Some(b"hello\n"),
+            server.access_key(),
+            server.secret_key(),
+            &[
+                "x-amz-checksum-crc32: NjowIA==",
+                "x-amz-sdk-checksum-algorithm: CRC32",
+            ],
+        )
+        .unwrap();
+    assert!(reply.ok(), "{kind:?}: {reply}");
+    runtime().block_on(async {
+        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        let crc = sum(&b, "with-crc", HashKind::Crc32).await;
+        eprintln!("{kind:?}: CRC-32 of an object uploaded with one: {crc:?}");
+        assert_eq!(crc.as_deref(), Some("363a3020"), "{kind:?}");
+        assert_eq!(
+            sum(&b, "with-crc", HashKind::Md5).await.as_deref(),
+            Some(MD5_HELLO),
+            "{kind:?}"
+        );
+    });
+}
+
+#[test]
+fn s3_checksums_on_s3sfs() {
+    s3_checksums(S3ServerKind::S3sFs);
+}
+
+/// A file larger than a part goes up as a multipart upload: no MD5. Only
+/// on s3s-fs: moto (5.x) answers CompleteMultipartUpload with the root
+/// element `CompleteMultipartUploadResponse`, which the SDK refuses.
+#[test]
+fn s3_multipart_upload_has_no_md5() {
+    let server = S3Server::start(S3ServerKind::S3sFs).unwrap();
+    let data = pattern(2 * MIN_PART_SIZE + 1000, 5);
+    runtime().block_on(async {
+        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        put(&b, "multi.bin", &data).await;
+        assert_eq!(
+            b.stat(&p("multi.bin")).await.unwrap().size,
+            data.len() as u64
+        );
+        for kind in HashKind::ALL {
+            assert_eq!(sum(&b, "multi.bin", kind).await, None, "{kind:?}");
+        }
+    });
+}
+
+#[test]
+fn s3_checksums_on_moto() {
+    s3_checksums(S3ServerKind::Moto);
+}
+
+// ---------------------------------------------------------------------------
+// FTP
+// ---------------------------------------------------------------------------
+
+fn ftp_backend(server: &FtpServer) -> FtpBackend {
+    FtpBackend::new(FtpSettings {
+        name: "sums".into(),
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        username: server.user().into(),
+        password: server.password().into(),
+        tls: FtpTls::Never,
+        certificate: CertificateCheck::AllowAny,
+        root: String::new(),
+        sources: SourceAddresses::system(),
+        connect_timeout: Duration::from_secs(20),
+        io_timeout: Duration::from_secs(30),
+        atomic_uploads: true,
+        pool: PoolSettings {
+            max: 2,
+            wait: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        },
+    })
+    .unwrap()
+}
+
+/// Whatever FEAT offers decides: a hash command gives the right checksum,
+/// none gives `None` (both servers here offer none).
+fn ftp_checksums(options: FtpServerOptions, what: &str) {
+    let server = FtpServer::start(options).unwrap();
+    runtime().block_on(async {
+        let b = ftp_backend(&server);
+        put(&b, "hello", b"hello\n").await;
+        let features = b.probe().await.unwrap().features;
+        eprintln!("{what} FEAT: {features:?}");
+        let offers = |words: &[&str]| {
+            features.iter().any(|l| {
+                let name = l.split_whitespace().next().unwrap_or("");
+                words.iter().any(|w| name.eq_ignore_ascii_case(w))
+            })
+        };
+        assert!(
+            !offers(&["HASH", "XMD5", "XCRC"]),
+            "{what} now offers a hash command: {features:?}; expect checksums from it"
+        );
+        for kind in HashKind::ALL {
+            assert_eq!(sum(&b, "hello", kind).await, None, "{what}: {kind:?}");
+        }
+    });
+}
+
+#[test]
+fn ftp_checksums_on_vsftpd() {
+    ftp_checksums(FtpServerOptions::vsftpd(), "vsftpd");
+}
+
+#[test]
+fn ftp_checksums_on_pure_ftpd() {
+    ftp_checksums(FtpServerOptions::pure_ftpd(), "pure-ftpd");
+}
