@@ -171,6 +171,27 @@ fn root_error(operation: &'static str) -> BackendError {
     )
 }
 
+/// A hidden name beside `path` for an upload in progress
+/// (`.gw-upload-<random>-<name>`): listings of every backend hide it, and
+/// renaming it onto `path` publishes the upload whole. Shared by the remote
+/// backends and by callers that publish by renaming themselves (syncs).
+pub fn hidden_upload_path(path: &StoragePath) -> Result<StoragePath> {
+    let name = path.file_name().unwrap_or("file");
+    let temp = format!(
+        "{UPLOAD_PREFIX}{}-{}",
+        random_suffix(),
+        name.chars().take(64).collect::<String>()
+    );
+    path.parent().unwrap_or_default().child(&temp).map_err(|e| {
+        BackendError::new(
+            ErrorKind::InvalidPath,
+            "write",
+            path.as_str(),
+            e.to_string(),
+        )
+    })
+}
+
 /// 16 random hex digits for temporary upload names (shared by the remote
 /// backends, which use the same hidden-name scheme).
 pub(crate) fn random_suffix() -> String {

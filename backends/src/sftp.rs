@@ -34,7 +34,7 @@ use crate::backend::{
     Metadata, RenameMode, SpaceInfo, WriteMode,
 };
 use crate::dial::{dial, SourceAddresses};
-use crate::local::{random_suffix, UPLOAD_PREFIX};
+use crate::local::{hidden_upload_path, UPLOAD_PREFIX};
 use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
@@ -856,14 +856,14 @@ impl Backend for SftpBackend {
     }
 
     async fn open_write(&self, path: &StoragePath, mode: WriteMode) -> Result<Box<dyn FileWriter>> {
-        let Some(name) = path.file_name() else {
+        if path.is_root() {
             return Err(BackendError::new(
                 ErrorKind::PermissionDenied,
                 "write",
                 "",
                 "the root folder cannot be written",
             ));
-        };
+        }
         let final_remote = self.remote(path);
         let mut conn = self.pool.get().await?;
         let (target, position, publish) = match mode {
@@ -891,20 +891,7 @@ impl Backend for SftpBackend {
                         None => {}
                     }
                 }
-                let parent = path.parent().unwrap_or_default();
-                let temp_name = format!(
-                    "{UPLOAD_PREFIX}{}-{}",
-                    random_suffix(),
-                    name.chars().take(64).collect::<String>()
-                );
-                let temp = parent.child(&temp_name).map_err(|e| {
-                    BackendError::new(
-                        ErrorKind::InvalidPath,
-                        "write",
-                        path.as_str(),
-                        e.to_string(),
-                    )
-                })?;
+                let temp = hidden_upload_path(path)?;
                 (self.remote(&temp), 0, Some((final_remote, exclusive)))
             }
             WriteMode::Resume { offset } => (final_remote, offset, None),

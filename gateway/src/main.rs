@@ -49,13 +49,8 @@ fn main() -> ExitCode {
         },
         Command::Keygen { out, comment } => report(remote_cli::keygen(&out, &comment)),
         Command::Remote { command, config } => {
-            let settings = match config::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => return config_failed(&e),
-            };
-            logging::init_quiet();
-            let runtime = match runtime() {
-                Ok(r) => r,
+            let (settings, runtime) = match tool_setup(config.as_deref()) {
+                Ok(x) => x,
                 Err(code) => return code,
             };
             report(match command {
@@ -69,13 +64,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Sync { command, config } => {
-            let settings = match config::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => return config_failed(&e),
-            };
-            logging::init_quiet();
-            let runtime = match runtime() {
-                Ok(r) => r,
+            let (settings, runtime) = match tool_setup(config.as_deref()) {
+                Ok(x) => x,
                 Err(code) => return code,
             };
             match command {
@@ -120,6 +110,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// What the admin commands (`remote`, `sync`) need: the validated config,
+/// quiet logging and a runtime; or the exit code after saying why not.
+fn tool_setup(
+    config: Option<&std::path::Path>,
+) -> Result<(config::Settings, tokio::runtime::Runtime), ExitCode> {
+    let settings = config::load(config).map_err(|e| config_failed(&e))?;
+    logging::init_quiet();
+    Ok((settings, runtime()?))
 }
 
 /// The multi-threaded tokio runtime, or the exit code after saying why not.

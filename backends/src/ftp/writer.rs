@@ -17,7 +17,7 @@ use super::control::Control;
 use super::error::FtpError;
 use super::stream::MaybeTls;
 use crate::backend::{FileWriter, RenameMode, WriteMode};
-use crate::local::{random_suffix, UPLOAD_PREFIX};
+use crate::local::hidden_upload_path;
 use crate::pool::Pooled;
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
@@ -176,7 +176,7 @@ async fn start(
             }
             let plan = if backend.settings().atomic_uploads {
                 Plan {
-                    target: c.path(&temporary_name(path)?),
+                    target: c.path(&hidden_upload_path(path)?),
                     publish: Some((final_remote, exclusive)),
                     remove_on_failure: true,
                     position: 0,
@@ -252,20 +252,6 @@ async fn start(
 
 fn refuse(kind: ErrorKind, path: &StoragePath, message: &str) -> BackendError {
     BackendError::new(kind, "write", path.as_str(), message)
-}
-
-/// A hidden name beside `path` for an atomic upload.
-fn temporary_name(path: &StoragePath) -> Result<StoragePath> {
-    let name = path.file_name().unwrap_or("file");
-    let temp = format!(
-        "{UPLOAD_PREFIX}{}-{}",
-        random_suffix(),
-        name.chars().take(64).collect::<String>()
-    );
-    path.parent()
-        .unwrap_or_default()
-        .child(&temp)
-        .map_err(|e| refuse(ErrorKind::InvalidPath, path, &e.to_string()))
 }
 
 #[async_trait::async_trait]

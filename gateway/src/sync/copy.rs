@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use backends::hash::Hasher;
-use backends::local::UPLOAD_PREFIX;
+use backends::local::hidden_upload_path;
 use backends::{
     Backend, BackendError, ErrorKind, FileReader, FileWriter, HashKind, Metadata, RenameMode,
     StoragePath, WriteMode,
@@ -153,24 +153,7 @@ impl Target {
                 temp: None,
             });
         }
-        let name = path.file_name().unwrap_or("file");
-        let temp_name = format!(
-            "{UPLOAD_PREFIX}{}-{}",
-            random_hex(),
-            name.chars().take(64).collect::<String>()
-        );
-        let temp = path
-            .parent()
-            .unwrap_or_default()
-            .child(&temp_name)
-            .map_err(|e| {
-                BackendError::new(
-                    ErrorKind::InvalidPath,
-                    "write",
-                    path.as_str(),
-                    e.to_string(),
-                )
-            })?;
+        let temp = hidden_upload_path(path)?;
         Ok(Target {
             writer: to.open_write(&temp, mode).await?,
             temp: Some(temp),
@@ -297,13 +280,6 @@ impl Hashes {
             .find(|h| h.kind() == kind)
             .map_or_else(String::new, |h| h.clone().finish())
     }
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 8];
-    // A failing RNG only makes the name less unique; it is still hidden.
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
