@@ -51,7 +51,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use backends::dial::SourceAddresses;
+use backends::ftp::{CertificateCheck, FtpSettings, FtpTls};
 
+use crate::direct::pool_settings;
 pub use crate::peers::{established_in_range, ConnectionSampler, SamplerReport, TcpConn};
 use crate::run_with_timeout;
 use crate::sshd::{chown_to_test_user, listening_on_port, test_user_ids, TEST_PASSWORD, TEST_USER};
@@ -657,6 +660,46 @@ impl FtpServer {
     /// The password ([`TEST_PASSWORD`]).
     pub fn password(&self) -> &'static str {
         TEST_PASSWORD
+    }
+
+    /// A `[[remotes]]` entry named `name` for this server: its login, TLS
+    /// matching the server (`never`; `require` or `require_implicit`
+    /// trusting its test CA), `connect_timeout = "10s"`, `io_timeout = "30s"`.
+    pub fn remote_config(&self, name: &str) -> crate::RemoteConfig {
+        let r = crate::RemoteConfig::ftp(name, "127.0.0.1", self.port(), self.user())
+            .password(self.password())
+            .io_timeout("30s");
+        let mut r = match self.opts.tls {
+            FtpServerTls::None => r.tls("never"),
+            FtpServerTls::Explicit { .. } => r.tls("require").ca_file(&self.ca_file()),
+            FtpServerTls::Implicit => r.tls("require_implicit").ca_file(&self.ca_file()),
+        };
+        r.connect_timeout = Some("10s".into());
+        r
+    }
+
+    /// Settings for an [`FtpBackend`](backends::ftp::FtpBackend) built
+    /// directly (no gateway) on this server: remote `name`, its login,
+    /// plain FTP (`tls` never, any certificate), the root folder, the
+    /// system's source addresses, atomic uploads, 20 s to connect, 30 s
+    /// per exchange, a pool of at most 2 connections. Change the fields a
+    /// test needs otherwise (`FtpSettings { tls, ..backend_settings(n) }`).
+    pub fn backend_settings(&self, name: &str) -> FtpSettings {
+        FtpSettings {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: self.port(),
+            username: self.user().into(),
+            password: self.password().into(),
+            tls: FtpTls::Never,
+            certificate: CertificateCheck::AllowAny,
+            root: String::new(),
+            sources: SourceAddresses::system(),
+            connect_timeout: Duration::from_secs(20),
+            io_timeout: Duration::from_secs(30),
+            atomic_uploads: true,
+            pool: pool_settings(2),
+        }
     }
 
     /// `ftp://127.0.0.1:PORT/<path>` (`ftps://` for implicit TLS); `path`

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod direct;
 pub mod ftpd;
 pub mod mount;
 pub mod peers;
@@ -261,20 +262,27 @@ impl LineLog {
     }
 }
 
-fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: Arc<LineLog>) {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(r);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    log.push(strip_ansi(line.trim_end_matches(['\n', '\r'])));
-                }
+/// Hands each line of `r` to `on_line` (line ending and ANSI escapes
+/// removed, invalid UTF-8 replaced) until end of stream or a read error.
+/// Blocks: run it on a reader thread.
+pub fn for_each_line(r: impl Read, mut on_line: impl FnMut(String)) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                on_line(strip_ansi(line.trim_end_matches(['\n', '\r'])));
             }
         }
+    }
+}
+
+fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: Arc<LineLog>) {
+    thread::spawn(move || {
+        for_each_line(r, |line| log.push(line));
         log.close();
     });
 }
@@ -405,6 +413,17 @@ impl Gateway {
             self.label,
             self.stdout.text(),
             self.stderr.text()
+        )
+    }
+
+    /// The logs of `gw` (or a note that it is not running) followed by
+    /// `server_logs`: the failure context of a test that runs the gateway
+    /// in front of its own remote server.
+    pub fn logs_with(gw: Option<&Gateway>, server_logs: &str) -> String {
+        format!(
+            "{}\n{server_logs}",
+            gw.map(Gateway::logs)
+                .unwrap_or_else(|| "(gateway not running)".into()),
         )
     }
 

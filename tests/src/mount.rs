@@ -94,13 +94,7 @@ impl MountedGateway {
 
     /// The gateway's logs followed by `server_logs`, for failure messages.
     pub fn logs_with(&self, server_logs: &str) -> String {
-        format!(
-            "{}\n{server_logs}",
-            self.gw
-                .as_ref()
-                .map(|g| g.logs())
-                .unwrap_or_else(|| "(gateway not running)".into()),
-        )
+        Gateway::logs_with(self.gw.as_ref(), server_logs)
     }
 
     /// An sftp client logging in to the gateway as alice with her key.

@@ -53,6 +53,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use backends::s3::{S3Settings, MIN_PART_SIZE};
 
 use crate::peers::established_in_range;
 pub use crate::peers::{ConnectionSampler, SamplerReport, TcpConn};
@@ -434,6 +435,43 @@ impl S3Server {
     /// `bucket_dir()/KEY`. None for moto.
     pub fn bucket_dir(&self) -> Option<PathBuf> {
         self.data_dir().map(|d| d.join(BUCKET))
+    }
+
+    /// A `[[remotes]]` entry named `name` for this server: its endpoint,
+    /// bucket and credentials, everything else the gateway's defaults but
+    /// the timeouts (`connect_timeout = "10s"`, `io_timeout = "30s"`).
+    pub fn remote_config(&self, name: &str) -> crate::RemoteConfig {
+        let mut r = crate::RemoteConfig::s3(
+            name,
+            &self.endpoint(),
+            self.bucket(),
+            self.access_key(),
+            self.secret_key(),
+        )
+        .io_timeout("30s");
+        r.connect_timeout = Some("10s".into());
+        r
+    }
+
+    /// Settings for an [`S3Backend`](backends::s3::S3Backend) built
+    /// directly (no gateway) on this server: remote `name`, its bucket,
+    /// region and credentials, the smallest part size S3 allows (so a few
+    /// MiB make a multipart upload), 10 s to connect, 30 s per request;
+    /// everything else [`S3Settings::new`]'s defaults (no root, the
+    /// system's source addresses).
+    pub fn backend_settings(&self, name: &str) -> S3Settings {
+        let mut s = S3Settings::new(
+            name,
+            self.endpoint(),
+            self.bucket(),
+            self.access_key(),
+            self.secret_key(),
+        );
+        s.region = self.region().into();
+        s.connect_timeout = Duration::from_secs(10);
+        s.io_timeout = Duration::from_secs(30);
+        s.part_size = MIN_PART_SIZE;
+        s
     }
 
     /// An rclone config section `[name]` for this server (s3 backend,

@@ -20,7 +20,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use backends::dial::SourceAddresses;
+use backends::sftp::{HostKeyPolicy, SftpSettings};
+use backends::{BackendError, ErrorKind};
+use russh::keys::PublicKey;
 
+use crate::direct::pool_settings;
 use crate::{run_with_timeout, toml_str, CmdOutput, GatewayCommand};
 
 /// The system account the tests' sshd lets in (created by `scripts/test.sh`).
@@ -577,6 +582,29 @@ impl Sshd {
         crate::RemoteConfig::sftp(name, "127.0.0.1", self.port, TEST_USER).password(TEST_PASSWORD)
     }
 
+    /// Settings for an [`SftpBackend`](backends::sftp::SftpBackend) built
+    /// directly (no gateway) on this server: remote `name`, [`TEST_USER`]
+    /// with [`TEST_PASSWORD`], folder `root` on the server, the system's
+    /// source addresses, 20 s to connect, a pool of at most 2 connections,
+    /// and only this server's host key accepted ([`ExactKey`]).
+    pub fn backend_settings(&self, name: &str, root: &str) -> SftpSettings {
+        let host_key =
+            PublicKey::from_openssh(self.host_key_line().trim()).expect("sshd's host key line");
+        SftpSettings {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: TEST_USER.into(),
+            password: Some(TEST_PASSWORD.into()),
+            private_key: None,
+            root: root.into(),
+            sources: SourceAddresses::system(),
+            connect_timeout: Duration::from_secs(20),
+            host_keys: std::sync::Arc::new(ExactKey(host_key)),
+            pool: pool_settings(2),
+        }
+    }
+
     /// The log, config and stderr for failure messages.
     pub fn logs(&self) -> String {
         format!(
@@ -585,6 +613,29 @@ impl Sshd {
             self.dir.path().display(),
             self.log()
         )
+    }
+}
+
+/// A host-key policy for a backend built directly (no gateway) that
+/// accepts exactly the key the test's sshd was started with.
+#[derive(Debug)]
+pub struct ExactKey(pub PublicKey);
+
+impl HostKeyPolicy for ExactKey {
+    fn check_enabled(&self) -> backends::Result<()> {
+        Ok(())
+    }
+    fn verify(&self, presented: &PublicKey) -> backends::Result<()> {
+        if presented.key_data() == self.0.key_data() {
+            Ok(())
+        } else {
+            Err(BackendError::new(
+                ErrorKind::PermissionDenied,
+                "connect",
+                "",
+                "unexpected host key",
+            ))
+        }
     }
 }
 

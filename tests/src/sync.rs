@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fmt;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -32,8 +32,8 @@ use crate::ftpd::{FtpServer, FtpServerOptions, FtpServerTls};
 use crate::s3d::{S3Server, S3ServerKind};
 use crate::sshd::{chown_to_test_user, gateway_run, Sshd};
 use crate::{
-    strip_ansi, CmdOutput, Gateway, GatewayCommand, GatewayConfig, RemoteConfig, SyncConfig,
-    TestEnv,
+    for_each_line, strip_ansi, CmdOutput, Gateway, GatewayCommand, GatewayConfig, RemoteConfig,
+    SyncConfig, TestEnv,
 };
 
 /// The sync's name in the shared scenarios.
@@ -256,44 +256,36 @@ pub fn is_temp(rel: &str) -> bool {
 
 /// Relative paths of every file (not folder) under `root`, sorted.
 pub fn walk_files(root: &Path) -> Result<Vec<String>> {
-    let mut out = vec![];
-    if !root.exists() {
-        return Ok(out);
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let e = e?;
-            let ft = e.file_type()?;
-            let p = e.path();
-            if ft.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(root)?.to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(walk(root)?.0.into_iter().collect())
 }
 
 /// Relative paths of every folder under `root` (not `root` itself).
 pub fn walk_folders(root: &Path) -> Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
+    Ok(walk(root)?.1)
+}
+
+/// Relative paths of every file and of every folder under `root` (not
+/// `root` itself); both empty when `root` does not exist.
+fn walk(root: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let (mut files, mut folders) = (BTreeSet::new(), BTreeSet::new());
     if !root.exists() {
-        return Ok(out);
+        return Ok((files, folders));
     }
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let e = e?;
+            let p = e.path();
+            let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
             if e.file_type()?.is_dir() {
-                out.insert(e.path().strip_prefix(root)?.to_string_lossy().into_owned());
-                stack.push(e.path());
+                folders.insert(rel);
+                stack.push(p);
+            } else {
+                files.insert(rel);
             }
         }
     }
-    Ok(out)
+    Ok((files, folders))
 }
 
 /// The hidden temporary uploads under `root`.
@@ -398,6 +390,55 @@ impl fmt::Display for Act {
     }
 }
 
+impl Act {
+    /// Every action a real run prints a line for.
+    const ALL: [Act; 7] = [
+        Act::CopyPush,
+        Act::CopyPull,
+        Act::DeleteGateway,
+        Act::DeleteRemote,
+        Act::Hold,
+        Act::Skip,
+        Act::Fail,
+    ];
+
+    /// The actions a dry run lists (`would` + the [`Display`](fmt::Display) form).
+    const PLANNED: [Act; 5] = [
+        Act::CopyPush,
+        Act::CopyPull,
+        Act::DeleteGateway,
+        Act::DeleteRemote,
+        Act::Hold,
+    ];
+
+    /// How a real run's line starts (`copied push`, `held`, ...).
+    fn done(self) -> &'static str {
+        match self {
+            Act::CopyPush => "copied push",
+            Act::CopyPull => "copied pull",
+            Act::DeleteGateway => "deleted gateway",
+            Act::DeleteRemote => "deleted remote",
+            Act::Hold => "held",
+            Act::Skip => "skipped",
+            Act::Fail => "failed",
+        }
+    }
+
+    /// The path in what follows the action in its line: `P`, `P (why)`
+    /// (hold, skip) or `P: error` (fail).
+    fn path_in(self, rest: &str) -> String {
+        match self {
+            Act::Hold | Act::Skip => strip_why(rest),
+            Act::Fail => rest
+                .split_once(": ")
+                .map(|(p, _)| p)
+                .unwrap_or(rest)
+                .to_string(),
+            _ => rest.to_string(),
+        }
+    }
+}
+
 /// A set of (action, relative path).
 pub type Actions = BTreeSet<(Act, String)>;
 
@@ -427,35 +468,15 @@ fn strip_why(rest: &str) -> String {
 
 /// Parses one action line of a real run (`copied push P`, ...).
 pub fn parse_run_line(line: &str) -> Option<(Act, String)> {
-    let (act, rest) = if let Some(r) = line.strip_prefix("copied push ") {
-        (Act::CopyPush, r.to_string())
-    } else if let Some(r) = line.strip_prefix("copied pull ") {
-        (Act::CopyPull, r.to_string())
-    } else if let Some(r) = line.strip_prefix("deleted gateway ") {
-        (Act::DeleteGateway, r.to_string())
-    } else if let Some(r) = line.strip_prefix("deleted remote ") {
-        (Act::DeleteRemote, r.to_string())
-    } else if let Some(r) = line.strip_prefix("held ") {
-        (Act::Hold, strip_why(r))
-    } else if let Some(r) = line.strip_prefix("skipped ") {
-        (Act::Skip, strip_why(r))
-    } else if let Some(r) = line.strip_prefix("failed ") {
-        (
-            Act::Fail,
-            r.split_once(": ").map(|(p, _)| p).unwrap_or(r).to_string(),
-        )
-    } else {
-        return None;
-    };
-    Some((act, rest))
+    Act::ALL.into_iter().find_map(|act| {
+        let rest = line.strip_prefix(act.done())?.strip_prefix(' ')?;
+        Some((act, act.path_in(rest)))
+    })
 }
 
 /// The actions a real run printed.
 pub fn run_actions(out: &CmdOutput) -> Actions {
-    out_lines(out)
-        .iter()
-        .filter_map(|l| parse_run_line(l))
-        .collect()
+    run_action_lines(out).into_iter().collect()
 }
 
 /// How many action lines (copied / deleted) a real run printed, duplicates counted.
@@ -468,33 +489,23 @@ pub fn run_action_lines(out: &CmdOutput) -> Vec<(Act, String)> {
 
 /// The actions a dry run printed (`would copy push P`, ...).
 pub fn dry_actions(out: &CmdOutput) -> Actions {
-    let mut set = Actions::new();
-    for l in out_lines(out) {
-        let Some(r) = l.strip_prefix("would ") else {
-            continue;
-        };
-        let item = if let Some(p) = r.strip_prefix("copy push ") {
-            (Act::CopyPush, p.to_string())
-        } else if let Some(p) = r.strip_prefix("copy pull ") {
-            (Act::CopyPull, p.to_string())
-        } else if let Some(p) = r.strip_prefix("delete gateway ") {
-            (Act::DeleteGateway, p.to_string())
-        } else if let Some(p) = r.strip_prefix("delete remote ") {
-            (Act::DeleteRemote, p.to_string())
-        } else if let Some(p) = r.strip_prefix("hold ") {
-            (Act::Hold, strip_why(p))
-        } else {
-            continue;
-        };
-        set.insert(item);
-    }
-    set
+    out_lines(out)
+        .iter()
+        .filter_map(|l| {
+            let planned = l.strip_prefix("would ")?;
+            Act::PLANNED.into_iter().find_map(|act| {
+                let rest = planned.strip_prefix(&format!("{act} "))?;
+                Some((act, act.path_in(rest)))
+            })
+        })
+        .collect()
 }
 
-/// The summary line of a real run.
+/// The summary line of a real run (or a run's line in the history).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
-    /// `succeeded`, `failed` or `stopped at the time limit`.
+    /// `succeeded`, `failed` or `stopped at the time limit` (in the
+    /// history also `interrupted`).
     pub outcome: String,
     /// Files copied.
     pub copied: u64,
@@ -508,24 +519,29 @@ pub struct RunSummary {
     pub failed: u64,
 }
 
+impl RunSummary {
+    /// From capture group `at` (the outcome) and the five after it
+    /// (copied, bytes, skipped, deleted, failed); None if a count is not a number.
+    fn from_captures(c: &regex::Captures, at: usize) -> Option<RunSummary> {
+        let [copied, bytes, skipped, deleted, failed] = numbers(c, at + 1)?;
+        Some(RunSummary {
+            outcome: c[at].to_string(),
+            copied,
+            bytes,
+            skipped,
+            deleted,
+            failed,
+        })
+    }
+}
+
 /// Parses `sync NAME <outcome>: N copied (B bytes), S skipped, D deleted, E failed in <duration>`.
 pub fn run_summary(out: &CmdOutput, name: &str) -> Option<RunSummary> {
-    let re = regex::Regex::new(&format!(
+    let re = format!(
         r"^sync {} (succeeded|failed|stopped at the time limit): (\d+) copied \((\d+) bytes\), (\d+) skipped, (\d+) deleted, (\d+) failed in \S.*$",
         regex::escape(name)
-    ))
-    .expect("summary regex");
-    out_lines(out).iter().find_map(|l| {
-        let c = re.captures(l)?;
-        Some(RunSummary {
-            outcome: c[1].to_string(),
-            copied: c[2].parse().ok()?,
-            bytes: c[3].parse().ok()?,
-            skipped: c[4].parse().ok()?,
-            deleted: c[5].parse().ok()?,
-            failed: c[6].parse().ok()?,
-        })
-    })
+    );
+    parsed_lines(&out_lines(out), &re, |c| RunSummary::from_captures(c, 1)).next()
 }
 
 /// The summary line of a dry run.
@@ -543,20 +559,20 @@ pub struct DrySummary {
 
 /// Parses `dry run of NAME: N to copy (B bytes), D to delete, H held`.
 pub fn dry_summary(out: &CmdOutput, name: &str) -> Option<DrySummary> {
-    let re = regex::Regex::new(&format!(
+    let re = format!(
         r"^dry run of {}: (\d+) to copy \((\d+) bytes\), (\d+) to delete, (\d+) held$",
         regex::escape(name)
-    ))
-    .expect("dry summary regex");
-    out_lines(out).iter().find_map(|l| {
-        let c = re.captures(l)?;
+    );
+    parsed_lines(&out_lines(out), &re, |c| {
+        let [to_copy, bytes, to_delete, held] = numbers(c, 1)?;
         Some(DrySummary {
-            to_copy: c[1].parse().ok()?,
-            bytes: c[2].parse().ok()?,
-            to_delete: c[3].parse().ok()?,
-            held: c[4].parse().ok()?,
+            to_copy,
+            bytes,
+            to_delete,
+            held,
         })
     })
+    .next()
 }
 
 /// One line of `gateway sync history NAME`.
@@ -570,46 +586,55 @@ pub struct HistoryRun {
     pub duration: String,
     /// `manual` or `schedule`.
     pub trigger: String,
-    /// `succeeded`, `failed`, `interrupted`, `stopped at the time limit`.
-    pub outcome: String,
-    /// Files copied.
-    pub copied: u64,
-    /// Bytes copied.
-    pub bytes: u64,
-    /// Files skipped.
-    pub skipped: u64,
-    /// Files deleted.
-    pub deleted: u64,
-    /// Files failed.
-    pub failed: u64,
+    /// Its outcome (`succeeded`, `failed`, `interrupted`, `stopped at the
+    /// time limit`) and counts.
+    pub summary: RunSummary,
 }
 
 /// Parses the run lines of `gateway sync history` (the indented
 /// `  error ...` lines are skipped).
 pub fn parse_history(out: &CmdOutput) -> Vec<HistoryRun> {
-    let re = regex::Regex::new(
-        r"^(\S+) (\S+) (.+?) (manual|schedule) (succeeded|failed|interrupted|stopped at the time limit) (\d+) copied (\d+) bytes (\d+) skipped (\d+) deleted (\d+) failed$",
-    )
-    .expect("history regex");
-    strip_ansi(&out.stdout)
+    let runs: Vec<String> = strip_ansi(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with(char::is_whitespace))
-        .filter_map(|l| {
-            let c = re.captures(l.trim_end())?;
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    parsed_lines(
+        &runs,
+        r"^(\S+) (\S+) (.+?) (manual|schedule) (succeeded|failed|interrupted|stopped at the time limit) (\d+) copied (\d+) bytes (\d+) skipped (\d+) deleted (\d+) failed$",
+        |c| {
             Some(HistoryRun {
                 id: c[1].to_string(),
                 start: c[2].to_string(),
                 duration: c[3].to_string(),
                 trigger: c[4].to_string(),
-                outcome: c[5].to_string(),
-                copied: c[6].parse().ok()?,
-                bytes: c[7].parse().ok()?,
-                skipped: c[8].parse().ok()?,
-                deleted: c[9].parse().ok()?,
-                failed: c[10].parse().ok()?,
+                summary: RunSummary::from_captures(c, 5)?,
             })
-        })
-        .collect()
+        },
+    )
+    .collect()
+}
+
+/// Capture groups `first..first + N` as numbers (None if one is not a u64).
+fn numbers<const N: usize>(c: &regex::Captures, first: usize) -> Option<[u64; N]> {
+    let mut out = [0; N];
+    for (i, n) in out.iter_mut().enumerate() {
+        *n = c[first + i].parse().ok()?;
+    }
+    Some(out)
+}
+
+/// `build` applied to the captures of each of `lines` that regex `re`
+/// matches (lines it does not match, or `build` refuses, left out).
+fn parsed_lines<'a, T>(
+    lines: &'a [String],
+    re: &str,
+    build: impl Fn(&regex::Captures) -> Option<T> + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    let re = regex::Regex::new(re).unwrap_or_else(|e| panic!("regex {re:?}: {e}"));
+    lines
+        .iter()
+        .filter_map(move |l| re.captures(l).and_then(|c| build(&c)))
 }
 
 /// Renders a set of actions one per line, for failure messages.
@@ -622,6 +647,17 @@ pub fn show(actions: &Actions) -> String {
         .map(|(a, p)| format!("  {a} {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Panics unless a run did exactly the `expected` actions, with `what`,
+/// both directions of the difference and the run's output `out`.
+#[track_caller]
+pub fn assert_actions(done: &Actions, expected: &Actions, what: &str, out: &CmdOutput) {
+    assert!(
+        done == expected,
+        "{what}:\n{}\n{out}",
+        show_diff(expected, done)
+    );
 }
 
 /// Both directions of a set difference, for failure messages.
@@ -696,21 +732,7 @@ impl SyncProcess {
         ] {
             let lines = lines.clone();
             readers.push(thread::spawn(move || {
-                let mut reader = BufReader::new(r);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match reader.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let l = String::from_utf8_lossy(&buf);
-                            lines
-                                .lock()
-                                .unwrap()
-                                .push(strip_ansi(l.trim_end_matches(['\n', '\r'])));
-                        }
-                    }
-                }
+                for_each_line(r, |l| lines.lock().unwrap().push(l))
             }));
         }
         Ok(SyncProcess {
@@ -827,6 +849,26 @@ pub enum RemoteKind {
     S3,
 }
 
+/// One side of a sync, for scenarios that are the same seen from either
+/// side (a push and a pull are mirror images).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The gateway's storage folder.
+    Gateway,
+    /// The path on the remote.
+    Remote,
+}
+
+impl Side {
+    /// How failure messages name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Gateway => "gateway folder",
+            Side::Remote => "remote",
+        }
+    }
+}
+
 /// The remote server of a [`SyncRig`].
 pub enum RemoteServer {
     /// sshd.
@@ -889,25 +931,13 @@ impl SyncRig {
                 };
                 let ftp = FtpServer::start(opts.tls(FtpServerTls::None))
                     .context("starting the FTP server")?;
-                let mut r = RemoteConfig::ftp(REMOTE, "127.0.0.1", ftp.port(), ftp.user())
-                    .password(ftp.password())
-                    .tls("never")
-                    .io_timeout("30s");
-                r.connect_timeout = Some("10s".into());
+                let r = ftp.remote_config(REMOTE);
                 let root = ftp.root();
                 (RemoteServer::Ftp(ftp), r, root)
             }
             RemoteKind::S3 => {
                 let s3 = S3Server::start(S3ServerKind::S3sFs).context("starting the S3 server")?;
-                let mut r = RemoteConfig::s3(
-                    REMOTE,
-                    &s3.endpoint(),
-                    s3.bucket(),
-                    s3.access_key(),
-                    s3.secret_key(),
-                )
-                .io_timeout("30s");
-                r.connect_timeout = Some("10s".into());
+                let r = s3.remote_config(REMOTE);
                 let root = s3.bucket_dir().expect("s3s-fs keeps objects on disk");
                 (RemoteServer::S3(s3), r, root)
             }
@@ -1015,6 +1045,23 @@ impl SyncRig {
     /// Writes `files` into the gateway folder with time `when`.
     pub fn seed_local(&self, files: &Files, when: SystemTime) {
         write_files(&self.local(), files, when).expect("seeding the gateway folder");
+    }
+
+    /// The sync's folder on `side`: [`SyncRig::local`] or [`SyncRig::remote_dir`].
+    pub fn dir(&self, side: Side) -> PathBuf {
+        match side {
+            Side::Gateway => self.local(),
+            Side::Remote => self.remote_dir(),
+        }
+    }
+
+    /// Writes `files` into the sync's folder on `side` with time `when`:
+    /// [`SyncRig::seed_local`] or [`SyncRig::seed_remote`].
+    pub fn seed(&self, side: Side, files: &Files, when: SystemTime) {
+        match side {
+            Side::Gateway => self.seed_local(files, when),
+            Side::Remote => self.seed_remote(files, when),
+        }
     }
 
     /// Writes the config file.
@@ -1154,14 +1201,7 @@ impl SyncRig {
 
     /// The remote server's logs and `gateway serve`'s output, for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.serve
-                .as_ref()
-                .map(|g| g.logs())
-                .unwrap_or_else(|| "(gateway serve not running)".into()),
-            self.server.logs()
-        )
+        Gateway::logs_with(self.serve.as_ref(), &self.server.logs())
     }
 }
 
@@ -1173,159 +1213,131 @@ impl SyncRig {
 pub mod scenarios {
     use super::*;
 
+    /// What tells a push from a pull in [`one_way`]: which side the files
+    /// start on, what copying and deleting them is called, and how
+    /// failure messages name what is left behind.
+    struct OneWay {
+        /// The sync's `direction`, also its name in failure messages.
+        direction: &'static str,
+        /// Where the files are at first.
+        source: Side,
+        /// Where they are copied to.
+        destination: Side,
+        /// Copying a file from the source to the destination.
+        copy: Act,
+        /// Deleting a copied file at the source (`after_copy = "delete"`).
+        delete: Act,
+        /// A file only the destination has: it must stay.
+        destination_only: &'static str,
+        /// The hidden temporary files at the destination, as failure
+        /// messages name them.
+        temporaries: &'static str,
+        /// With delete, also `delete_empty_folders = true`, and no folder
+        /// is left at the source.
+        delete_empty_folders: bool,
+    }
+
+    const PUSH: OneWay = OneWay {
+        direction: "push",
+        source: Side::Gateway,
+        destination: Side::Remote,
+        copy: Act::CopyPush,
+        delete: Act::DeleteGateway,
+        destination_only: "remote only.txt",
+        temporaries: "temporary uploads left at the remote",
+        delete_empty_folders: true,
+    };
+
+    const PULL: OneWay = OneWay {
+        direction: "pull",
+        source: Side::Remote,
+        destination: Side::Gateway,
+        copy: Act::CopyPull,
+        delete: Act::DeleteRemote,
+        destination_only: "gateway only.txt",
+        temporaries: "temporary downloads left in the gateway folder",
+        delete_empty_folders: false,
+    };
+
     /// Push: every file of [`sample_files`] arrives at the remote with its
     /// content; a stale copy there (other size) is replaced; a remote-only
     /// file stays. With `delete`, the sources are deleted (and, with
     /// `delete_empty_folders`, their folders); with keep they stay. A
     /// second run does nothing.
     pub fn push(kind: RemoteKind, delete: bool) {
-        let mut rig = SyncRig::new(kind).expect("set-up");
-        let mut sync =
-            rig.sync_config(SYNC, "push")
-                .after_copy(if delete { "delete" } else { "keep" });
-        if delete {
-            sync = sync.delete_empty_folders(true);
-        }
-        rig.add_sync(sync);
-        let files = sample_files();
-        rig.seed_local(&files, ago(3600 + 17));
-        let stale: Files = [
-            ("nested/a.bin".to_string(), b"stale".to_vec()),
-            ("remote only.txt".to_string(), b"stays".to_vec()),
-        ]
-        .into();
-        rig.seed_remote(&stale, ago(7200));
-
-        let (done, out) = rig.checked_run(SYNC);
-        let mut expected = acts(Act::CopyPush, files.keys());
-        if delete {
-            expected.extend(acts(Act::DeleteGateway, files.keys()));
-        }
-        assert!(
-            done == expected,
-            "push ({}) did not do what was expected:\n{}\n{out}",
-            if delete { "delete" } else { "keep" },
-            show_diff(&expected, &done)
-        );
-        let remote_expected = with(&files, &[("remote only.txt", b"stays")]);
-        assert_tree(
-            &rig.remote_dir(),
-            &remote_expected,
-            "remote after push",
-            &rig.logs(),
-        );
-        if delete {
-            assert_tree(
-                &rig.local(),
-                &Files::new(),
-                "gateway folder after push with delete",
-                "",
-            );
-            let left = walk_folders(&rig.local()).unwrap();
-            assert!(
-                left.is_empty(),
-                "delete_empty_folders = true, but folders emptied by the deletes remain in the gateway folder: {left:?}\n{out}"
-            );
-        } else {
-            assert_tree(
-                &rig.local(),
-                &files,
-                "gateway folder after push with keep",
-                "",
-            );
-        }
-        let leftovers = temp_leftovers(&rig.remote_dir());
-        assert!(
-            leftovers.is_empty(),
-            "temporary uploads left at the remote after a clean run: {leftovers:?}"
-        );
-
-        let (again, out) = rig.checked_run(SYNC);
-        assert!(
-            again.is_empty(),
-            "a second push did something although nothing changed:\n{}\n{out}",
-            show(&again)
-        );
-        assert_tree(
-            &rig.remote_dir(),
-            &remote_expected,
-            "remote after the second push",
-            "",
-        );
+        one_way(kind, &PUSH, delete);
     }
 
     /// Pull: the mirror image of [`push`] (no `delete_empty_folders`).
     pub fn pull(kind: RemoteKind, delete: bool) {
+        one_way(kind, &PULL, delete);
+    }
+
+    /// [`push`] or [`pull`], as `way` says.
+    fn one_way(kind: RemoteKind, way: &OneWay, delete: bool) {
         let mut rig = SyncRig::new(kind).expect("set-up");
-        rig.add_sync(rig.sync_config(SYNC, "pull").after_copy(if delete {
-            "delete"
-        } else {
-            "keep"
-        }));
+        let after_copy = if delete { "delete" } else { "keep" };
+        let mut sync = rig.sync_config(SYNC, way.direction).after_copy(after_copy);
+        if delete && way.delete_empty_folders {
+            sync = sync.delete_empty_folders(true);
+        }
+        rig.add_sync(sync);
         let files = sample_files();
-        rig.seed_remote(&files, ago(3600 + 17));
+        rig.seed(way.source, &files, ago(3600 + 17));
         let stale: Files = [
             ("nested/a.bin".to_string(), b"stale".to_vec()),
-            ("gateway only.txt".to_string(), b"stays".to_vec()),
+            (way.destination_only.to_string(), b"stays".to_vec()),
         ]
         .into();
-        rig.seed_local(&stale, ago(7200));
+        rig.seed(way.destination, &stale, ago(7200));
+        let (source, destination) = (rig.dir(way.source), rig.dir(way.destination));
+        let (from, to) = (way.source.label(), way.destination.label());
+        let name = way.direction;
 
         let (done, out) = rig.checked_run(SYNC);
-        let mut expected = acts(Act::CopyPull, files.keys());
+        let mut expected = acts(way.copy, files.keys());
         if delete {
-            expected.extend(acts(Act::DeleteRemote, files.keys()));
+            expected.extend(acts(way.delete, files.keys()));
         }
-        assert!(
-            done == expected,
-            "pull ({}) did not do what was expected:\n{}\n{out}",
-            if delete { "delete" } else { "keep" },
-            show_diff(&expected, &done)
+        assert_actions(
+            &done,
+            &expected,
+            &format!("{name} ({after_copy}) did not do what was expected"),
+            &out,
         );
-        let local_expected = with(&files, &[("gateway only.txt", b"stays")]);
+        let destination_expected = with(&files, &[(way.destination_only, b"stays")]);
         assert_tree(
-            &rig.local(),
-            &local_expected,
-            "gateway folder after pull",
+            &destination,
+            &destination_expected,
+            &format!("{to} after {name}"),
             &rig.logs(),
         );
-        if delete {
-            assert_tree(
-                &rig.remote_dir(),
-                &Files::new(),
-                "remote after pull with delete",
-                &rig.logs(),
-            );
-        } else {
-            assert_tree(
-                &rig.remote_dir(),
-                &files,
-                "remote after pull with keep",
-                &rig.logs(),
+        let source_expected = if delete { Files::new() } else { files };
+        assert_tree(
+            &source,
+            &source_expected,
+            &format!("{from} after {name} with {after_copy}"),
+            &rig.logs(),
+        );
+        if delete && way.delete_empty_folders {
+            let left = walk_folders(&source).unwrap();
+            assert!(
+                left.is_empty(),
+                "delete_empty_folders = true, but folders emptied by the deletes remain in the {from}: {left:?}\n{out}"
             );
         }
-        let leftovers = temp_leftovers(&rig.local());
+        let leftovers = temp_leftovers(&destination);
         assert!(
             leftovers.is_empty(),
-            "temporary downloads left in the gateway folder after a clean run: {leftovers:?}"
+            "{} after a clean run: {leftovers:?}",
+            way.temporaries
         );
-        if delete {
+        if delete && way.source == Side::Remote {
             // What S3 looks like once every key under a prefix is deleted.
             rig.s3_forget_empty_folders();
         }
 
-        let (again, out) = rig.checked_run(SYNC);
-        assert!(
-            again.is_empty(),
-            "a second pull did something although nothing changed:\n{}\n{out}",
-            show(&again)
-        );
-        assert_tree(
-            &rig.local(),
-            &local_expected,
-            "gateway folder after the second pull",
-            "",
-        );
+        second_run_does_nothing(&rig, name, &[(way.destination, &destination_expected)]);
     }
 
     /// Two-way: each side's own files (nested, empty, non-ASCII) go to the
@@ -1362,14 +1374,20 @@ pub mod scenarios {
         rig.seed_remote(&there_only, old);
         let l = rig.local();
         let r = rig.remote_dir();
-        write_at(&l, "newer here.txt", &newer_here_g, new).unwrap();
-        write_at(&r, "newer here.txt", &newer_here_r, old).unwrap();
-        write_at(&l, "sub dir/newer there.txt", &newer_there_g, old).unwrap();
-        write_at(&r, "sub dir/newer there.txt", &newer_there_r, new).unwrap();
-        write_at(&l, "same size.txt", &same_g, new).unwrap();
-        write_at(&r, "same size.txt", &same_r, old).unwrap();
-        write_at(&l, "nested/identical.txt", &both, old).unwrap();
-        write_at(&r, "nested/identical.txt", &both, old).unwrap();
+        // (name, gateway side's content and time, remote side's content and time)
+        for (name, (g, g_time), (r_data, r_time)) in [
+            ("newer here.txt", (&newer_here_g, new), (&newer_here_r, old)),
+            (
+                "sub dir/newer there.txt",
+                (&newer_there_g, old),
+                (&newer_there_r, new),
+            ),
+            ("same size.txt", (&same_g, new), (&same_r, old)),
+            ("nested/identical.txt", (&both, old), (&both, old)),
+        ] {
+            write_at(&l, name, g, g_time).unwrap();
+            write_at(&r, name, r_data, r_time).unwrap();
+        }
         rig.fix_remote_owner();
 
         let (done, out) = rig.checked_run(SYNC);
@@ -1377,10 +1395,11 @@ pub mod scenarios {
         expected.insert((Act::CopyPush, "newer here.txt".into()));
         expected.extend(acts(Act::CopyPull, there_only.keys()));
         expected.insert((Act::CopyPull, "sub dir/newer there.txt".into()));
-        assert!(
-            done == expected,
-            "two-way did not do what was expected:\n{}\n{out}",
-            show_diff(&expected, &done)
+        assert_actions(
+            &done,
+            &expected,
+            "two-way did not do what was expected",
+            &out,
         );
         let mut common = here_only.clone();
         common.extend(there_only.clone());
@@ -1399,23 +1418,33 @@ pub mod scenarios {
         );
         assert_tree(&r, &remote_expected, "remote after two-way", &rig.logs());
 
+        second_run_does_nothing(
+            &rig,
+            "two-way run",
+            &[
+                (Side::Gateway, &local_expected),
+                (Side::Remote, &remote_expected),
+            ],
+        );
+    }
+
+    /// Runs sync [`SYNC`] again ([`SyncRig::checked_run`]) and checks that
+    /// it did nothing and that the folder on each `side` still holds
+    /// exactly its `files`; `run` names the run in failure messages.
+    fn second_run_does_nothing(rig: &SyncRig, run: &str, trees: &[(Side, &Files)]) {
         let (again, out) = rig.checked_run(SYNC);
         assert!(
             again.is_empty(),
-            "a second two-way run did something although nothing changed:\n{}\n{out}",
+            "a second {run} did something although nothing changed:\n{}\n{out}",
             show(&again)
         );
-        assert_tree(
-            &l,
-            &local_expected,
-            "gateway folder after the second two-way run",
-            "",
-        );
-        assert_tree(
-            &r,
-            &remote_expected,
-            "remote after the second two-way run",
-            "",
-        );
+        for (side, files) in trees {
+            assert_tree(
+                &rig.dir(*side),
+                files,
+                &format!("{} after the second {run}", side.label()),
+                &rig.logs(),
+            );
+        }
     }
 }

@@ -6,55 +6,19 @@
 //! object was uploaded with one; vsftpd and pure-ftpd offer no hash
 //! command at all, so they give none.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backends::dial::SourceAddresses;
-use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
+use backends::ftp::FtpBackend;
 use backends::hash::of_bytes;
-use backends::pool::PoolSettings;
-use backends::s3::{S3Backend, S3Settings, MIN_PART_SIZE};
-use backends::sftp::{HostKeyPolicy, SftpBackend, SftpSettings};
-use backends::{Backend, BackendError, ErrorKind, HashKind, StoragePath, WriteMode};
-use bytes::Bytes;
+use backends::s3::{S3Backend, MIN_PART_SIZE};
+use backends::sftp::SftpBackend;
+use backends::{Backend, ErrorKind, HashKind};
+use e2e::direct::{pattern, put, runtime, storage_path as p};
 use e2e::ftpd::{FtpServer, FtpServerOptions};
 use e2e::s3d::{encode_key, xml_values, S3Server, S3ServerKind, BUCKET};
-use e2e::sshd::{Sshd, SshdOptions, TEST_PASSWORD, TEST_USER};
-use russh::keys::PublicKey;
+use e2e::sshd::{Sshd, SshdOptions};
 
 const MD5_HELLO: &str = "b1946ac92492d2347c6235b4d2611184";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn p(s: &str) -> StoragePath {
-    StoragePath::parse(s).unwrap()
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
-        .collect()
-}
-
-/// Writes `data` to `path` in pieces of at most 1 MiB.
-async fn put(b: &dyn Backend, path: &str, data: &[u8]) {
-    let mut w = b
-        .open_write(&p(path), WriteMode::Replace { exclusive: false })
-        .await
-        .unwrap_or_else(|e| panic!("open_write {path}: {e}"));
-    for chunk in data.chunks(1 << 20) {
-        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
-    }
-    w.close()
-        .await
-        .unwrap_or_else(|e| panic!("close {path}: {e}"));
-}
 
 async fn sum(b: &dyn Backend, path: &str, kind: HashKind) -> Option<String> {
     b.checksum(&p(path), kind)
@@ -73,47 +37,20 @@ async fn sum_err(b: &dyn Backend, path: &str, kind: HashKind) -> ErrorKind {
 // SFTP
 // ---------------------------------------------------------------------------
 
-/// Accepts exactly the key the test's sshd was started with.
-#[derive(Debug)]
-struct ExactKey(PublicKey);
-
-impl HostKeyPolicy for ExactKey {
-    fn check_enabled(&self) -> backends::Result<()> {
-        Ok(())
-    }
-    fn verify(&self, presented: &PublicKey) -> backends::Result<()> {
-        if presented.key_data() == self.0.key_data() {
-            Ok(())
-        } else {
-            Err(BackendError::new(
-                ErrorKind::PermissionDenied,
-                "connect",
-                "",
-                "unexpected host key",
-            ))
-        }
-    }
+fn sftp_backend(sshd: &Sshd, root: &str) -> SftpBackend {
+    SftpBackend::new(sshd.backend_settings("sums", root))
 }
 
-fn sftp_backend(sshd: &Sshd, root: &str) -> SftpBackend {
-    let host_key = PublicKey::from_openssh(sshd.host_key_line().trim()).unwrap();
-    SftpBackend::new(SftpSettings {
-        name: "sums".into(),
-        host: "127.0.0.1".into(),
-        port: sshd.port(),
-        username: TEST_USER.into(),
-        password: Some(TEST_PASSWORD.into()),
-        private_key: None,
-        root: root.into(),
-        sources: SourceAddresses::system(),
-        connect_timeout: Duration::from_secs(20),
-        host_keys: Arc::new(ExactKey(host_key)),
-        pool: PoolSettings {
-            max: 2,
-            wait: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        },
+/// An sshd with `extra_config` added to its config, and a fresh folder on
+/// it (the root for [`sftp_backend`]).
+fn sshd_with(extra_config: &str) -> (Sshd, String) {
+    let sshd = Sshd::start(SshdOptions {
+        extra_config: vec![extra_config.into()],
+        ..SshdOptions::default()
     })
+    .unwrap();
+    let root = sshd.remote_dir("sums").unwrap().display().to_string();
+    (sshd, root)
 }
 
 /// Names the login shell must get exactly: quotes, `$(...)`, backticks,
@@ -211,14 +148,9 @@ async fn no_md5_and_remembered(b: &SftpBackend) {
 /// its SFTP server instead, which ends at once on the closed stdin.
 #[test]
 fn sftp_only_account_gives_no_md5() {
-    let sshd = Sshd::start(SshdOptions {
-        extra_config: vec!["ForceCommand internal-sftp".into()],
-        ..SshdOptions::default()
-    })
-    .unwrap();
-    let root = sshd.remote_dir("sums").unwrap();
+    let (sshd, root) = sshd_with("ForceCommand internal-sftp");
     runtime().block_on(async {
-        let b = sftp_backend(&sshd, &root.display().to_string());
+        let b = sftp_backend(&sshd, &root);
         let started = Instant::now();
         no_md5_and_remembered(&b).await;
         assert!(
@@ -232,14 +164,9 @@ fn sftp_only_account_gives_no_md5() {
 /// A server where the login shell finds no `md5sum` (exit 127).
 #[test]
 fn sftp_without_md5sum_gives_no_md5() {
-    let sshd = Sshd::start(SshdOptions {
-        extra_config: vec!["SetEnv PATH=/nonexistent".into()],
-        ..SshdOptions::default()
-    })
-    .unwrap();
-    let root = sshd.remote_dir("sums").unwrap();
+    let (sshd, root) = sshd_with("SetEnv PATH=/nonexistent");
     runtime().block_on(async {
-        let b = sftp_backend(&sshd, &root.display().to_string());
+        let b = sftp_backend(&sshd, &root);
         no_md5_and_remembered(&b).await;
     });
 }
@@ -247,21 +174,6 @@ fn sftp_without_md5sum_gives_no_md5() {
 // ---------------------------------------------------------------------------
 // S3
 // ---------------------------------------------------------------------------
-
-fn s3_settings(server: &S3Server) -> S3Settings {
-    let mut s = S3Settings::new(
-        "sums",
-        server.endpoint(),
-        server.bucket(),
-        server.access_key(),
-        server.secret_key(),
-    );
-    s.region = server.region().into();
-    s.connect_timeout = Duration::from_secs(10);
-    s.io_timeout = Duration::from_secs(30);
-    s.part_size = MIN_PART_SIZE;
-    s
-}
 
 /// Uploads `data` as `key` in one part of a multipart upload, with curl:
 /// its ETag is then `<md5 of the part's md5>-1`, no MD5 of the content.
@@ -302,7 +214,7 @@ fn s3_checksums(kind: S3ServerKind) {
     let small = pattern(100_000, 3);
     put_one_part_upload(&server, "dir/one-part.bin", b"hello\n");
     runtime().block_on(async {
-        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        let b = S3Backend::new(server.backend_settings("sums")).unwrap();
         put(&b, "hello", b"hello\n").await;
         put(&b, "empty", b"").await;
         put(&b, "dir/small.bin", &small).await;
@@ -361,7 +273,7 @@ fn s3_checksums(kind: S3ServerKind) {
         .unwrap();
     assert!(reply.ok(), "{kind:?}: {reply}");
     runtime().block_on(async {
-        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        let b = S3Backend::new(server.backend_settings("sums")).unwrap();
         let crc = sum(&b, "with-crc", HashKind::Crc32).await;
         eprintln!("{kind:?}: CRC-32 of an object uploaded with one: {crc:?}");
         assert_eq!(crc.as_deref(), Some("363a3020"), "{kind:?}");
@@ -386,7 +298,7 @@ fn s3_multipart_upload_has_no_md5() {
     let server = S3Server::start(S3ServerKind::S3sFs).unwrap();
     let data = pattern(2 * MIN_PART_SIZE + 1000, 5);
     runtime().block_on(async {
-        let b = S3Backend::new(s3_settings(&server)).unwrap();
+        let b = S3Backend::new(server.backend_settings("sums")).unwrap();
         put(&b, "multi.bin", &data).await;
         assert_eq!(
             b.stat(&p("multi.bin")).await.unwrap().size,
@@ -408,26 +320,7 @@ fn s3_checksums_on_moto() {
 // ---------------------------------------------------------------------------
 
 fn ftp_backend(server: &FtpServer) -> FtpBackend {
-    FtpBackend::new(FtpSettings {
-        name: "sums".into(),
-        host: "127.0.0.1".into(),
-        port: server.port(),
-        username: server.user().into(),
-        password: server.password().into(),
-        tls: FtpTls::Never,
-        certificate: CertificateCheck::AllowAny,
-        root: String::new(),
-        sources: SourceAddresses::system(),
-        connect_timeout: Duration::from_secs(20),
-        io_timeout: Duration::from_secs(30),
-        atomic_uploads: true,
-        pool: PoolSettings {
-            max: 2,
-            wait: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        },
-    })
-    .unwrap()
+    FtpBackend::new(server.backend_settings("sums")).unwrap()
 }
 
 /// Whatever FEAT offers decides: a hash command gives the right checksum,

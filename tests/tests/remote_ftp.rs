@@ -45,26 +45,11 @@ impl std::ops::DerefMut for FtpMount {
     }
 }
 
-/// The `[[remotes]]` entry for `ftp`: its login, and TLS matching the
-/// server (`never`; `require` or `require_implicit` trusting its test CA).
-fn remote_for(ftp: &FtpServer) -> RemoteConfig {
-    let r = RemoteConfig::ftp(REMOTE, "127.0.0.1", ftp.port(), ftp.user())
-        .password(ftp.password())
-        .io_timeout("30s");
-    let mut r = match ftp.options().tls {
-        FtpServerTls::None => r.tls("never"),
-        FtpServerTls::Explicit { .. } => r.tls("require").ca_file(&ftp.ca_file()),
-        FtpServerTls::Implicit => r.tls("require_implicit").ca_file(&ftp.ca_file()),
-    };
-    r.connect_timeout = Some("10s".into());
-    r
-}
-
 impl FtpMount {
     /// The FTP server started, the config prepared, the gateway NOT started.
     fn new(opts: FtpServerOptions) -> Result<FtpMount> {
         let ftp = FtpServer::start(opts).context("starting the FTP server")?;
-        let mount = MountedGateway::new(remote_for(&ftp), MOUNT)?;
+        let mount = MountedGateway::new(ftp.remote_config(REMOTE), MOUNT)?;
         Ok(FtpMount { mount, ftp })
     }
 

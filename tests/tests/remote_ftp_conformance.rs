@@ -6,15 +6,14 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use backends::conformance;
 use backends::dial::SourceAddresses;
 use backends::ftp::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
-use backends::pool::PoolSettings;
 use backends::{Backend, ErrorKind, StoragePath, WriteMode};
 use bytes::Bytes;
+use e2e::direct::{pool_settings, runtime, upload_leftovers};
 use e2e::ftpd::{CertChoice, FtpServer, FtpServerOptions, FtpServerTls};
 use futures::TryStreamExt;
 
@@ -23,23 +22,11 @@ const POOL_MAX: usize = 4;
 
 fn settings(server: &FtpServer, tls: FtpTls, certificate: CertificateCheck) -> FtpSettings {
     FtpSettings {
-        name: "ftp-conformance".into(),
-        host: "127.0.0.1".into(),
-        port: server.port(),
-        username: server.user().into(),
-        password: server.password().into(),
         tls,
         certificate,
-        root: String::new(),
         sources: SourceAddresses::dedicated(vec![SOURCE.parse().unwrap()]),
-        connect_timeout: Duration::from_secs(20),
-        io_timeout: Duration::from_secs(30),
-        atomic_uploads: true,
-        pool: PoolSettings {
-            max: POOL_MAX,
-            wait: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        },
+        pool: pool_settings(POOL_MAX),
+        ..server.backend_settings("ftp-conformance")
     }
 }
 
@@ -47,28 +34,6 @@ fn trust_test_ca(server: &FtpServer) -> CertificateCheck {
     CertificateCheck::RequireMatch {
         ca_file: Some(server.ca_file()),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                out.extend(walk(&p));
-            }
-        }
-    }
-    out
 }
 
 /// Runs the whole suite against `server`, then checks that connections
@@ -117,10 +82,7 @@ fn conformance_against(server: FtpServer, tls: FtpTls, certificate: CertificateC
         BTreeSet::from([source]),
         "data connections: {data:?}"
     );
-    let leftovers: Vec<_> = walk(&server.root())
-        .into_iter()
-        .filter(|p| p.contains(".gw-upload-"))
-        .collect();
+    let leftovers = upload_leftovers(&server.root());
     assert!(
         leftovers.is_empty(),
         "temporary upload files left on the remote: {leftovers:?}\n{}",

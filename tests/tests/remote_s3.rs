@@ -49,26 +49,11 @@ impl std::ops::DerefMut for S3Mount {
     }
 }
 
-/// The `[[remotes]]` entry for `s3`: its endpoint, bucket and credentials,
-/// everything else the gateway's defaults but the timeouts.
-fn remote_for(s3: &S3Server) -> RemoteConfig {
-    let mut r = RemoteConfig::s3(
-        REMOTE,
-        &s3.endpoint(),
-        s3.bucket(),
-        s3.access_key(),
-        s3.secret_key(),
-    )
-    .io_timeout("30s");
-    r.connect_timeout = Some("10s".into());
-    r
-}
-
 impl S3Mount {
     /// The S3 server started, the config prepared, the gateway NOT started.
     fn new(kind: S3ServerKind) -> Result<S3Mount> {
         let s3 = S3Server::start(kind).context("starting the S3 server")?;
-        let mount = MountedGateway::new(remote_for(&s3), MOUNT)?;
+        let mount = MountedGateway::new(s3.remote_config(REMOTE), MOUNT)?;
         Ok(S3Mount { mount, s3 })
     }
 

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use backends::conformance;
 use backends::dial::SourceAddresses;
-use backends::ftp::CertificateCheck;
-use backends::s3::{S3Backend, S3Settings, MIN_PART_SIZE};
-use backends::{Backend, ErrorKind, RenameMode, StoragePath, WriteMode};
+use backends::s3::{S3Backend, S3Settings};
+use backends::{Backend, ErrorKind, RenameMode, WriteMode};
 use bytes::Bytes;
+use e2e::direct::{pattern, put_in_pieces, runtime, storage_path as p};
 use e2e::s3d::{S3Server, S3ServerKind};
 use futures::TryStreamExt;
 
@@ -26,56 +26,17 @@ const MIB: usize = 1 << 20;
 
 fn settings(server: &S3Server, root: &str) -> S3Settings {
     S3Settings {
-        name: "s3-conformance".into(),
-        endpoint: server.endpoint(),
-        bucket: server.bucket().into(),
-        region: server.region().into(),
-        access_key_id: server.access_key().into(),
-        secret_access_key: server.secret_key().into(),
-        path_style: true,
         root: root.into(),
         sources: SourceAddresses::dedicated(vec![SOURCE.parse().unwrap()]),
-        certificate: CertificateCheck::RequireMatch { ca_file: None },
-        connect_timeout: Duration::from_secs(10),
-        io_timeout: Duration::from_secs(30),
         max_requests: 16,
-        part_size: MIN_PART_SIZE,
         recursive_folder_rename: true,
+        ..server.backend_settings("s3-conformance")
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn p(s: &str) -> StoragePath {
-    StoragePath::parse(s).unwrap()
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2] ^ seed)
-        .collect()
 }
 
 fn only_source(peers: &BTreeSet<IpAddr>) {
     let want: BTreeSet<IpAddr> = [SOURCE.parse().unwrap()].into();
     assert_eq!(peers, &want, "the server saw connections from elsewhere");
-}
-
-async fn put(b: &S3Backend, path: &str, data: &[u8], piece: usize) {
-    let mut w = b
-        .open_write(&p(path), WriteMode::Replace { exclusive: false })
-        .await
-        .unwrap();
-    for chunk in data.chunks(piece) {
-        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
-    }
-    w.close().await.unwrap();
 }
 
 /// Every case of the suite on moto, with the root a prefix of the bucket.
@@ -123,7 +84,7 @@ fn conformance_on_s3sfs() {
         conformance::space(&b).await;
         // What the skipped cases check, where a folder has an entry.
         b.mkdir(&p("c_dirs")).await.unwrap();
-        put(&b, "c_dirs/f", b"1", 1024).await;
+        put_in_pieces(&b, "c_dirs/f", b"1", 1024).await;
         let err = b.mkdir(&p("c_dirs")).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
         let err = b.mkdir(&p("c_dirs/no/such")).await.unwrap_err();
@@ -152,7 +113,7 @@ fn streaming_upload_and_ranged_reads() {
     let rt = runtime();
     rt.block_on(async {
         let b = S3Backend::new(settings(&server, "big")).unwrap();
-        put(&b, "f.bin", &data, 32 * 1024).await;
+        put_in_pieces(&b, "f.bin", &data, 32 * 1024).await;
         let meta = b.stat(&p("f.bin")).await.unwrap();
         assert_eq!(meta.size, data.len() as u64);
         assert!(meta.modified.is_some());
@@ -193,7 +154,7 @@ fn dropped_and_aborted_uploads_leave_nothing() {
     let rt = runtime();
     rt.block_on(async {
         let b = S3Backend::new(settings(&server, "")).unwrap();
-        put(&b, "kept", b"old", 1024).await;
+        put_in_pieces(&b, "kept", b"old", 1024).await;
         for (name, drop_it) in [("dropped", true), ("aborted", false), ("kept", true)] {
             let mut w = b
                 .open_write(&p(name), WriteMode::Replace { exclusive: false })
@@ -312,7 +273,7 @@ fn folder_rename_needs_the_setting() {
         s.recursive_folder_rename = false;
         let b = S3Backend::new(s).unwrap();
         b.mkdir(&p("d")).await.unwrap();
-        put(&b, "d/f", b"1", 1024).await;
+        put_in_pieces(&b, "d/f", b"1", 1024).await;
         let err = b
             .rename(&p("d"), &p("e"), RenameMode::NoReplace)
             .await
@@ -345,7 +306,7 @@ fn a_stopped_server_fails_fast_and_recovers() {
     let rt = runtime();
     let b = rt.block_on(async {
         let b = S3Backend::new(settings(&server, "")).unwrap();
-        put(&b, "f", b"data", 1024).await;
+        put_in_pieces(&b, "f", b"data", 1024).await;
         b
     });
     server.stop().unwrap();
@@ -372,7 +333,7 @@ fn names_with_special_characters() {
         rt.block_on(async {
             let b = S3Backend::new(settings(&server, "")).unwrap();
             b.mkdir(&p("Dir é")).await.unwrap();
-            put(&b, "Dir é/a b+c%d.TXT", b"content", 1024).await;
+            put_in_pieces(&b, "Dir é/a b+c%d.TXT", b"content", 1024).await;
             b.rename(
                 &p("Dir é/a b+c%d.TXT"),
                 &p("Dir é/ü & =?#.bin"),

@@ -30,20 +30,17 @@ fn check_nothing_lost(rig: &SyncRig, originals: &Files, when: &str) -> usize {
     for (rel, data) in originals {
         let s = fs::read(src.join(rel)).ok();
         let d = fs::read(dst.join(rel)).ok();
-        if let Some(s) = &s {
-            if s != data {
+        for (got, wrong) in [
+            (&s, format!("source {rel:?} changed")),
+            (
+                &d,
+                format!("destination {rel:?} is incomplete or wrong under its final name"),
+            ),
+        ] {
+            if let Some(got) = got.as_ref().filter(|got| *got != data) {
                 problems.push(format!(
-                    "source {rel:?} changed: {} bytes, expected {}",
-                    s.len(),
-                    data.len()
-                ));
-            }
-        }
-        if let Some(d) = &d {
-            if d != data {
-                problems.push(format!(
-                    "destination {rel:?} is incomplete or wrong under its final name: {} bytes, expected {}",
-                    d.len(),
+                    "{wrong}: {} bytes, expected {}",
+                    got.len(),
                     data.len()
                 ));
             }
@@ -184,13 +181,13 @@ fn sync_survives_kill_9_at_random_points() {
     let runs = parse_history(&hist);
     eprintln!("{}", hist.stdout);
     assert_eq!(
-        runs.first().map(|r| r.outcome.as_str()),
+        runs.first().map(|r| r.summary.outcome.as_str()),
         Some("succeeded"),
         "the newest run in the history should be the final one, succeeded\n{hist}"
     );
     if killed_after_actions > 0 {
         assert!(
-            runs.iter().any(|r| r.outcome == "interrupted"),
+            runs.iter().any(|r| r.summary.outcome == "interrupted"),
             "{killed_after_actions} run(s) were killed after copying, but none is `interrupted` in the history\n{hist}"
         );
     }

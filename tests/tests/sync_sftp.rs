@@ -68,11 +68,7 @@ fn sftp_dry_run_lists_exactly_what_the_run_does() {
     let mut expected = acts(Act::CopyPush, files.keys());
     expected.extend(acts(Act::DeleteGateway, files.keys()));
     expected.insert((Act::Hold, "nested/fresh.txt".into()));
-    assert!(
-        done == expected,
-        "push with a settling file:\n{}\n{out}",
-        show_diff(&expected, &done)
-    );
+    assert_actions(&done, &expected, "push with a settling file", &out);
     assert_tree(
         &rig.remote_dir(),
         &files,
@@ -92,10 +88,11 @@ fn sftp_dry_run_lists_exactly_what_the_run_does() {
         (Act::Hold, "conflict.txt".to_string()),
     ]
     .into();
-    assert!(
-        done == expected,
-        "two-way with a size conflict and equal times:\n{}\n{out}",
-        show_diff(&expected, &done)
+    assert_actions(
+        &done,
+        &expected,
+        "two-way with a size conflict and equal times",
+        &out,
     );
     assert_tree(
         &shared_r,
@@ -155,10 +152,11 @@ fn sftp_include_and_exclude_filters() {
         .map(|(n, _)| (n.to_string(), all[*n].clone()))
         .collect();
     let expected = acts(Act::CopyPush, wanted.keys());
-    assert!(
-        done == expected,
-        "include = [\"*.csv\", \"reports/**\"], exclude = [\"*.tmp\"]:\n{}\n{out}",
-        show_diff(&expected, &done)
+    assert_actions(
+        &done,
+        &expected,
+        "include = [\"*.csv\", \"reports/**\"], exclude = [\"*.tmp\"]",
+        &out,
     );
     assert_tree(
         &rig.remote_dir(),
@@ -217,8 +215,11 @@ fn sftp_scheduled_sync_runs_inside_serve_and_records_its_runs() {
     let (runs, out) = loop {
         let out = rig.history(SYNC);
         let runs = parse_history(&out);
-        let ok: Vec<&HistoryRun> = runs.iter().filter(|r| r.outcome == "succeeded").collect();
-        let copied: u64 = ok.iter().map(|r| r.copied).sum();
+        let ok: Vec<&HistoryRun> = runs
+            .iter()
+            .filter(|r| r.summary.outcome == "succeeded")
+            .collect();
+        let copied: u64 = ok.iter().map(|r| r.summary.copied).sum();
         if out.success() && ok.len() >= 2 && copied == all.len() as u64 {
             break (runs, out);
         }
@@ -237,20 +238,20 @@ fn sftp_scheduled_sync_runs_inside_serve_and_records_its_runs() {
             r.trigger, "schedule",
             "a run nobody started by hand is not marked `schedule`: {r:?}\n{out}"
         );
-        assert_eq!(r.failed, 0, "{r:?}\n{out}");
+        assert_eq!(r.summary.failed, 0, "{r:?}\n{out}");
         assert!(
             chrono_like(&r.start),
             "start {:?} does not look like RFC 3339\n{out}",
             r.start
         );
     }
-    let bytes: u64 = runs.iter().map(|r| r.bytes).sum();
+    let bytes: u64 = runs.iter().map(|r| r.summary.bytes).sum();
     assert_eq!(
         bytes, total_bytes,
         "the runs' byte counts do not add up to the bytes copied\n{out}"
     );
     assert!(
-        runs.iter().filter(|r| r.copied > 0).count() >= 2,
+        runs.iter().filter(|r| r.summary.copied > 0).count() >= 2,
         "the files seeded before and after the first run should be copied by different runs\n{out}"
     );
 
