@@ -20,6 +20,7 @@
 //! - [`cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
 //!   (its remote, key and sync commands) and log output.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod logging;

@@ -29,6 +29,44 @@ pub struct ConfigFile {
     /// Copies between the gateway's storage and remotes.
     #[serde(default)]
     pub syncs: Vec<SyncSection>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[metrics]`: where Prometheus scrapes (`/metrics`, `/healthz`,
+/// `/readyz`); off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// The address to listen on (`127.0.0.1:9464`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[admin]`: the admin HTTP API; off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// The address to listen on (`127.0.0.1:9465`).
+    pub listen: Option<SocketAddr>,
+    /// The API keys that may use it.
+    #[serde(default)]
+    pub keys: Vec<ApiKeySection>,
+}
+
+/// One `[[admin.keys]]` entry: a key is stored only as its hash.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// Who or what uses the key (shown in logs).
+    pub name: String,
+    /// `sha256:<64 hex digits>`, as `gateway admin new-key` prints it.
+    pub hash: String,
+    /// When the key stops working (RFC 3339, `2027-01-31T00:00:00Z`).
+    pub expires: Option<String>,
 }
 
 /// `direction` of a sync.
@@ -132,6 +170,12 @@ pub struct ServerSection {
     /// Source addresses every outbound connection binds to (empty: the system chooses).
     #[serde(default)]
     pub dedicated_ips: Vec<std::net::IpAddr>,
+    /// Sessions open at once, over all users (0: no limit).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Sessions open at once per user (0: no limit).
+    #[serde(default = "default_max_sessions_per_user")]
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for ServerSection {
@@ -145,6 +189,8 @@ impl Default for ServerSection {
             idle_timeout: default_idle(),
             allowed_networks: Vec::new(),
             dedicated_ips: Vec::new(),
+            max_sessions: default_max_sessions(),
+            max_sessions_per_user: default_max_sessions_per_user(),
         }
     }
 }
@@ -176,6 +222,12 @@ pub struct LoginSection {
     /// Authentication attempts allowed on one connection.
     #[serde(default = "default_attempts")]
     pub max_auth_attempts: usize,
+    /// A connection that has not logged in within this is closed.
+    #[serde(default = "default_grace_time", with = "humantime_serde")]
+    pub grace_time: Duration,
+    /// Connections that have not logged in yet, at once (0: no limit).
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
 }
 
 impl Default for LoginSection {
@@ -185,6 +237,8 @@ impl Default for LoginSection {
             failure_window: default_window(),
             ban_duration: default_ban(),
             max_auth_attempts: default_attempts(),
+            grace_time: default_grace_time(),
+            max_unauthenticated: default_max_unauthenticated(),
         }
     }
 }
@@ -364,6 +418,18 @@ fn default_remote_idle() -> Duration {
     Duration::from_secs(60)
 }
 
+fn default_max_sessions() -> usize {
+    1000
+}
+fn default_max_sessions_per_user() -> usize {
+    100
+}
+fn default_grace_time() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_unauthenticated() -> usize {
+    64
+}
 fn default_listen() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([127, 0, 0, 1], 2222))]
 }

@@ -9,6 +9,7 @@
 mod file;
 mod locate;
 mod syncs;
+mod ops;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,6 +26,7 @@ pub use file::{
     AfterCopy, CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind, SyncDirection,
 };
 use locate::KeyMap;
+pub use ops::{parse_key_hash, ApiKey, OpsSettings, SessionLimits};
 pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
@@ -63,6 +65,10 @@ pub struct Settings {
     pub mounts: HashMap<String, Vec<MountSettings>>,
     /// Syncs, in file order.
     pub syncs: Vec<SyncSettings>,
+    /// Limits on inbound sessions.
+    pub limits: SessionLimits,
+    /// The metrics endpoint and the admin API.
+    pub ops: OpsSettings,
 }
 
 impl Settings {
@@ -418,6 +424,8 @@ fn validate(
     r: &mut Reporter<'_>,
 ) -> Settings {
     let server = file.server;
+    let limits = ops::validate_limits(&server, &file.login, r);
+    let ops = ops::validate_ops(file.metrics, file.admin, r);
     if server.listen.is_empty() {
         r.at_key(
             "server.listen",
@@ -550,6 +558,8 @@ fn validate(
         remotes,
         mounts,
         syncs,
+        limits,
+        ops,
     }
 }
 

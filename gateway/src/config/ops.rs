@@ -1,0 +1,150 @@
+//! `[metrics]`, `[admin]` and the session limits: validated into
+//! [`OpsSettings`] and [`SessionLimits`], every problem named with its
+//! file, line and key.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use super::file::{AdminSection, LoginSection, MetricsSection, ServerSection};
+use super::Reporter;
+
+/// Limits on inbound sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions open at once, over all users (0: no limit).
+    pub max_sessions: usize,
+    /// Sessions open at once per user (0: no limit).
+    pub max_sessions_per_user: usize,
+    /// Connections that have not logged in yet, at once (0: no limit).
+    pub max_unauthenticated: usize,
+    /// Time a connection has to log in.
+    pub grace_time: Duration,
+}
+
+/// One admin API key, as configured (only its hash is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Who uses it.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub sha256: [u8; 32],
+    /// When it stops working.
+    pub expires: Option<SystemTime>,
+}
+
+/// Where the operations endpoints listen, and who may use the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpsSettings {
+    /// The Prometheus endpoint's address (off when `None`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// The admin API's address (off when `None`).
+    pub admin_listen: Option<SocketAddr>,
+    /// The admin API's keys.
+    pub api_keys: Vec<ApiKey>,
+}
+
+pub(super) fn validate_limits(
+    server: &ServerSection,
+    login: &LoginSection,
+    r: &mut Reporter<'_>,
+) -> SessionLimits {
+    if login.grace_time.is_zero() {
+        r.at_key("login.grace_time", "must be longer than zero");
+    }
+    if server.max_sessions != 0
+        && server.max_sessions_per_user > server.max_sessions
+    {
+        r.at_key(
+            "server.max_sessions_per_user",
+            format!(
+                "{} is above server.max_sessions = {}",
+                server.max_sessions_per_user, server.max_sessions
+            ),
+        );
+    }
+    SessionLimits {
+        max_sessions: server.max_sessions,
+        max_sessions_per_user: server.max_sessions_per_user,
+        max_unauthenticated: login.max_unauthenticated,
+        grace_time: login.grace_time,
+    }
+}
+
+/// The `sha256:<hex>` form of an API key's hash.
+pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
+    let hex = text.strip_prefix("sha256:").ok_or_else(|| {
+        "must be `sha256:` followed by 64 hex digits, as `gateway admin new-key` prints it"
+            .to_string()
+    })?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`sha256:{hex}` does not have 64 hex digits after `sha256:`"
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|e| format!("`{hex}`: {e}"))?;
+    }
+    Ok(out)
+}
+
+pub(super) fn validate_ops(
+    metrics: MetricsSection,
+    admin: AdminSection,
+    r: &mut Reporter<'_>,
+) -> OpsSettings {
+    let mut names = std::collections::HashSet::new();
+    let mut api_keys = Vec::new();
+    for (i, k) in admin.keys.into_iter().enumerate() {
+        let at = |key: &str| format!("admin.keys[{i}].{key}");
+        if k.name.trim().is_empty() {
+            r.at_key(&at("name"), "must not be empty");
+        } else if !names.insert(k.name.clone()) {
+            r.at_key(&at("name"), format!("key `{}` is declared twice", k.name));
+        }
+        let sha256 = match parse_key_hash(&k.hash) {
+            Ok(h) => h,
+            Err(e) => {
+                r.at_key(&at("hash"), e);
+                [0; 32]
+            }
+        };
+        let expires = k.expires.as_deref().and_then(|t| {
+            match t.parse::<jiff::Timestamp>() {
+                Ok(ts) => Some(
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(ts.as_second().max(0).unsigned_abs()),
+                ),
+                Err(e) => {
+                    r.at_key(
+                        &at("expires"),
+                        format!("`{t}` is not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"),
+                    );
+                    None
+                }
+            }
+        });
+        api_keys.push(ApiKey {
+            name: k.name,
+            sha256,
+            expires,
+        });
+    }
+    if admin.listen.is_some() && api_keys.is_empty() {
+        r.at_key(
+            "admin.listen",
+            "the admin API needs at least one [[admin.keys]] entry (`gateway admin new-key NAME` makes one)",
+        );
+    }
+    if let (Some(m), Some(a)) = (metrics.listen, admin.listen) {
+        if m == a && m.port() != 0 {
+            r.at_key("admin.listen", format!("{a} is also metrics.listen"));
+        }
+    }
+    OpsSettings {
+        metrics_listen: metrics.listen,
+        admin_listen: admin.listen,
+        api_keys,
+    }
+}
