@@ -5,7 +5,8 @@
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
-#      exported as GW_S3S_FS) and installs moto's server (pip) if missing,
+#      exported as GW_S3S_FS) and installs moto's server and schemathesis
+#      (pip) if missing,
 #   2. creates the `gwtest` system user the tests' remote sshd logs in as
 #      (if missing) and /run/sshd,
 #   3. builds the gateway binary (debug),
@@ -152,6 +153,19 @@ setup_moto() {
     echo "installed: moto $(python3 -c 'import importlib.metadata as m; print(m.version("moto"))')"
 }
 
+# schemathesis, which checks the admin API against its OpenAPI document
+# (tests/tests/admin_api.rs).
+setup_schemathesis() {
+    if command -v schemathesis >/dev/null 2>&1 && schemathesis --version >/dev/null 2>&1; then
+        echo "present: $(schemathesis --version)"
+        return 0
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis
+    # pyenv puts new console scripts on PATH only after a rehash.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    echo "installed: $(schemathesis --version)"
+}
+
 run_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast
@@ -166,6 +180,7 @@ step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
 step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
 step "moto server (pip, if missing)" setup_moto
+step "schemathesis (pip, if missing)" setup_schemathesis
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 # The benchmark with tiny sizes against the debug build, so bench/run.py
 # cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::{BackendError, ErrorKind, Result};
+use crate::{BackendError, ConnectFailure, ErrorKind, Result};
 
 /// Where outbound connections come from.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +62,7 @@ pub async fn dial(
                     "",
                     format!("{target}: name lookup timed out"),
                 )
+                .with_connect_failure(ConnectFailure::Timeout)
             })?
             .map_err(|e| {
                 BackendError::new(
@@ -70,6 +71,7 @@ pub async fn dial(
                     "",
                     format!("{target}: unreachable: cannot resolve the name: {e}"),
                 )
+                .with_connect_failure(ConnectFailure::Other)
             })?
             .collect();
     let Some(first) = resolved.first().copied() else {
@@ -78,7 +80,8 @@ pub async fn dial(
             "connect",
             "",
             format!("{target}: unreachable: the name has no address"),
-        ));
+        )
+        .with_connect_failure(ConnectFailure::Other));
     };
     let stream = if sources.addresses.is_empty() {
         let socket = new_socket(first).map_err(|e| connect_error(&target, e))?;
@@ -128,7 +131,8 @@ async fn dial_from_dedicated(
             sources.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
             bind_failures.join("; ")
         ),
-    ))
+    )
+    .with_connect_failure(ConnectFailure::BindFailed))
 }
 
 fn new_socket(dest: SocketAddr) -> std::io::Result<TcpSocket> {
@@ -156,17 +160,20 @@ async fn connect(
                 "{target}: unreachable: no answer within {}s",
                 timeout.as_secs()
             ),
-        )),
+        )
+        .with_connect_failure(ConnectFailure::Timeout)),
     }
 }
 
 fn connect_error(target: &str, e: std::io::Error) -> BackendError {
+    let reason = ConnectFailure::of_io(&e);
     BackendError::new(
         ErrorKind::ConnectionLost,
         "connect",
         "",
         format!("{target}: unreachable: {e}"),
     )
+    .with_connect_failure(reason)
     .with_source(e)
 }
 
@@ -219,11 +226,33 @@ mod tests {
             "{err}"
         );
         assert!(err.message().contains("192.0.2.1"), "{err}");
+        assert_eq!(err.connect_failure(), Some(ConnectFailure::BindFailed));
         // Nothing reached the listener from the failed attempt.
         let pending = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(
             pending.is_err(),
             "a connection arrived despite the bind failure"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_classified() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = dial(
+            "127.0.0.1",
+            port,
+            &SourceAddresses::system(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.connect_failure(),
+            Some(ConnectFailure::Refused),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::ConnectionLost);
     }
 }

@@ -37,6 +37,81 @@ impl ErrorKind {
     pub fn is_temporary(self) -> bool {
         matches!(self, ErrorKind::ConnectionLost | ErrorKind::Timeout)
     }
+
+    /// The kind in snake_case (`not_found`), as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::DirectoryNotEmpty => "directory_not_empty",
+            ErrorKind::NotADirectory => "not_a_directory",
+            ErrorKind::IsADirectory => "is_a_directory",
+            ErrorKind::InvalidPath => "invalid_path",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Why opening a connection to a remote failed: the `reason` label of
+/// `gateway_remote_connect_failures_total`, set where the cause is known
+/// (see [`BackendError::with_connect_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectFailure {
+    /// The remote refused the TCP connection (nothing listens there).
+    Refused,
+    /// No answer in time (name lookup, TCP, TLS, SSH or login).
+    Timeout,
+    /// None of the dedicated source addresses could be bound.
+    BindFailed,
+    /// The SFTP server's host key is not the pinned one (or the remote is
+    /// disabled because of that).
+    HostKeyMismatch,
+    /// The server refused the login.
+    AuthFailed,
+    /// TLS could not be set up (handshake, certificate, server refusal).
+    Tls,
+    /// Anything else (name resolution, protocol errors, resets).
+    Other,
+}
+
+impl ConnectFailure {
+    /// Every reason, in the order the docs list them.
+    pub const ALL: [ConnectFailure; 7] = [
+        ConnectFailure::Refused,
+        ConnectFailure::Timeout,
+        ConnectFailure::BindFailed,
+        ConnectFailure::HostKeyMismatch,
+        ConnectFailure::AuthFailed,
+        ConnectFailure::Tls,
+        ConnectFailure::Other,
+    ];
+
+    /// The label value (`refused`, `host_key_mismatch`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::BindFailed => "bind_failed",
+            ConnectFailure::HostKeyMismatch => "host_key_mismatch",
+            ConnectFailure::AuthFailed => "auth_failed",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Other => "other",
+        }
+    }
+
+    /// The reason for a TCP connect that failed with `err`.
+    pub fn of_io(err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            std::io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            _ => ConnectFailure::Other,
+        }
+    }
 }
 
 /// An error from a storage backend: a kind, the operation and path it
@@ -49,6 +124,7 @@ pub struct BackendError {
     message: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    connect_failure: Option<ConnectFailure>,
 }
 
 impl BackendError {
@@ -65,6 +141,7 @@ impl BackendError {
             path: path.into(),
             message: message.into(),
             source: None,
+            connect_failure: None,
         }
     }
 
@@ -72,6 +149,30 @@ impl BackendError {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Records why a connection could not be opened (for metrics); set
+    /// where the cause is known, so nobody has to parse messages.
+    pub fn with_connect_failure(mut self, reason: ConnectFailure) -> Self {
+        self.connect_failure = Some(reason);
+        self
+    }
+
+    /// Why a connection could not be opened, when the code that failed
+    /// knew (see [`with_connect_failure`](Self::with_connect_failure)).
+    pub fn connect_failure(&self) -> Option<ConnectFailure> {
+        self.connect_failure
+    }
+
+    /// [`connect_failure`](Self::connect_failure), or else a guess from the
+    /// kind (`timeout` for [`ErrorKind::Timeout`], `other` otherwise): the
+    /// reason a failed connect is counted under.
+    pub fn connect_failure_reason(&self) -> ConnectFailure {
+        match (self.connect_failure, self.kind) {
+            (Some(reason), _) => reason,
+            (None, ErrorKind::Timeout) => ConnectFailure::Timeout,
+            (None, _) => ConnectFailure::Other,
+        }
     }
 
     /// Maps an OS error from local storage to a kind and a readable message.

@@ -9,7 +9,10 @@
 //! - [`backend`]: the [`Backend`] trait, readers, writers and value types.
 //! - [`hash`]: computing and checking MD5 and CRC-32 checksums.
 //! - [`local`]: the gateway's own storage on the local file system.
-//! - [`pool`]: the capped, fair connection pool of the remote backends.
+//! - [`pool`]: the capped, fair connection pool of the remote backends,
+//!   whose limits can change while it is in use.
+//! - [`metrics`]: what the pools and remotes report (names and labels),
+//!   and [`metrics::Instrumented`], which measures any backend.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
 //! - [`sftp`]: a folder on a remote SFTP server.
 //! - [`ftp`]: a folder on a remote FTP or FTPS server.
@@ -24,6 +27,7 @@ pub mod error;
 pub mod ftp;
 pub mod hash;
 pub mod local;
+pub mod metrics;
 pub mod path;
 pub mod pool;
 pub mod s3;
@@ -34,6 +38,6 @@ pub use backend::{
     Backend, Capabilities, DirEntry, EntryKind, FileReader, FileWriter, HashKind, ListStream,
     Metadata, RenameMode, SpaceInfo, WriteMode,
 };
-pub use error::{BackendError, ErrorKind, Result};
+pub use error::{BackendError, ConnectFailure, ErrorKind, Result};
 pub use local::LocalBackend;
 pub use path::{PathError, StoragePath};

@@ -1,11 +1,24 @@
 //! A capped, fair connection pool shared by the remote backends.
 //!
 //! At most `max` connections to a remote are open at any instant, counting
-//! those being set up and those idle. Work beyond that waits in FIFO order
-//! and fails with a temporary error after `wait`. A checked-out connection
-//! ([`Pooled`]) returns itself when dropped, or is discarded (freeing its
-//! slot) if it was marked broken or its connector says it is unusable, so
-//! no failure path can leak a slot. Idle connections close after `idle`.
+//! those being set up, idle and being closed. Work beyond that waits in
+//! FIFO order and fails with a temporary error after `wait`. A checked-out
+//! connection ([`Pooled`]) returns itself when dropped, or is discarded
+//! (freeing its slot once closed) if it was marked broken or its connector
+//! says it is unusable, so no failure path can leak a slot; neither can a
+//! request given up while it waits or connects. Idle connections close
+//! after `idle`.
+//!
+//! The limits can change while the pool is in use ([`Pool::set_settings`],
+//! for a config reload): a raised cap hands new slots to waiters at once,
+//! oldest first; a lowered cap closes idle connections above it at once and
+//! closes connections in use as they are returned (instead of reusing them)
+//! until the pool is within the cap, so a transfer is never cut. New
+//! connections are opened only while fewer than `max` are open.
+//!
+//! Every change of the pool's state is published as gauges, and waits,
+//! timeouts and connect attempts and failures are counted
+//! ([`crate::metrics`]).
 //!
 //! One operation must never hold two connections of one pool: with every
 //! slot taken by such operations, all of them would wait forever.
@@ -15,8 +28,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
+use crate::metrics::{PoolFigures, PoolMetrics};
 use crate::{BackendError, ErrorKind, Result};
 
 /// Opens connections for a pool and tells whether one still works.
@@ -36,7 +50,7 @@ pub trait Connector: Send + Sync + 'static {
 }
 
 /// Limits of one pool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Most connections open at once.
     pub max: usize,
@@ -46,15 +60,29 @@ pub struct PoolSettings {
     pub idle: Duration,
 }
 
+impl PoolSettings {
+    /// The settings as the pool uses them: at least one connection.
+    fn normalized(self) -> Self {
+        PoolSettings {
+            max: self.max.max(1),
+            ..self
+        }
+    }
+}
+
 /// What a pool is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolStats {
-    /// Connections open (in use, idle or being set up).
+    /// Connections open (in use, idle, being set up or being closed).
     pub open: usize,
+    /// Connections checked out by work.
+    pub in_use: usize,
     /// Connections open and unused.
     pub idle: usize,
     /// Requests waiting for a connection.
     pub waiting: usize,
+    /// The current cap.
+    pub max: usize,
 }
 
 /// What a waiter is handed: a connection, or the right to open one.
@@ -64,7 +92,13 @@ enum Grant<T> {
 }
 
 struct State<T> {
+    settings: PoolSettings,
+    /// Slots taken: connections in use, idle, being set up or being closed.
     open: usize,
+    /// Connections checked out (or handed to a waiter that will take them).
+    in_use: usize,
+    /// Connections being closed; their slots are freed when that is done.
+    closing: usize,
     idle: VecDeque<(T, Instant)>,
     waiters: VecDeque<oneshot::Sender<Grant<T>>>,
 }
@@ -72,8 +106,10 @@ struct State<T> {
 struct Inner<C: Connector> {
     name: String,
     connector: C,
-    settings: PoolSettings,
     state: Mutex<State<C::Connection>>,
+    metrics: PoolMetrics,
+    /// Wakes the idle reaper when the settings change.
+    reaper: Arc<Notify>,
 }
 
 /// A capped pool of connections to one remote.
@@ -99,24 +135,28 @@ impl<C: Connector> std::fmt::Debug for Pool<C> {
 }
 
 impl<C: Connector> Pool<C> {
-    /// A pool named `name` (for messages) opening connections with `connector`.
-    /// Must be created inside a tokio runtime (it starts the idle reaper).
+    /// A pool for remote `name` (for messages and the metrics' `remote`
+    /// label) opening connections with `connector`. Must be created inside
+    /// a tokio runtime (it starts the idle reaper).
     pub fn new(name: impl Into<String>, connector: C, settings: PoolSettings) -> Self {
-        let settings = PoolSettings {
-            max: settings.max.max(1),
-            ..settings
-        };
+        let name = name.into();
+        let reaper = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
-            name: name.into(),
+            metrics: PoolMetrics::new(&name),
+            name,
             connector,
-            settings,
             state: Mutex::new(State {
+                settings: settings.normalized(),
                 open: 0,
+                in_use: 0,
+                closing: 0,
                 idle: VecDeque::new(),
                 waiters: VecDeque::new(),
             }),
+            reaper: reaper.clone(),
         });
-        tokio::spawn(reap_idle(Arc::downgrade(&inner)));
+        inner.publish(&inner.lock());
+        tokio::spawn(reap_idle(Arc::downgrade(&inner), reaper));
         Pool { inner }
     }
 
@@ -130,60 +170,132 @@ impl<C: Connector> Pool<C> {
         let st = self.inner.lock();
         PoolStats {
             open: st.open,
+            in_use: st.in_use,
             idle: st.idle.len(),
             waiting: st.waiters.len(),
+            max: st.settings.max,
         }
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> PoolSettings {
+        self.inner.lock().settings
+    }
+
+    /// Changes the limits while the pool is in use (a config reload).
+    /// Raising `max` hands the new slots to waiters at once, oldest first.
+    /// Lowering it never closes a connection in use: idle connections
+    /// above the new cap are closed at once, and connections returned while
+    /// more than `max` are open are closed instead of reused, until the
+    /// pool is within the cap; meanwhile new requests wait. A new `wait`
+    /// applies to requests from now on, a new `idle` to the next sweep.
+    pub fn set_settings(&self, settings: PoolSettings) {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        st.settings = settings.normalized();
+        while st.open < st.settings.max {
+            let Some(waiter) = st.waiters.pop_front() else {
+                break;
+            };
+            if waiter.send(Grant::Slot).is_ok() {
+                st.open += 1;
+            }
+        }
+        while st.open - st.closing > st.settings.max {
+            let Some((conn, _)) = st.idle.pop_front() else {
+                break;
+            };
+            inner.retire(&mut st, conn);
+        }
+        inner.publish(&st);
+        drop(st);
+        inner.reaper.notify_one();
     }
 
     /// Checks out a connection, waiting for a free slot if all are taken.
     pub async fn get(&self) -> Result<Pooled<C>> {
-        let deadline = tokio::time::Instant::now() + self.inner.settings.wait;
-        let receiver = {
-            let mut st = self.inner.lock();
+        let inner = &self.inner;
+        let (settings, receiver) = {
+            let mut st = inner.lock();
             while let Some((conn, _)) = st.idle.pop_back() {
-                if self.inner.connector.is_usable(&conn) {
+                if inner.connector.is_usable(&conn) {
+                    st.in_use += 1;
+                    inner.publish(&st);
                     drop(st);
                     return Ok(self.pooled(conn));
                 }
-                Inner::discard(&self.inner, conn);
+                inner.retire(&mut st, conn);
             }
-            if st.open < self.inner.settings.max {
+            let receiver = if st.open < st.settings.max {
                 st.open += 1;
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push_back(tx);
                 Some(rx)
-            }
+            };
+            inner.publish(&st);
+            (st.settings, receiver)
         };
         let grant = match receiver {
             None => Grant::Slot,
-            Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(grant)) => grant,
-                Ok(Err(_)) | Err(_) => {
-                    return Err(BackendError::new(
-                        ErrorKind::Timeout,
-                        "connect",
-                        "",
-                        format!(
-                            "all {} connections to remote `{}` are busy; waited {}s",
-                            self.inner.settings.max,
-                            self.inner.name,
-                            self.inner.settings.wait.as_secs()
-                        ),
-                    ))
+            Some(rx) => {
+                let started = Instant::now();
+                let mut waiter = Waiter {
+                    rx: Some(rx),
+                    pool: inner.clone(),
+                    abandoned: false,
+                };
+                let granted = match tokio::time::timeout(settings.wait, waiter.recv()).await {
+                    Ok(Some(grant)) => Some(grant),
+                    // A grant may have come just as the wait ended: take it.
+                    Ok(None) | Err(_) => waiter.cancel(),
+                };
+                drop(waiter);
+                inner.metrics.waited(started.elapsed());
+                match granted {
+                    Some(grant) => grant,
+                    None => {
+                        inner.metrics.timed_out();
+                        return Err(BackendError::new(
+                            ErrorKind::Timeout,
+                            "connect",
+                            "",
+                            format!(
+                                "all {} connections to remote `{}` are busy; waited {}s",
+                                settings.max,
+                                inner.name,
+                                settings.wait.as_secs()
+                            ),
+                        ));
+                    }
                 }
-            },
+            }
         };
         match grant {
             Grant::Connection(conn) => Ok(self.pooled(conn)),
-            Grant::Slot => match self.inner.connector.connect().await {
-                Ok(conn) => Ok(self.pooled(conn)),
-                Err(e) => {
-                    self.inner.free_slot();
-                    Err(e)
+            Grant::Slot => {
+                let mut slot = Connecting {
+                    pool: inner.clone(),
+                    armed: true,
+                };
+                inner.metrics.connect.attempt();
+                match inner.connector.connect().await {
+                    Ok(conn) => {
+                        slot.armed = false;
+                        let mut st = inner.lock();
+                        st.in_use += 1;
+                        inner.publish(&st);
+                        drop(st);
+                        Ok(self.pooled(conn))
+                    }
+                    Err(e) => {
+                        inner.metrics.connect.failed(&e);
+                        // Dropping `slot` frees it.
+                        Err(e)
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -197,52 +309,147 @@ impl<C: Connector> Pool<C> {
 }
 
 impl<C: Connector> Inner<C> {
-    /// Closes `conn` in the background and frees its slot afterwards.
-    fn discard(inner: &Arc<Self>, conn: C::Connection) {
-        let inner = inner.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    inner.connector.close(conn).await;
-                    inner.free_slot();
-                });
-            }
-            Err(_) => {
-                drop(conn);
-                inner.free_slot();
-            }
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State<C::Connection>> {
         // The state is consistent at every unlock; a poisoned lock is usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection's slot is free: hand it to a waiter or close it.
-    fn free_slot(&self) {
-        let mut st = self.lock();
-        while let Some(waiter) = st.waiters.pop_front() {
-            if waiter.send(Grant::Slot).is_ok() {
-                return;
+    /// Sets the gauges from the state (called with the lock held).
+    fn publish(&self, st: &State<C::Connection>) {
+        self.metrics.publish(PoolFigures {
+            open: st.open,
+            in_use: st.in_use,
+            idle: st.idle.len(),
+            waiting: st.waiters.len(),
+            max: st.settings.max,
+        });
+    }
+
+    /// A slot is free (its connection closed, or a connect failed or was
+    /// given up): it goes to the oldest waiter if the cap allows one more
+    /// connection, else it is given up.
+    fn release_slot(&self, st: &mut State<C::Connection>) {
+        // `open` still counts this slot.
+        if st.open <= st.settings.max {
+            while let Some(waiter) = st.waiters.pop_front() {
+                if waiter.send(Grant::Slot).is_ok() {
+                    return;
+                }
             }
         }
         st.open -= 1;
     }
 
-    /// A connection comes back in working order.
-    fn give_back(&self, conn: C::Connection) {
-        let mut st = self.lock();
+    /// Closes `conn` (in the background) and frees its slot afterwards.
+    fn retire(self: &Arc<Self>, st: &mut State<C::Connection>, conn: C::Connection) {
+        st.closing += 1;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let inner = self.clone();
+                rt.spawn(async move {
+                    inner.connector.close(conn).await;
+                    let mut st = inner.lock();
+                    st.closing -= 1;
+                    inner.release_slot(&mut st);
+                    inner.publish(&st);
+                });
+            }
+            Err(_) => {
+                drop(conn);
+                st.closing -= 1;
+                self.release_slot(st);
+            }
+        }
+    }
+
+    /// A checked-out connection comes back: it goes to the oldest waiter,
+    /// or idles; it is closed instead if it is not `usable` or the pool is
+    /// above its cap (lowered while it was in use).
+    fn check_in(
+        self: &Arc<Self>,
+        st: &mut State<C::Connection>,
+        conn: C::Connection,
+        usable: bool,
+    ) {
+        st.in_use -= 1;
+        if !usable || st.open - st.closing > st.settings.max {
+            self.retire(st, conn);
+            return;
+        }
         let mut grant = Grant::Connection(conn);
         while let Some(waiter) = st.waiters.pop_front() {
             match waiter.send(grant) {
-                Ok(()) => return,
+                Ok(()) => {
+                    st.in_use += 1;
+                    return;
+                }
                 Err(back) => grant = back,
             }
         }
-        match grant {
-            Grant::Connection(conn) => st.idle.push_back((conn, Instant::now())),
-            Grant::Slot => st.open -= 1,
+        if let Grant::Connection(conn) = grant {
+            st.idle.push_back((conn, Instant::now()));
+        }
+    }
+}
+
+/// A request's place in the queue. Given up (timed out, or its request
+/// dropped), it leaves the queue and hands on a grant that came too late,
+/// so no slot or connection is lost.
+struct Waiter<C: Connector> {
+    rx: Option<oneshot::Receiver<Grant<C::Connection>>>,
+    pool: Arc<Inner<C>>,
+    abandoned: bool,
+}
+
+impl<C: Connector> Waiter<C> {
+    /// Waits for a grant (`None` if the pool dropped the place).
+    async fn recv(&mut self) -> Option<Grant<C::Connection>> {
+        let rx = self.rx.as_mut()?;
+        let grant = rx.await.ok();
+        self.rx = None;
+        grant
+    }
+
+    /// Stops waiting; returns a grant sent before that.
+    fn cancel(&mut self) -> Option<Grant<C::Connection>> {
+        let mut rx = self.rx.take()?;
+        self.abandoned = true;
+        rx.close();
+        rx.try_recv().ok()
+    }
+}
+
+impl<C: Connector> Drop for Waiter<C> {
+    fn drop(&mut self) {
+        let late = self.cancel();
+        if !self.abandoned {
+            return;
+        }
+        let pool = &self.pool;
+        let mut st = pool.lock();
+        st.waiters.retain(|w| !w.is_closed());
+        match late {
+            Some(Grant::Connection(conn)) => pool.check_in(&mut st, conn, true),
+            Some(Grant::Slot) => pool.release_slot(&mut st),
+            None => {}
+        }
+        pool.publish(&st);
+    }
+}
+
+/// A slot being used to open a connection; freed if that fails or is
+/// given up.
+struct Connecting<C: Connector> {
+    pool: Arc<Inner<C>>,
+    armed: bool,
+}
+
+impl<C: Connector> Drop for Connecting<C> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.pool.lock();
+            self.pool.release_slot(&mut st);
+            self.pool.publish(&st);
         }
     }
 }
@@ -276,42 +483,39 @@ impl<C: Connector> Drop for Pooled<C> {
         let Some(conn) = self.connection.take() else {
             return;
         };
-        if self.broken || !self.pool.connector.is_usable(&conn) {
-            Inner::discard(&self.pool, conn);
-        } else {
-            self.pool.give_back(conn);
-        }
+        let usable = !self.broken && self.pool.connector.is_usable(&conn);
+        let mut st = self.pool.lock();
+        self.pool.check_in(&mut st, conn, usable);
+        self.pool.publish(&st);
     }
 }
 
-/// Closes connections idle for longer than the pool's `idle` setting.
-async fn reap_idle<C: Connector>(pool: Weak<Inner<C>>) {
-    let period = match pool.upgrade() {
-        Some(p) => (p.settings.idle / 2).max(Duration::from_millis(200)),
-        None => return,
-    };
+/// Closes connections idle for longer than the pool's `idle` setting,
+/// checking every half of it (at once again when the settings change).
+async fn reap_idle<C: Connector>(pool: Weak<Inner<C>>, wake: Arc<Notify>) {
     loop {
-        tokio::time::sleep(period).await;
-        let Some(inner) = pool.upgrade() else { return };
-        let expired: Vec<C::Connection> = {
-            let mut st = inner.lock();
-            let now = Instant::now();
-            let mut keep = VecDeque::new();
-            let mut gone = Vec::new();
-            while let Some((conn, since)) = st.idle.pop_front() {
-                if now.duration_since(since) >= inner.settings.idle
-                    || !inner.connector.is_usable(&conn)
-                {
-                    gone.push(conn);
-                } else {
-                    keep.push_back((conn, since));
-                }
-            }
-            st.idle = keep;
-            st.open -= gone.len();
-            gone
+        let period = match pool.upgrade() {
+            Some(p) => (p.lock().settings.idle / 2).max(Duration::from_millis(200)),
+            None => return,
         };
-        drop(expired);
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = wake.notified() => {}
+        }
+        let Some(inner) = pool.upgrade() else { return };
+        let mut st = inner.lock();
+        let now = Instant::now();
+        let limit = st.settings.idle;
+        let mut keep = VecDeque::new();
+        while let Some((conn, since)) = st.idle.pop_front() {
+            if now.duration_since(since) >= limit || !inner.connector.is_usable(&conn) {
+                inner.retire(&mut st, conn);
+            } else {
+                keep.push_back((conn, since));
+            }
+        }
+        st.idle = keep;
+        inner.publish(&st);
     }
 }
 
@@ -319,6 +523,7 @@ async fn reap_idle<C: Connector>(pool: Weak<Inner<C>>) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::sync::Notify;
 
     /// Counts live connections; can be told to fail.
     struct Counting {
@@ -404,8 +609,10 @@ mod tests {
             pool.stats(),
             PoolStats {
                 open: live.load(Ordering::SeqCst),
+                in_use: 0,
                 idle: live.load(Ordering::SeqCst),
-                waiting: 0
+                waiting: 0,
+                max: 3,
             }
         );
     }
@@ -450,5 +657,297 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(live.load(Ordering::SeqCst), 0);
         assert_eq!(pool.stats().open, 0);
+    }
+
+    fn settings(max: usize) -> PoolSettings {
+        PoolSettings {
+            max,
+            wait: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    /// Polls `check` every 5 ms for up to 2 s.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Starts request number `i`, which holds its connection until told to
+    /// let go, and waits until it is queued as the `i + 1`-th waiter;
+    /// numbers are recorded in the order requests got a connection.
+    async fn queue_holder(
+        pool: &Pool<Counting>,
+        i: usize,
+        order: &Arc<Mutex<Vec<usize>>>,
+        release: &Arc<Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        let task = {
+            let (pool, order, release) = (pool.clone(), order.clone(), release.clone());
+            tokio::spawn(async move {
+                let c = pool.get().await.expect("a waiter got no connection");
+                order.lock().unwrap().push(i);
+                release.notified().await;
+                drop(c);
+            })
+        };
+        queued(pool, i + 1).await;
+        task
+    }
+
+    async fn queued(pool: &Pool<Counting>, n: usize) {
+        eventually(&format!("{n} requests wait"), || pool.stats().waiting == n).await;
+    }
+
+    fn sorted(v: &[usize]) -> Vec<usize> {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn raising_the_cap_serves_waiters_at_once_oldest_first() {
+        let (pool, live, _) = pool(2, Duration::from_secs(10), Duration::from_secs(60));
+        let held = [pool.get().await.unwrap(), pool.get().await.unwrap()];
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            tasks.push(queue_holder(&pool, i, &order, &release).await);
+        }
+        pool.set_settings(settings(4));
+        eventually("two waiters got a connection", || {
+            order.lock().unwrap().len() == 2
+        })
+        .await;
+        assert_eq!(sorted(&order.lock().unwrap()), [0, 1], "the oldest first");
+        assert_eq!(live.load(Ordering::SeqCst), 4);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.open, stats.in_use, stats.waiting, stats.max),
+            (4, 4, 2, 4)
+        );
+        drop(held);
+        eventually("every waiter got a connection", || {
+            order.lock().unwrap().len() == 4
+        })
+        .await;
+        assert_eq!(sorted(&order.lock().unwrap()[2..]), [2, 3]);
+        for t in tasks {
+            release.notify_one();
+            t.await.unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!((stats.open, stats.in_use, stats.idle), (4, 0, 4));
+    }
+
+    #[tokio::test]
+    async fn lowering_the_cap_closes_returned_connections_never_used_ones() {
+        let (pool, live, peak) = pool(10, Duration::from_secs(10), Duration::from_secs(60));
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            held.push(pool.get().await.unwrap());
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Notify::new());
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            waiters.push(queue_holder(&pool, i, &order, &release).await);
+        }
+        pool.set_settings(settings(3));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            10,
+            "a connection in use was closed"
+        );
+        assert_eq!(pool.stats().max, 3);
+        // The first seven returned are closed, no new one is opened, and
+        // the waiters keep waiting.
+        for n in 1..=7 {
+            drop(held.pop());
+            eventually("the returned connection is closed", || {
+                live.load(Ordering::SeqCst) == 10 - n && pool.stats().open == 10 - n
+            })
+            .await;
+            assert!(
+                order.lock().unwrap().is_empty(),
+                "a waiter got a connection above the cap"
+            );
+            assert_eq!(pool.stats().waiting, 5);
+        }
+        peak.store(live.load(Ordering::SeqCst), Ordering::SeqCst);
+        // Within the cap, returned connections go to the oldest waiters.
+        drop(held);
+        eventually("three waiters got a connection", || {
+            order.lock().unwrap().len() == 3
+        })
+        .await;
+        assert_eq!(sorted(&order.lock().unwrap()), [0, 1, 2]);
+        for served in 4..=5 {
+            release.notify_one();
+            eventually("the next waiter got a connection", || {
+                order.lock().unwrap().len() == served
+            })
+            .await;
+        }
+        assert_eq!(*order.lock().unwrap().get(3..).unwrap_or(&[]), [3, 4]);
+        for t in waiters {
+            release.notify_one();
+            t.await.unwrap();
+        }
+        // Many requests at once afterwards: never above the new cap.
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = pool.get().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(c);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
+        let stats = pool.stats();
+        assert_eq!((stats.in_use, stats.waiting), (0, 0));
+        assert!(stats.open <= 3, "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn lowering_the_cap_closes_idle_connections_above_it_at_once() {
+        let (pool, live, _) = pool(5, Duration::from_secs(10), Duration::from_secs(60));
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(pool.get().await.unwrap());
+        }
+        let kept = held.pop();
+        drop(held);
+        assert_eq!(pool.stats().idle, 4);
+        pool.set_settings(settings(2));
+        eventually("idle connections above the cap are closed", || {
+            live.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.open, stats.in_use, stats.idle),
+            (2, 1, 1),
+            "{stats:?}"
+        );
+        drop(kept);
+        assert_eq!(pool.stats().idle, 2, "within the cap, returns are kept");
+    }
+
+    #[tokio::test]
+    async fn a_shorter_idle_time_applies_at_once() {
+        let (pool, live, _) = pool(2, Duration::from_secs(10), Duration::from_secs(3600));
+        drop(pool.get().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        pool.set_settings(PoolSettings {
+            idle: Duration::from_millis(100),
+            ..settings(2)
+        });
+        eventually("the idle connection is closed", || {
+            live.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        assert_eq!(pool.stats().open, 0);
+    }
+
+    #[tokio::test]
+    async fn requests_given_up_while_waiting_or_connecting_lose_no_slot() {
+        let (pool, _, _) = pool(1, Duration::from_secs(10), Duration::from_secs(60));
+        let held = pool.get().await.unwrap();
+        // Given up while waiting.
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(drop) })
+        };
+        queued(&pool, 1).await;
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(pool.stats().waiting, 0, "the abandoned place is gone");
+        drop(held);
+        assert_eq!(pool.stats().idle, 1, "no one took the returned connection");
+        // Given up while connecting (the connector takes 5 ms).
+        pool.set_settings(settings(2));
+        let held = pool.get().await.unwrap();
+        let connecting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(pool.stats().open, 2, "the second request is connecting");
+        connecting.abort();
+        let _ = connecting.await;
+        assert_eq!(pool.stats().open, 1, "the abandoned connect freed its slot");
+        // Both slots are usable again, at once.
+        let other = tokio::time::timeout(Duration::from_secs(1), pool.get())
+            .await
+            .expect("a slot was lost")
+            .unwrap();
+        drop((held, other));
+        let stats = pool.stats();
+        assert_eq!((stats.open, stats.in_use, stats.waiting), (2, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn pool_gauges_and_counters_follow_the_pool() {
+        use crate::metrics::testing::TestRecorder;
+        use crate::metrics::*;
+        let rec = TestRecorder::default();
+        let _guard = ::metrics::set_default_local_recorder(&rec);
+        let (pool, _, _) = pool(2, Duration::from_millis(300), Duration::from_secs(60));
+        let r = [("remote", "test")];
+        let gauge = |name| rec.gauge(name, &r).unwrap_or(-1.0);
+        assert_eq!(gauge(CONNECTIONS_MAX), 2.0);
+        assert_eq!(gauge(CONNECTIONS), 0.0);
+        let a = pool.get().await.unwrap();
+        let b = pool.get().await.unwrap();
+        assert_eq!(gauge(CONNECTIONS_IN_USE), 2.0, "in use rises to the cap");
+        assert_eq!(gauge(CONNECTIONS), 2.0);
+        assert_eq!(rec.counter(CONNECT_ATTEMPTS, &r), 2);
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(drop) })
+        };
+        queued(&pool, 1).await;
+        assert_eq!(gauge(WAITERS), 1.0);
+        drop(a);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(gauge(WAITERS), 0.0);
+        assert_eq!(gauge(CONNECTIONS_IN_USE), 1.0);
+        assert_eq!(gauge(CONNECTIONS_IDLE), 1.0);
+        assert_eq!(rec.samples(POOL_WAIT_SECONDS, &r).len(), 1);
+        // A wait that times out.
+        let (c, d) = (pool.get().await.unwrap(), b);
+        assert!(pool.get().await.is_err());
+        assert_eq!(rec.counter(POOL_TIMEOUTS, &r), 1);
+        assert_eq!(rec.samples(POOL_WAIT_SECONDS, &r).len(), 2);
+        drop((c, d));
+        pool.set_settings(settings(5));
+        assert_eq!(gauge(CONNECTIONS_MAX), 5.0);
+        assert_eq!(gauge(CONNECTIONS_IDLE), 2.0);
+        // A failed connect, counted under its reason.
+        pool.set_settings(settings(3));
+        let _held = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        pool.connector().fail.store(true, Ordering::SeqCst);
+        assert!(pool.get().await.is_err());
+        assert_eq!(rec.counter(CONNECT_ATTEMPTS, &r), 3);
+        assert_eq!(
+            rec.counter(CONNECT_FAILURES, &[("remote", "test"), ("reason", "other")]),
+            1
+        );
+        assert_eq!(gauge(CONNECTIONS), 2.0, "the failed connect freed its slot");
     }
 }

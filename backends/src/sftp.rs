@@ -36,7 +36,7 @@ use crate::backend::{
 use crate::dial::{dial, SourceAddresses};
 use crate::local::{hidden_upload_path, UPLOAD_PREFIX};
 use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
-use crate::{BackendError, ErrorKind, Result, StoragePath};
+use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 
 /// Largest read or write sent in one request (OpenSSH's sshd accepts 261120).
 const CHUNK: usize = 255 * 1024;
@@ -53,7 +53,10 @@ const MD5SUM_MAX_STDOUT: usize = 64 * 1024;
 const MD5SUM_MAX_STDERR: usize = 2048;
 
 /// Decides whether a remote's host key is acceptable; the gateway pins keys
-/// in its state and disables a remote whose key changed.
+/// in its state and disables a remote whose key changed. A
+/// [`ErrorKind::PermissionDenied`] error from either method is counted as a
+/// `host_key_mismatch` connect failure unless the error names its own
+/// reason ([`BackendError::with_connect_failure`]).
 pub trait HostKeyPolicy: Send + Sync + std::fmt::Debug {
     /// Called before connecting: an error if the remote is disabled.
     fn check_enabled(&self) -> Result<()>;
@@ -187,7 +190,7 @@ fn client_config() -> Arc<russh::client::Config> {
 impl SftpConnector {
     async fn open(&self) -> Result<SftpConnection> {
         let s = &self.settings;
-        s.host_keys.check_enabled()?;
+        s.host_keys.check_enabled().map_err(policy_failure)?;
         let (stream, local) = dial(&s.host, s.port, &s.sources, s.connect_timeout).await?;
         let rejection = Arc::new(Mutex::new(None));
         let handler = ClientHandler {
@@ -202,7 +205,7 @@ impl SftpConnector {
                         if let Some(rejected) =
                             rejection.lock().unwrap_or_else(|p| p.into_inner()).take()
                         {
-                            return Err(rejected);
+                            return Err(policy_failure(rejected));
                         }
                         return Err(self.lost(format!("SSH handshake failed: {e}")));
                     }
@@ -250,7 +253,8 @@ impl SftpConnector {
                     s.name,
                     s.connect_timeout.as_secs()
                 ),
-            )),
+            )
+            .with_connect_failure(ConnectFailure::Timeout)),
         }
     }
 
@@ -300,7 +304,8 @@ impl SftpConnector {
                 "remote `{}`: authentication failed for user `{}` ({how})",
                 s.name, s.username
             ),
-        ))
+        )
+        .with_connect_failure(ConnectFailure::AuthFailed))
     }
 
     fn lost(&self, message: String) -> BackendError {
@@ -310,6 +315,18 @@ impl SftpConnector {
             "",
             format!("remote `{}`: {message}", self.settings.name),
         )
+    }
+}
+
+/// A refusal by the host key policy, with its connect-failure reason: a
+/// permission refusal is a (remembered) host key mismatch.
+fn policy_failure(e: BackendError) -> BackendError {
+    match (e.connect_failure(), e.kind()) {
+        (Some(_), _) => e,
+        (None, ErrorKind::PermissionDenied) => {
+            e.with_connect_failure(ConnectFailure::HostKeyMismatch)
+        }
+        (None, _) => e.with_connect_failure(ConnectFailure::Other),
     }
 }
 
@@ -505,6 +522,13 @@ impl SftpBackend {
     /// The pool's current use.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
+    }
+
+    /// Applies new pool limits at once (config reload): a raised cap serves
+    /// waiters now, a lowered one closes idle connections above it and the
+    /// others as they are returned, never one in use.
+    pub fn set_pool_settings(&self, settings: PoolSettings) {
+        self.pool.set_settings(settings);
     }
 
     /// Checks out a connection (for `remote test`: it reports where it came from).
@@ -1654,6 +1678,64 @@ impl Drop for SftpWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy for a remote disabled after a host key change, or one whose
+    /// state cannot be read.
+    #[derive(Debug)]
+    struct Disabled(ErrorKind);
+
+    impl HostKeyPolicy for Disabled {
+        fn check_enabled(&self) -> Result<()> {
+            Err(BackendError::new(
+                self.0,
+                "connect",
+                "",
+                "remote `r` is disabled",
+            ))
+        }
+        fn verify(&self, _: &PublicKey) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn policy_refusals_are_host_key_mismatches() {
+        for (kind, reason) in [
+            (ErrorKind::PermissionDenied, ConnectFailure::HostKeyMismatch),
+            (ErrorKind::Other, ConnectFailure::Other),
+        ] {
+            let backend = SftpBackend::new(SftpSettings {
+                name: "r".into(),
+                host: "192.0.2.1".into(),
+                port: 22,
+                username: "u".into(),
+                password: None,
+                private_key: None,
+                root: String::new(),
+                sources: SourceAddresses::system(),
+                connect_timeout: Duration::from_secs(1),
+                host_keys: Arc::new(Disabled(kind)),
+                pool: PoolSettings {
+                    max: 1,
+                    wait: Duration::from_secs(1),
+                    idle: Duration::from_secs(1),
+                },
+            });
+            let err = backend
+                .stat(&StoragePath::parse("f").unwrap())
+                .await
+                .unwrap_err();
+            assert_eq!(err.connect_failure(), Some(reason), "{err}");
+            assert_eq!(backend.pool_stats().open, 0);
+        }
+        let own = BackendError::new(ErrorKind::PermissionDenied, "connect", "", "x")
+            .with_connect_failure(ConnectFailure::AuthFailed);
+        assert_eq!(
+            policy_failure(own).connect_failure(),
+            Some(ConnectFailure::AuthFailed),
+            "a reason the policy set is kept"
+        );
+    }
 
     #[test]
     fn md5sum_output_is_parsed() {

@@ -53,6 +53,12 @@ pub enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Admin API tools.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Generate an RSA-4096 key pair for logging in to a remote server.
     Keygen {
         /// Where to write the private key (the public key goes to PATH.pub).
@@ -121,4 +127,19 @@ pub enum ConfigCommand {
 pub enum UserCommand {
     /// Read a password from standard input and print its argon2 hash for the config file.
     HashPassword,
+}
+
+/// `gateway admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a new admin API key: prints the key once and the
+    /// `[[admin.keys]]` lines (with only its hash) for the config file.
+    NewKey {
+        /// A name for the key (who or what uses it).
+        name: String,
+        /// When the key stops working, as an RFC 3339 time
+        /// (2027-01-31T00:00:00Z); never when left out.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }

@@ -4,7 +4,9 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::cli::{Cli, Command, ConfigCommand, RemoteCommand, SyncCommand, UserCommand};
+use gateway::cli::{
+    AdminCommand, Cli, Command, ConfigCommand, RemoteCommand, SyncCommand, UserCommand,
+};
 use gateway::{config, logging, remote_cli, serve, sync_cli};
 
 fn main() -> ExitCode {
@@ -47,6 +49,12 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failed(&e),
         },
+        Command::Admin {
+            command: AdminCommand::NewKey { name, expires },
+        } => report(gateway::admin::keys::print_new_key(
+            &name,
+            expires.as_deref(),
+        )),
         Command::Keygen { out, comment } => report(remote_cli::keygen(&out, &comment)),
         Command::Remote { command, config } => {
             let (settings, runtime) = match tool_setup(config.as_deref()) {

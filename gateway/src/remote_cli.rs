@@ -10,6 +10,7 @@ use certs::host_keys::fingerprint;
 use futures::TryStreamExt;
 use russh::keys::PublicKey;
 
+use crate::admin::control::{ControlError, RemoteTestReport, TrustReport};
 use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings};
 use crate::remotes::{connect_remote, host_keys, source_addresses, RemoteAccess};
 use crate::state::{RedbStore, StateStore};
@@ -109,37 +110,119 @@ fn tls_mode_name(mode: FtpTlsMode) -> &'static str {
     }
 }
 
-/// `gateway remote test NAME`.
-pub async fn test(settings: &Settings, name: &str) -> Result<()> {
-    let r = find(settings, name)?;
-    let store = open_store(settings)?;
-    let remote = connect_remote(r, &settings.dedicated_ips, store)?;
-    let started = Instant::now();
-    let mut details: Vec<(&str, String)> = Vec::new();
-    match &remote.access {
-        RemoteAccess::Sftp { backend, .. } => {
-            let conn = backend
-                .connection()
-                .await
-                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
-            details.push(("source address", conn.local_addr().ip().to_string()));
+/// Why `remote test` or `remote trust` could not give an answer (a test
+/// that reached the remote and failed is a [`RemoteTestReport`] with
+/// `ok: false`, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteToolError {
+    /// No remote of that name in the config.
+    #[error("{message}")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The sentence for a person (names the known remotes).
+        message: String,
+    },
+    /// The action does not apply to this remote (not SFTP; host key set
+    /// in the config).
+    #[error("{0}")]
+    Refused(String),
+    /// The remote did not answer as needed (its host key could not be
+    /// fetched).
+    #[error("{0}")]
+    Remote(String),
+    /// The gateway's own side failed (state store, backend set-up).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<RemoteToolError> for ControlError {
+    fn from(e: RemoteToolError) -> Self {
+        match e {
+            RemoteToolError::NotFound { name, .. } => ControlError::NotFound {
+                what: "remote",
+                name,
+            },
+            RemoteToolError::Refused(m) => ControlError::Conflict(m),
+            RemoteToolError::Remote(m) => ControlError::Remote(m),
+            RemoteToolError::Local(m) => ControlError::Internal(m),
         }
+    }
+}
+
+fn local(e: impl Into<anyhow::Error>) -> RemoteToolError {
+    RemoteToolError::Local(format!("{:#}", e.into()))
+}
+
+fn find_remote<'s>(
+    settings: &'s Settings,
+    name: &str,
+) -> std::result::Result<&'s RemoteSettings, RemoteToolError> {
+    find(settings, name).map_err(|e| RemoteToolError::NotFound {
+        name: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Connects to remote `name` with the configured settings (a fresh
+/// connection, not a pooled one), logs in and lists the remote root: what
+/// `gateway remote test` prints and the admin API returns. A remote that
+/// fails the test gives `ok: false` and the reason; `Err` means the test
+/// could not be made at all. `store` is the state store holding the
+/// pinned host keys (the running gateway's own, or one the CLI opened).
+pub async fn test_report(
+    settings: &Settings,
+    name: &str,
+    store: Arc<dyn StateStore>,
+) -> std::result::Result<RemoteTestReport, RemoteToolError> {
+    let r = find_remote(settings, name)?;
+    let remote = connect_remote(r, &settings.dedicated_ips, store).map_err(local)?;
+    let started = Instant::now();
+    let mut details: Vec<(String, String)> = Vec::new();
+    let failed = |details: Vec<(String, String)>, why: String| RemoteTestReport {
+        name: name.to_string(),
+        ok: false,
+        round_trip_ms: millis(started.elapsed()),
+        details,
+        error: Some(why),
+    };
+    fn push(details: &mut Vec<(String, String)>, label: &str, value: String) {
+        details.push((label.to_string(), value));
+    }
+    match &remote.access {
+        RemoteAccess::Sftp { backend, .. } => match backend.connection().await {
+            Ok(conn) => push(
+                &mut details,
+                "source address",
+                conn.local_addr().ip().to_string(),
+            ),
+            Err(e) => return Ok(failed(details, reason(&e))),
+        },
         RemoteAccess::Ftp { backend } => {
-            let probe = backend
-                .probe()
-                .await
-                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
-            details.push(("source address", probe.local_addr.ip().to_string()));
-            details.push(("server", probe.server_addr.to_string()));
-            details.push(("welcome", probe.welcome.trim().to_string()));
+            let probe = match backend.probe().await {
+                Ok(p) => p,
+                Err(e) => return Ok(failed(details, reason(&e))),
+            };
+            push(
+                &mut details,
+                "source address",
+                probe.local_addr.ip().to_string(),
+            );
+            push(&mut details, "server", probe.server_addr.to_string());
+            push(&mut details, "welcome", probe.welcome.trim().to_string());
             match &probe.tls {
                 Some(tls) => {
-                    details.push(("tls", format!("{}, {}", tls.version, tls.cipher_suite)));
+                    push(
+                        &mut details,
+                        "tls",
+                        format!("{}, {}", tls.version, tls.cipher_suite),
+                    );
                     let unchecked = matches!(
                         &r.protocol,
                         ProtocolSettings::Ftp(f) if f.certificate == CertificatePolicy::AllowAny
                     );
-                    details.push((
+                    push(
+                        &mut details,
                         "certificate",
                         if unchecked {
                             format!(
@@ -149,27 +232,32 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
                         } else {
                             tls.certificate.clone()
                         },
-                    ));
+                    );
                 }
-                None => details.push(("tls", "none (plain FTP)".to_string())),
+                None => push(&mut details, "tls", "none (plain FTP)".to_string()),
             }
-            details.push(("features", probe.features.join(", ")));
+            push(&mut details, "features", probe.features.join(", "));
         }
         RemoteAccess::S3 { backend } => {
-            let probe = backend
-                .probe()
-                .await
-                .map_err(|e| anyhow!("remote `{name}`: FAILED: {}", reason(&e)))?;
-            details.push((
+            let probe = match backend.probe().await {
+                Ok(p) => p,
+                Err(e) => return Ok(failed(details, reason(&e))),
+            };
+            push(
+                &mut details,
                 "source address",
                 probe
                     .local_addr
                     .map(|a| a.ip().to_string())
                     .unwrap_or_else(|| "unknown (a pooled connection was reused)".to_string()),
-            ));
-            details.push(("endpoint", probe.endpoint.clone()));
-            details.push(("region", probe.region.clone()));
-            details.push(("bucket", format!("{} (listed: ok)", probe.bucket)));
+            );
+            push(&mut details, "endpoint", probe.endpoint.clone());
+            push(&mut details, "region", probe.region.clone());
+            push(
+                &mut details,
+                "bucket",
+                format!("{} (listed: ok)", probe.bucket),
+            );
         }
     }
     let login = started.elapsed();
@@ -177,46 +265,83 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
     let root = StoragePath::root();
     match remote.backend.stat(&root).await {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!(
-            "remote `{name}`: FAILED: remote path missing: `{}` is not a folder",
-            shown_root(r)
-        ),
-        Err(e) if e.kind() == ErrorKind::NotFound => bail!(
-            "remote `{name}`: FAILED: remote path missing: `{}` does not exist",
-            shown_root(r)
-        ),
-        Err(e) => bail!("remote `{name}`: FAILED: {}", reason(&e)),
+        Ok(_) => {
+            return Ok(failed(
+                details,
+                format!("remote path missing: `{}` is not a folder", shown_root(r)),
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Ok(failed(
+                details,
+                format!("remote path missing: `{}` does not exist", shown_root(r)),
+            ))
+        }
+        Err(e) => return Ok(failed(details, reason(&e))),
     }
     let round_trip = probe.elapsed();
-    let pages = remote.backend.list(&root).await.map_err(|e| {
-        anyhow!(
-            "remote `{name}`: FAILED: cannot list the remote root: {}",
-            reason(&e)
-        )
-    })?;
-    let entries: usize = pages
-        .try_fold(0, |n, page| async move { Ok(n + page.len()) })
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "remote `{name}`: FAILED: cannot list the remote root: {}",
-                reason(&e)
-            )
-        })?;
+    let listed = async {
+        let pages = remote.backend.list(&root).await?;
+        pages
+            .try_fold(0usize, |n, page| async move { Ok(n + page.len()) })
+            .await
+    };
+    let entries = match listed.await {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(failed(
+                details,
+                format!("cannot list the remote root: {}", reason(&e)),
+            ))
+        }
+    };
     if let RemoteAccess::Sftp { host_keys, .. } = &remote.access {
         let key = host_keys
             .last_presented()
             .map(|k| format!("{} {}", k.algorithm(), fingerprint(&k)))
             .unwrap_or_else(|| "unknown".to_string());
-        details.push(("host key", key));
+        push(&mut details, "host key", key);
+    }
+    push(
+        &mut details,
+        "connect and login",
+        format!("{} ms", login.as_millis()),
+    );
+    push(
+        &mut details,
+        "round trip",
+        format!("{} ms", round_trip.as_millis()),
+    );
+    push(
+        &mut details,
+        &format!("remote root `{}`", shown_root(r)),
+        format!("{entries} entries"),
+    );
+    Ok(RemoteTestReport {
+        name: name.to_string(),
+        ok: true,
+        round_trip_ms: millis(started.elapsed()),
+        details,
+        error: None,
+    })
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `gateway remote test NAME`.
+pub async fn test(settings: &Settings, name: &str) -> Result<()> {
+    let r = find(settings, name)?;
+    let store = open_store(settings)?;
+    let report = test_report(settings, name, store).await?;
+    if let Some(why) = &report.error {
+        bail!("remote `{name}`: FAILED: {why}");
     }
     println!("remote `{name}`: ok ({})", r.kind().as_str());
-    for (label, value) in &details {
+    for (label, value) in &report.details {
         println!("  {label}: {value}");
     }
-    println!("  connect and login: {} ms", login.as_millis());
-    println!("  round trip: {} ms", round_trip.as_millis());
-    println!("  remote root `{}`: {entries} entries", shown_root(r));
     Ok(())
 }
 
@@ -262,22 +387,58 @@ impl HostKeyPolicy for CaptureKey {
     }
 }
 
-/// `gateway remote trust NAME`.
-pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
-    let r = find(settings, name)?;
+/// What `remote trust` did.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    /// The remote.
+    pub name: String,
+    /// The key now pinned.
+    pub presented: PublicKey,
+    /// The key pinned before, if any.
+    pub previous: Option<PublicKey>,
+    /// Whether the remote was disabled (host key mismatch) before.
+    pub was_disabled: bool,
+}
+
+impl Trusted {
+    /// The admin API's view of it.
+    pub fn report(&self) -> TrustReport {
+        TrustReport {
+            name: self.name.clone(),
+            fingerprint: fingerprint(&self.presented),
+            re_enabled: self.was_disabled,
+        }
+    }
+}
+
+/// Why remote `r` cannot have its host key trusted, if it cannot.
+fn refuse_trust(r: &RemoteSettings) -> std::result::Result<(), RemoteToolError> {
+    let name = &r.name;
     let ProtocolSettings::Sftp(sftp) = &r.protocol else {
-        bail!(
+        return Err(RemoteToolError::Refused(format!(
             "remote `{name}` is an {} remote: host keys belong to SFTP; its TLS certificate is checked against `ca_file` or the system's roots",
             r.kind().as_str()
-        );
+        )));
     };
     if let Some(k) = &sftp.host_key {
-        bail!(
+        return Err(RemoteToolError::Refused(format!(
             "remote `{name}` has `host_key` set in the config ({}); change it there instead",
             fingerprint(k)
-        );
+        )));
     }
-    let store = open_store(settings)?;
+    Ok(())
+}
+
+/// Fetches the host key SFTP remote `name` presents now, pins it in
+/// `store` and re-enables the remote: what `gateway remote trust` does.
+/// A running gateway checks the pin on its next connection.
+pub async fn trust_remote(
+    settings: &Settings,
+    name: &str,
+    store: Arc<dyn StateStore>,
+) -> std::result::Result<Trusted, RemoteToolError> {
+    let r = find_remote(settings, name)?;
+    refuse_trust(r)?;
     let capture = Arc::new(CaptureKey::default());
     let sources = source_addresses(r, &settings.dedicated_ips);
     let backend = backends::sftp::SftpBackend::new(backends::sftp::SftpSettings {
@@ -308,18 +469,45 @@ pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
             .err()
             .map(|e| reason(&e))
             .unwrap_or_else(|| "no host key received".to_string());
-        bail!("remote `{name}`: cannot fetch its host key: {why}");
+        return Err(RemoteToolError::Remote(format!(
+            "remote `{name}`: cannot fetch its host key: {why}"
+        )));
     };
-    let old = host_keys::pinned(store.as_ref(), name)?;
-    host_keys::trust(store.as_ref(), name, &presented)?;
+    let previous = host_keys::pinned(store.as_ref(), name).map_err(local)?;
+    let was_disabled = host_keys::disabled(store.as_ref(), name)
+        .map_err(local)?
+        .is_some();
+    host_keys::trust(store.as_ref(), name, &presented).map_err(local)?;
+    Ok(Trusted {
+        name: name.to_string(),
+        presented,
+        previous,
+        was_disabled,
+    })
+}
+
+/// [`trust_remote`] as the admin API reports it.
+pub async fn trust_report(
+    settings: &Settings,
+    name: &str,
+    store: Arc<dyn StateStore>,
+) -> std::result::Result<TrustReport, RemoteToolError> {
+    Ok(trust_remote(settings, name, store).await?.report())
+}
+
+/// `gateway remote trust NAME`.
+pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
+    refuse_trust(find(settings, name)?)?;
+    let store = open_store(settings)?;
+    let t = trust_remote(settings, name, store).await?;
     println!(
         "remote `{name}`: now trusting {} {}",
-        presented.algorithm(),
-        fingerprint(&presented)
+        t.presented.algorithm(),
+        fingerprint(&t.presented)
     );
-    match old {
-        Some(k) if k.key_data() != presented.key_data() => {
-            println!("  (replaces {})", fingerprint(&k))
+    match &t.previous {
+        Some(k) if k.key_data() != t.presented.key_data() => {
+            println!("  (replaces {})", fingerprint(k))
         }
         Some(_) => println!("  (unchanged)"),
         None => println!("  (no key was pinned before)"),

@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use backends::LocalBackend;
-use policy::{Authenticator, LoginThrottle, PathPermissions, User};
+use policy::LoginThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::remotes::Remotes;
-use crate::ssh::{self, Connection, Shared};
+use crate::running::{self, Running};
+use crate::ssh::{Connection, Shared};
 use crate::state::{self, RedbStore, StoredUser};
-use crate::sync::run::SyncSides;
 use crate::sync::scheduler;
-use crate::transfers::ActiveTransfers;
 
 /// Runs the gateway until it is told to stop.
 pub async fn run(settings: Settings) -> Result<()> {
@@ -49,37 +48,29 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
 
-    let store =
+    let store: Arc<dyn state::StateStore> =
         Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?);
-    let remotes = Remotes::build(&settings, store.clone())?;
-    let mut users = settings.users;
+    // The recorder comes before the remotes: their pools and connectors
+    // register their metric handles when they are built.
+    let recorder = match settings.ops.metrics_listen {
+        Some(_) => Some(crate::ops::install_recorder()?),
+        None => None,
+    };
+    let remotes = Arc::new(Remotes::build(&settings, store.clone())?);
     let mut first_user_password = None;
-    if users.is_empty() {
-        let existing = state::stored_users(store.as_ref())?;
-        if existing.is_empty() {
-            let password = random_password();
-            let stored = StoredUser {
-                name: "admin".to_string(),
-                password_hash: policy::hash_password(&password)
-                    .context("cannot hash the first user's password")?,
-                home: String::new(),
-            };
-            if state::create_user(store.as_ref(), &stored)? {
-                first_user_password = Some(password);
-            }
-        }
-        for stored in state::stored_users(store.as_ref())? {
-            users.push(User {
-                name: stored.name,
-                password_hash: Some(stored.password_hash),
-                authorized_keys: Vec::new(),
-                home: stored.home,
-                permissions: PathPermissions::full(),
-                allowed_networks: Vec::new(),
-            });
+    if settings.users.is_empty() && state::stored_users(store.as_ref())?.is_empty() {
+        let password = random_password();
+        let stored = StoredUser {
+            name: "admin".to_string(),
+            password_hash: policy::hash_password(&password)
+                .context("cannot hash the first user's password")?,
+            home: String::new(),
+        };
+        if state::create_user(store.as_ref(), &stored)? {
+            first_user_password = Some(password);
         }
     }
-    for user in &users {
+    for user in running::users_of(&settings, store.as_ref())? {
         let home = settings.storage.join(&user.home);
         std::fs::create_dir_all(&home).with_context(|| {
             format!(
@@ -97,44 +88,19 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     crate::remotes::create_s3_mount_folders(&remotes, &settings.mounts);
-    let sync_storage: Arc<dyn backends::Backend> =
-        Arc::new(LocalBackend::open(&settings.storage).with_context(|| {
-            format!(
-                "cannot open the storage folder {}",
-                settings.storage.display()
-            )
-        })?);
-    let mut syncs = Vec::new();
-    for sync in &settings.syncs {
-        // Validation guarantees the remote exists.
-        if let Some(remote) = remotes.get(&sync.remote) {
-            syncs.push((
-                sync.clone(),
-                SyncSides {
-                    gateway: sync_storage.clone(),
-                    remote: remote.backend.clone(),
-                    remote_folders_are_virtual: remote.settings.kind()
-                        == crate::config::RemoteKind::S3,
-                },
-            ));
-        }
-    }
-    let shared = Arc::new(Shared {
-        authenticator: Authenticator::new(users, settings.allowed_networks.clone()),
-        throttle: LoginThrottle::new(settings.throttle),
-        storage,
-        transfers: ActiveTransfers::default(),
-        remotes,
-        mounts: settings.mounts,
-    });
-    let config = Arc::new(ssh::ssh_config(
-        host_keys.into_iter().map(|k| k.key).collect(),
-        settings.idle_timeout,
-        settings.max_auth_attempts,
-    ));
+    let sync_storage = running::sync_storage(&settings)?;
+    let host_keys: Vec<russh::keys::PrivateKey> = host_keys.into_iter().map(|k| k.key).collect();
+    let throttle = LoginThrottle::new(settings.throttle);
+    let listen = settings.listen.clone();
+    let ops = settings.ops.clone();
+    let shutdown_grace = settings.shutdown_grace;
+    let settings = Arc::new(settings);
+    let table = running::sync_table(&settings, &remotes, &sync_storage);
+    let live = running::live_config(settings, remotes, &host_keys, store.as_ref())?;
+    let shared = Arc::new(Shared::new(live, throttle, storage));
 
     let mut listeners = Vec::new();
-    for addr in &settings.listen {
+    for addr in &listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -149,17 +115,63 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let store: Arc<dyn state::StateStore> = store;
-    let schedulers = scheduler::start(syncs, store, stop_rx.clone());
+    let (syncs_tx, syncs_rx) = watch::channel(table);
+    let scheduler = tokio::spawn(scheduler::supervise(
+        syncs_rx,
+        store.clone(),
+        stop_rx.clone(),
+    ));
+    let running = Arc::new(Running::new(
+        shared.clone(),
+        store.clone(),
+        host_keys,
+        sync_storage,
+        syncs_tx,
+        stop_rx.clone(),
+    ));
+    let mut endpoints = Vec::new();
+    let ready = crate::ops::readiness(store.clone(), listeners.len());
+    if let (Some(addr), Some(recorder)) = (ops.metrics_listen, recorder) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            listener.local_addr().unwrap_or(addr)
+        );
+        endpoints.push(tokio::spawn(crate::ops::serve_metrics(
+            listener,
+            recorder,
+            ready.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(addr) = ops.admin_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+        if running.api_keys.is_empty() {
+            tracing::warn!(
+                "the admin API has no keys ([[admin.keys]]): every request will be refused"
+            );
+        }
+        endpoints.push(tokio::spawn(crate::admin::serve_admin(
+            listener,
+            running.clone(),
+            running.api_keys.clone(),
+            ready.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let mut acceptors = Vec::new();
     for (listener, _) in listeners {
         acceptors.push(tokio::spawn(accept_loop(
             listener,
             shared.clone(),
-            config.clone(),
             stop_rx.clone(),
         )));
     }
+    tokio::spawn(reload_on_sighup(running.clone()));
 
     wait_for_signal().await?;
     let _ = stop_tx.send(true);
@@ -168,15 +180,16 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     // Scheduled runs stop at once: unfinished copies are discarded (never
     // published) and their records say "interrupted".
-    for s in schedulers {
-        let _ = s.await;
+    let _ = scheduler.await;
+    for e in endpoints {
+        let _ = e.await;
     }
     let in_flight = shared.transfers.count();
     tracing::info!(
         "shutting down: no new connections; waiting up to {} for {in_flight} transfer(s) in flight",
-        humantime::format_duration(settings.shutdown_grace)
+        humantime::format_duration(shutdown_grace)
     );
-    if tokio::time::timeout(settings.shutdown_grace, shared.transfers.wait_idle())
+    if tokio::time::timeout(shutdown_grace, shared.transfers.wait_idle())
         .await
         .is_err()
     {
@@ -189,16 +202,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    config: Arc<russh::server::Config>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => start_connection(socket, peer, &shared, &config),
+                Ok((socket, peer)) => start_connection(socket, peer, &shared),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -209,34 +217,100 @@ async fn accept_loop(
     }
 }
 
-fn start_connection(
-    socket: TcpStream,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-    config: &Arc<russh::server::Config>,
-) {
+fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let ip = peer.ip();
     if let Err(banned) = shared.throttle.check(ip) {
         tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %banned);
         return;
     }
-    if !shared.authenticator.address_allowed(ip) {
+    let live = shared.live();
+    if !live.authenticator.address_allowed(ip) {
         tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = "address not allowed");
         return;
     }
+    let limits = live.settings.limits;
+    let session = match shared.sessions.connect(peer, &limits) {
+        Ok(s) => s,
+        Err(refusal) => {
+            tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %refusal);
+            metrics::counter!("gateway_sessions_refused_total", "reason" => refusal.reason())
+                .increment(1);
+            // Before its version line an SSH server may send text lines;
+            // OpenSSH clients show them when the connection then closes.
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut socket = socket;
+                let _ = socket
+                    .write_all(format!("gateway: {refusal}\r\n").as_bytes())
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+            return;
+        }
+    };
     let _ = socket.set_nodelay(true);
-    let handler = Connection::new(shared.clone(), peer);
-    let config = config.clone();
+    let (logged_in_tx, mut logged_in) = watch::channel(false);
+    let handler = Connection::new(shared.clone(), peer, session, logged_in_tx);
+    let config = live.ssh_config.clone();
     tokio::spawn(async move {
-        match russh::server::run_stream(config, socket, handler).await {
-            Ok(session) => {
-                if let Err(e) = session.await {
-                    tracing::debug!(addr = %ip, "connection ended: {e}");
+        let connection = async {
+            match russh::server::run_stream(config, socket, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::debug!(addr = %ip, "connection ended: {e}");
+                    }
                 }
+                Err(e) => tracing::debug!(addr = %ip, "handshake failed: {e}"),
             }
-            Err(e) => tracing::debug!(addr = %ip, "handshake failed: {e}"),
+        };
+        // A connection that has not logged in within the grace time is
+        // closed (dropping it closes the socket).
+        let grace = async {
+            let logged_in = async move {
+                // Either way (logged in, or the connection ended and its
+                // sender is gone) the grace timer has nothing more to do.
+                let _ = logged_in.wait_for(|l| *l).await;
+            };
+            if tokio::time::timeout(limits.grace_time, logged_in)
+                .await
+                .is_ok()
+            {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = connection => {}
+            () = grace => {
+                tracing::info!(target: "audit", addr = %ip, op = "login", result = "refused", reason = "login grace time over");
+                metrics::counter!("gateway_sessions_refused_total", "reason" => "grace_time").increment(1);
+            }
         }
     });
+}
+
+/// Reloads the config on every SIGHUP.
+async fn reload_on_sighup(running: Arc<Running>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch for SIGHUP (reload): {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the config");
+        if let Err(e) = crate::admin::control::Control::reload(running.as_ref()).await {
+            match e {
+                crate::admin::control::ControlError::InvalidConfig(problems) => {
+                    for p in problems {
+                        tracing::error!("reload refused, the running config stays: {p}");
+                    }
+                }
+                other => tracing::error!("reload refused, the running config stays: {other}"),
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -14,32 +14,68 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
-use crate::config::MountSettings;
+use crate::config::Settings;
 use crate::remotes::Remotes;
+use crate::sessions::{LimitRefusal, SessionGuard, Sessions};
 use crate::sftp::{self, SessionContext};
 use crate::transfers::ActiveTransfers;
 use crate::tree::{Mount, Tree};
 
 /// What every connection shares.
 pub struct Shared {
-    /// Checks credentials and addresses.
-    pub authenticator: Authenticator,
+    /// The parts of the configuration a reload replaces.
+    live: std::sync::RwLock<Arc<Live>>,
     /// Refuses addresses after repeated failures.
     pub throttle: LoginThrottle,
     /// The gateway's own storage; each user gets the subtree of their home.
     pub storage: LocalBackend,
     /// Transfers in flight, for graceful shutdown.
     pub transfers: ActiveTransfers,
+    /// The connections open now, and their limits.
+    pub sessions: Sessions,
+}
+
+/// The configuration connections use, replaced whole by a reload: a
+/// connection keeps the one it started with for what it already set up
+/// (its mounts), and reads the current one for each new decision.
+pub struct Live {
+    /// The validated config.
+    pub settings: Arc<Settings>,
+    /// Checks credentials and addresses.
+    pub authenticator: Arc<Authenticator>,
     /// The configured remotes.
-    pub remotes: Remotes,
-    /// Mounts by user name.
-    pub mounts: HashMap<String, Vec<MountSettings>>,
+    pub remotes: Arc<Remotes>,
+    /// The SSH server settings for new connections.
+    pub ssh_config: Arc<russh::server::Config>,
 }
 
 impl Shared {
+    /// Shared state starting from `live`.
+    pub fn new(live: Live, throttle: LoginThrottle, storage: LocalBackend) -> Self {
+        Shared {
+            live: std::sync::RwLock::new(Arc::new(live)),
+            throttle,
+            storage,
+            transfers: ActiveTransfers::default(),
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a new configuration in force (a reload).
+    pub fn replace_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+}
+
+impl Live {
     /// The mounts of `user` as tree entries.
     fn mounts_of(&self, user: &str) -> Vec<Mount> {
-        let Some(mounts) = self.mounts.get(user) else {
+        let Some(mounts) = self.settings.mounts.get(user) else {
             return Vec::new();
         };
         mounts
@@ -109,16 +145,33 @@ pub struct Connection {
     peer: SocketAddr,
     user: Option<Arc<User>>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Its place in the session registry (freed when it ends).
+    session: SessionGuard,
+    /// Set once it has logged in within the session limits (the login
+    /// grace timer watches it).
+    logged_in: tokio::sync::watch::Sender<bool>,
+    /// A login over a session limit: the connection is ended with this
+    /// message when it opens a channel.
+    refused: Option<LimitRefusal>,
 }
 
 impl Connection {
-    /// A new, unauthenticated connection from `peer`.
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+    /// A new, unauthenticated connection from `peer`, registered as
+    /// `session`; `logged_in` turns true when it logs in.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        session: SessionGuard,
+        logged_in: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
         Connection {
             shared,
             peer,
             user: None,
             channels: HashMap::new(),
+            session,
+            logged_in,
+            refused: None,
         }
     }
 
@@ -131,6 +184,7 @@ impl Connection {
             Ok(()) => false,
             Err(banned) => {
                 self.login_audit(user, method, "refused", &banned.to_string());
+                self.banned_metric(method);
                 true
             }
         }
@@ -139,15 +193,39 @@ impl Connection {
     fn failed(&self, user: &str, method: &str, reason: &str) {
         let ban_started = self.shared.throttle.record_failure(self.peer.ip());
         self.login_audit(user, method, "rejected", reason);
+        metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "rejected")
+            .increment(1);
         if ban_started {
+            metrics::counter!("gateway_throttled_addresses_total").increment(1);
             tracing::warn!(addr = %self.peer.ip(), "too many failed logins: address banned");
         }
     }
 
     fn succeeded(&mut self, user: Arc<User>, method: &str) {
         self.shared.throttle.record_success(self.peer.ip());
-        self.login_audit(&user.name, method, "ok", "");
+        let limits = self.shared.live().settings.limits;
+        match self.session.login(&user.name, &limits) {
+            Ok(()) => {
+                self.login_audit(&user.name, method, "ok", "");
+                metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "ok")
+                    .increment(1);
+                let _ = self.logged_in.send(true);
+            }
+            Err(refusal) => {
+                self.login_audit(&user.name, method, "refused", &refusal.to_string());
+                metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "refused")
+                    .increment(1);
+                metrics::counter!("gateway_sessions_refused_total", "reason" => refusal.reason())
+                    .increment(1);
+                self.refused = Some(refusal);
+            }
+        }
         self.user = Some(user);
+    }
+
+    fn banned_metric(&self, method: &str) {
+        metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "banned")
+            .increment(1);
     }
 }
 
@@ -158,13 +236,12 @@ impl russh::server::Handler for Connection {
         if self.banned(user, "password") {
             return Ok(Auth::reject());
         }
-        let shared = self.shared.clone();
+        let authenticator = self.shared.live().authenticator.clone();
         let (name, secret, ip) = (user.to_string(), password.to_string(), self.peer.ip());
         // Argon2 is deliberately slow: keep it off the async threads.
-        let checked = tokio::task::spawn_blocking(move || {
-            shared.authenticator.check_password(&name, &secret, ip)
-        })
-        .await;
+        let checked =
+            tokio::task::spawn_blocking(move || authenticator.check_password(&name, &secret, ip))
+                .await;
         match checked {
             Ok(Ok(found)) => {
                 self.succeeded(found, "password");
@@ -190,11 +267,11 @@ impl russh::server::Handler for Connection {
         if self.shared.throttle.check(self.peer.ip()).is_err() {
             return Ok(Auth::reject());
         }
-        match self
-            .shared
-            .authenticator
-            .check_public_key(user, offer.public_key, self.peer.ip())
-        {
+        match self.shared.live().authenticator.check_public_key(
+            user,
+            offer.public_key,
+            self.peer.ip(),
+        ) {
             Ok(_) => Ok(Auth::Accept),
             Err(_) => Ok(Auth::reject()),
         }
@@ -208,11 +285,11 @@ impl russh::server::Handler for Connection {
         if self.banned(user, "publickey") {
             return Ok(Auth::reject());
         }
-        match self
-            .shared
-            .authenticator
-            .check_public_key(user, key.public_key, self.peer.ip())
-        {
+        match self.shared.live().authenticator.check_public_key(
+            user,
+            key.public_key,
+            self.peer.ip(),
+        ) {
             Ok(found) => {
                 self.succeeded(found, "publickey");
                 Ok(Auth::Accept)
@@ -228,8 +305,17 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some(refusal) = &self.refused {
+            // Over a session limit: say why, in the words the client shows.
+            session.disconnect(
+                russh::Disconnect::TooManyConnections,
+                &refusal.to_string(),
+                "en",
+            )?;
+            return Ok(());
+        }
         if self.user.is_some() {
             self.channels.insert(channel.id(), channel);
             reply.accept().await;
@@ -273,7 +359,10 @@ impl russh::server::Handler for Connection {
         };
         session.channel_success(channel_id)?;
         let ctx = SessionContext {
-            tree: Tree::with_mounts(Arc::new(home_storage), self.shared.mounts_of(&user.name)),
+            tree: Tree::with_mounts(
+                Arc::new(home_storage),
+                self.shared.live().mounts_of(&user.name),
+            ),
             user,
             peer: self.peer,
             transfers: self.shared.transfers.clone(),

@@ -45,6 +45,8 @@ pub enum Table {
     SyncRuns,
     /// The run of each sync in progress, by sync name (its lock).
     SyncLocks,
+    /// Written by the readiness check (`/readyz`) to prove writes work.
+    Health,
 }
 
 impl Table {
@@ -55,6 +57,7 @@ impl Table {
             Table::DisabledRemotes => "disabled_remotes",
             Table::SyncRuns => "sync_runs",
             Table::SyncLocks => "sync_locks",
+            Table::Health => "health",
         }
     }
 }

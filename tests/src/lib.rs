@@ -1089,6 +1089,78 @@ pub struct GatewayConfig {
     pub remotes: Vec<RemoteConfig>,
     /// `[[syncs]]` entries.
     pub syncs: Vec<SyncConfig>,
+    /// The `[admin]` section (left out when `None`).
+    pub admin: Option<AdminConfig>,
+}
+
+/// One `[[admin.keys]]` entry.
+#[derive(Debug, Clone)]
+pub struct AdminKeyConfig {
+    /// `name`.
+    pub name: String,
+    /// `hash`: `sha256:<64 hex>`.
+    pub hash: String,
+    /// `expires` (RFC 3339), if any.
+    pub expires: Option<String>,
+}
+
+impl AdminKeyConfig {
+    /// An entry for the key `key` (its SHA-256 computed here).
+    pub fn for_key(name: &str, key: &str, expires: Option<&str>) -> Self {
+        Self {
+            name: name.into(),
+            hash: format!("sha256:{}", sha256_hex(key.as_bytes())),
+            expires: expires.map(str::to_string),
+        }
+    }
+}
+
+/// The `[admin]` section: the admin API's address and keys.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// `listen`, e.g. `127.0.0.1:0`.
+    pub listen: String,
+    /// `[[admin.keys]]`.
+    pub keys: Vec<AdminKeyConfig>,
+}
+
+impl AdminConfig {
+    /// The TOML text of the section.
+    pub fn to_toml(&self) -> String {
+        let mut s = format!("[admin]\nlisten = {}\n", toml_str(&self.listen));
+        for k in &self.keys {
+            s += &format!(
+                "\n[[admin.keys]]\nname = {}\nhash = {}\n",
+                toml_str(&k.name),
+                toml_str(&k.hash)
+            );
+            if let Some(e) = &k.expires {
+                s += &format!("expires = {}\n", toml_str(e));
+            }
+        }
+        s
+    }
+}
+
+/// SHA-256 of `data` in lower-case hex, by `sha256sum` (coreutils).
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(data)
+        .expect("writing to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(hex.len(), 64, "sha256sum printed {text:?}");
+    hex
 }
 
 impl GatewayConfig {
@@ -1105,7 +1177,17 @@ impl GatewayConfig {
             dedicated_ips: None,
             remotes: vec![],
             syncs: vec![],
+            admin: None,
         }
+    }
+
+    /// Turns the admin API on at `listen` with `keys`.
+    pub fn admin(mut self, listen: &str, keys: Vec<AdminKeyConfig>) -> Self {
+        self.admin = Some(AdminConfig {
+            listen: listen.into(),
+            keys,
+        });
+        self
     }
 
     /// The TOML text.
@@ -1128,6 +1210,10 @@ impl GatewayConfig {
                 toml_str(window),
                 toml_str(ban)
             );
+        }
+        if let Some(admin) = &self.admin {
+            s += "\n";
+            s += &admin.to_toml();
         }
         for r in &self.remotes {
             s += "\n";

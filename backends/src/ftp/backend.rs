@@ -24,7 +24,7 @@ use crate::backend::{
     unsupported, Backend, Capabilities, FileReader, FileWriter, HashKind, ListStream, Metadata,
     RenameMode, WriteMode,
 };
-use crate::pool::{Pool, PoolStats, Pooled};
+use crate::pool::{Pool, PoolSettings, PoolStats, Pooled};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
 /// An idle connection unused for this long is checked with NOOP before use.
@@ -80,6 +80,13 @@ impl FtpBackend {
     /// The pool's current use.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
+    }
+
+    /// Applies new pool limits at once (config reload): a raised cap serves
+    /// waiters now, a lowered one closes idle connections above it and the
+    /// others as they are returned, never one in use.
+    pub fn set_pool_settings(&self, settings: PoolSettings) {
+        self.pool.set_settings(settings);
     }
 
     /// Partial uploads waiting to be removed (absolute remote paths): those

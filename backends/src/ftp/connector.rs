@@ -64,7 +64,10 @@ impl Connector for FtpConnector {
                 })
             }
             Err(e) => {
-                let err = e.into_backend(&self.settings.name, "connect", "");
+                let reason = e.connect_failure();
+                let err = e
+                    .into_backend(&self.settings.name, "connect", "")
+                    .with_connect_failure(reason);
                 tracing::warn!(remote = %self.settings.name, "connect failed: {}", err.message());
                 Err(err)
             }

@@ -2,7 +2,7 @@
 //! codes to [`ErrorKind`]s, with the server's own words kept in the message.
 
 use super::reply::Reply;
-use crate::{BackendError, ErrorKind};
+use crate::{BackendError, ConnectFailure, ErrorKind};
 
 /// Something the FTP client could not do.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,20 @@ impl FtpError {
             FtpError::Login { .. } => ErrorKind::PermissionDenied,
             FtpError::LineBreak => ErrorKind::InvalidPath,
             FtpError::Dial(e) => e.kind(),
+        }
+    }
+
+    /// Why opening a connection failed with this error, for metrics.
+    pub fn connect_failure(&self) -> ConnectFailure {
+        match self {
+            FtpError::Dial(e) => e.connect_failure_reason(),
+            FtpError::Timeout(..) => ConnectFailure::Timeout,
+            FtpError::Tls(_) => ConnectFailure::Tls,
+            FtpError::Login { .. } => ConnectFailure::AuthFailed,
+            FtpError::Io(e) => ConnectFailure::of_io(e),
+            FtpError::Reply { .. } | FtpError::Protocol(_) | FtpError::LineBreak => {
+                ConnectFailure::Other
+            }
         }
     }
 

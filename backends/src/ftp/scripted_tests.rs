@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use super::{CertificateCheck, FtpBackend, FtpSettings, FtpTls};
 use crate::dial::SourceAddresses;
 use crate::pool::PoolSettings;
-use crate::{Backend, ErrorKind, HashKind, StoragePath};
+use crate::{Backend, ConnectFailure, ErrorKind, HashKind, StoragePath};
 
 /// How the scripted server answers one command line ("" = the greeting);
 /// `None` means it never answers.
@@ -103,6 +103,7 @@ async fn a_silent_server_is_a_connect_timeout() {
     let err = backend(port).stat(&file()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(err.connect_failure(), Some(ConnectFailure::Timeout));
 }
 
 #[tokio::test]
@@ -159,6 +160,7 @@ async fn a_refused_login_names_the_user() {
         err.message().contains("authentication failed for user `x`"),
         "{err}"
     );
+    assert_eq!(err.connect_failure(), Some(ConnectFailure::AuthFailed));
 }
 
 /// DELE lines the server of the test below received.

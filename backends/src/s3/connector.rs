@@ -1,7 +1,8 @@
 //! The connections the HTTP client sends through: TCP from a dedicated
 //! source address (`dial`: rotating across them, never falling back to
 //! another address), then TLS for `https`, all within the connect timeout.
-//! The local address of the latest connection is kept for `remote test`.
+//! The local address of the latest connection is kept for `remote test`;
+//! attempts and failures (with their reason) are counted for metrics.
 
 use std::future::Future;
 use std::io;
@@ -19,8 +20,9 @@ use tokio_rustls::TlsConnector;
 
 use super::tls;
 use crate::dial::{dial, SourceAddresses};
+use crate::metrics::ConnectMetrics;
 use crate::tls::MaybeTls;
-use crate::{BackendError, ErrorKind};
+use crate::{BackendError, ConnectFailure, ErrorKind};
 
 /// Errors as the HTTP client carries them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +42,7 @@ struct Inner {
     tls: Option<Arc<ClientConfig>>,
     /// Local address of the latest connection made.
     last_local: Mutex<Option<SocketAddr>>,
+    metrics: ConnectMetrics,
 }
 
 impl Connector {
@@ -58,6 +61,7 @@ impl Connector {
                 connect_timeout,
                 tls,
                 last_local: Mutex::new(None),
+                metrics: ConnectMetrics::new(remote),
             }),
         }
     }
@@ -76,8 +80,10 @@ impl Connector {
     /// a remote cannot be reached: a source address that cannot be bound,
     /// a refused connection, a certificate problem).
     pub async fn connect(&self, uri: &Uri) -> Result<Stream, BackendError> {
+        self.inner.metrics.attempt();
         let result = self.open(uri).await;
         if let Err(e) = &result {
+            self.inner.metrics.failed(e);
             tracing::warn!(remote = %self.inner.remote, "connect failed: {}", e.message());
         }
         result
@@ -96,25 +102,30 @@ impl Connector {
         if !https {
             return Ok(Stream::new(MaybeTls::Plain(tcp)));
         }
-        let fail = |kind: ErrorKind, message: String| {
+        let fail = |kind: ErrorKind, reason: ConnectFailure, message: String| {
             BackendError::new(kind, "connect", "", format!("{host}:{port}: {message}"))
+                .with_connect_failure(reason)
         };
         let Some(config) = self.inner.tls.clone() else {
             return Err(fail(
                 ErrorKind::Other,
+                ConnectFailure::Tls,
                 "an https endpoint needs TLS, which is not set up".to_string(),
             ));
         };
-        let name = tls::server_name(host).map_err(|m| fail(ErrorKind::Other, m))?;
+        let name =
+            tls::server_name(host).map_err(|m| fail(ErrorKind::Other, ConnectFailure::Other, m))?;
         let handshake = TlsConnector::from(config).connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(stream)) => Ok(Stream::new(MaybeTls::Tls(Box::new(stream)))),
             Ok(Err(e)) => Err(fail(
                 ErrorKind::Other,
+                ConnectFailure::Tls,
                 tls::describe_failure(host, "TLS handshake", &e),
             )),
             Err(_) => Err(fail(
                 ErrorKind::Timeout,
+                ConnectFailure::Timeout,
                 format!("TLS handshake: no answer within {}s", timeout.as_secs()),
             )),
         }
@@ -239,6 +250,51 @@ mod tests {
         let arrived = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(arrived.is_err(), "a connection arrived from elsewhere");
         assert_eq!(connector.last_local_addr(), None);
+    }
+
+    #[tokio::test]
+    async fn attempts_and_failures_are_counted_by_reason() {
+        use crate::metrics::testing::TestRecorder;
+        use crate::metrics::{CONNECT_ATTEMPTS, CONNECT_FAILURES};
+        let rec = TestRecorder::default();
+        let _guard = ::metrics::set_default_local_recorder(&rec);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connector = Connector::new(
+            "s3-remote",
+            SourceAddresses::system(),
+            Duration::from_secs(5),
+            None,
+        );
+        let _open = connector
+            .connect(&uri(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
+        assert!(connector
+            .connect(&uri(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .is_err());
+        drop(listener);
+        let err = connector
+            .connect(&uri(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .err()
+            .expect("nothing listens any more");
+        assert_eq!(
+            err.connect_failure(),
+            Some(ConnectFailure::Refused),
+            "{err}"
+        );
+        let r = [("remote", "s3-remote")];
+        let failures = |reason| {
+            rec.counter(
+                CONNECT_FAILURES,
+                &[("remote", "s3-remote"), ("reason", reason)],
+            )
+        };
+        assert_eq!(rec.counter(CONNECT_ATTEMPTS, &r), 3);
+        assert_eq!(failures("tls"), 1);
+        assert_eq!(failures("refused"), 1);
     }
 
     #[tokio::test]

@@ -71,11 +71,29 @@ pub struct RemoteTestReport {
     /// Milliseconds from start to the listed root.
     pub round_trip_ms: u64,
     /// What `gateway remote test` prints, as ordered label/value pairs
-    /// (`source address`, `host key`, `tls`, ...).
+    /// (`source address`, `host key`, `tls`, ...); JSON:
+    /// `[{"label": ..., "value": ...}]`.
+    #[serde(serialize_with = "labelled")]
     pub details: Vec<(String, String)>,
     /// Why it failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Writes label/value pairs as `[{"label": ..., "value": ...}]`: plainer
+/// JSON (and OpenAPI schema) than two-element arrays.
+fn labelled<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(Serialize)]
+    struct Item<'a> {
+        label: &'a str,
+        value: &'a str,
+    }
+    let mut seq = s.serialize_seq(Some(pairs.len()))?;
+    for (label, value) in pairs {
+        seq.serialize_element(&Item { label, value })?;
+    }
+    seq.end()
 }
 
 /// What `trust` did.

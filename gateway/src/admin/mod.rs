@@ -1,3 +1,12 @@
-//! The admin HTTP API (issue 8): what it can do is [`control::Control`].
+//! The admin HTTP API (issue 8): what it can do is [`control::Control`];
+//! [`http::serve_admin`] serves it, to holders of the keys in
+//! [`auth::ApiKeys`]; [`keys`] makes new keys (`gateway admin new-key`).
 
+pub mod auth;
 pub mod control;
+pub mod http;
+pub mod keys;
+pub mod problem;
+
+pub use auth::ApiKeys;
+pub use http::serve_admin;

@@ -8,8 +8,8 @@
 
 mod file;
 mod locate;
-mod syncs;
 mod ops;
+mod syncs;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -79,7 +79,7 @@ impl Settings {
 }
 
 /// A validated remote server.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RemoteSettings {
     /// Name used by mounts and the CLI.
     pub name: String,
@@ -119,7 +119,7 @@ impl RemoteSettings {
 }
 
 /// The settings of one protocol.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum ProtocolSettings {
     /// An SFTP server.
     Sftp(SftpRemoteSettings),
@@ -130,7 +130,7 @@ pub enum ProtocolSettings {
 }
 
 /// What only S3 remotes have.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct S3RemoteSettings {
     /// Service URL.
     pub endpoint: String,
@@ -168,7 +168,7 @@ impl fmt::Debug for S3RemoteSettings {
 }
 
 /// What only SFTP remotes have.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct SftpRemoteSettings {
     /// Private key, if configured (already decrypted).
     pub private_key: Option<Arc<russh::keys::PrivateKey>>,
@@ -179,7 +179,7 @@ pub struct SftpRemoteSettings {
 }
 
 /// What only FTP remotes have.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FtpRemoteSettings {
     /// Plain, explicit or implicit TLS.
     pub tls: FtpTlsMode,

@@ -51,9 +51,7 @@ pub(super) fn validate_limits(
     if login.grace_time.is_zero() {
         r.at_key("login.grace_time", "must be longer than zero");
     }
-    if server.max_sessions != 0
-        && server.max_sessions_per_user > server.max_sessions
-    {
+    if server.max_sessions != 0 && server.max_sessions_per_user > server.max_sessions {
         r.at_key(
             "server.max_sessions_per_user",
             format!(
@@ -83,8 +81,8 @@ pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|e| format!("`{hex}`: {e}"))?;
+        *byte =
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| format!("`{hex}`: {e}"))?;
     }
     Ok(out)
 }
@@ -110,8 +108,10 @@ pub(super) fn validate_ops(
                 [0; 32]
             }
         };
-        let expires = k.expires.as_deref().and_then(|t| {
-            match t.parse::<jiff::Timestamp>() {
+        let expires = k
+            .expires
+            .as_deref()
+            .and_then(|t| match t.parse::<jiff::Timestamp>() {
                 Ok(ts) => Some(
                     SystemTime::UNIX_EPOCH
                         + Duration::from_secs(ts.as_second().max(0).unsigned_abs()),
@@ -123,8 +123,7 @@ pub(super) fn validate_ops(
                     );
                     None
                 }
-            }
-        });
+            });
         api_keys.push(ApiKey {
             name: k.name,
             sha256,

@@ -32,6 +32,7 @@ pub struct Remote {
 
 /// A remote's backend by protocol, for what the generic [`Backend`] does
 /// not cover (host keys, TLS probes, pool figures).
+#[derive(Clone)]
 pub enum RemoteAccess {
     /// An SFTP remote and its host key policy.
     Sftp {
@@ -55,7 +56,7 @@ pub enum RemoteAccess {
 /// Every configured remote, by name.
 #[derive(Default)]
 pub struct Remotes {
-    by_name: HashMap<String, Remote>,
+    by_name: HashMap<String, Arc<Remote>>,
 }
 
 impl Remotes {
@@ -64,14 +65,114 @@ impl Remotes {
         let mut by_name = HashMap::new();
         for r in &settings.remotes {
             let remote = connect_remote(r, &settings.dedicated_ips, store.clone())?;
-            by_name.insert(r.name.clone(), remote);
+            by_name.insert(r.name.clone(), Arc::new(remote));
         }
         Ok(Remotes { by_name })
     }
 
+    /// The remotes of `settings`, keeping the backend (and so the pool and
+    /// its open connections) of every remote whose connection settings
+    /// did not change; a changed cap or timeout is applied to the live
+    /// pool. Returns one line per change.
+    pub fn rebuild(
+        &self,
+        old_ips: &[std::net::IpAddr],
+        settings: &Settings,
+        store: Arc<dyn StateStore>,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
+        let mut by_name = HashMap::new();
+        let mut changes = Vec::new();
+        for r in &settings.remotes {
+            let kept = self.by_name.get(&r.name).filter(|old| {
+                old_ips == settings.dedicated_ips.as_slice() && same_connection(&old.settings, r)
+            });
+            let remote = match kept {
+                Some(old) => {
+                    let (was, now) = (pool_settings(&old.settings), pool_settings(r));
+                    if (was.max, was.wait, was.idle) != (now.max, now.wait, now.idle) {
+                        old.access.set_pool_settings(now);
+                        changes.push(format!(
+                            "{}: max_connections {} -> {}, pool_wait {} -> {}, idle_timeout {} -> {}",
+                            r.name,
+                            was.max,
+                            now.max,
+                            humantime::format_duration(was.wait),
+                            humantime::format_duration(now.wait),
+                            humantime::format_duration(was.idle),
+                            humantime::format_duration(now.idle),
+                        ));
+                    }
+                    Remote {
+                        settings: r.clone(),
+                        backend: old.backend.clone(),
+                        access: old.access.clone(),
+                    }
+                }
+                None => {
+                    changes.push(if self.by_name.contains_key(&r.name) {
+                        format!(
+                            "{}: connection settings changed; new work uses new connections",
+                            r.name
+                        )
+                    } else {
+                        format!("{}: added", r.name)
+                    });
+                    connect_remote(r, &settings.dedicated_ips, store.clone())?
+                }
+            };
+            by_name.insert(r.name.clone(), Arc::new(remote));
+        }
+        for name in self.by_name.keys() {
+            if !by_name.contains_key(name) {
+                changes.push(format!(
+                    "{name}: removed (sessions using it keep it until they end)"
+                ));
+            }
+        }
+        changes.sort();
+        Ok((Remotes { by_name }, changes))
+    }
+
     /// The remote called `name`.
     pub fn get(&self, name: &str) -> Option<&Remote> {
-        self.by_name.get(name)
+        self.by_name.get(name).map(Arc::as_ref)
+    }
+
+    /// Every remote, in name order.
+    pub fn all(&self) -> Vec<&Remote> {
+        let mut v: Vec<&Remote> = self.by_name.values().map(Arc::as_ref).collect();
+        v.sort_by(|a, b| a.settings.name.cmp(&b.settings.name));
+        v
+    }
+}
+
+/// Whether two settings of one remote connect the same way (only the pool
+/// figures differ).
+fn same_connection(a: &RemoteSettings, b: &RemoteSettings) -> bool {
+    let mut b = b.clone();
+    b.max_connections = a.max_connections;
+    b.pool_wait = a.pool_wait;
+    b.idle_timeout = a.idle_timeout;
+    *a == b
+}
+
+impl RemoteAccess {
+    /// Applies new pool figures to the live pool (S3 has none).
+    pub fn set_pool_settings(&self, settings: PoolSettings) {
+        match self {
+            RemoteAccess::Sftp { backend, .. } => backend.set_pool_settings(settings),
+            RemoteAccess::Ftp { backend } => backend.set_pool_settings(settings),
+            RemoteAccess::S3 { .. } => {}
+        }
+    }
+
+    /// The pool's figures now (S3: requests in flight count as in use).
+    pub fn pool_stats(&self) -> backends::pool::PoolStats {
+        match self {
+            RemoteAccess::Sftp { backend, .. } => backend.pool_stats(),
+            RemoteAccess::Ftp { backend } => backend.pool_stats(),
+            RemoteAccess::S3 { .. } => backends::pool::PoolStats::default(),
+        }
     }
 }
 
@@ -171,6 +272,10 @@ pub fn connect_remote(
         RemoteAccess::Ftp { backend } => backend.clone(),
         RemoteAccess::S3 { backend } => backend.clone(),
     };
+    // Bytes and operation latencies are counted for every user of the
+    // remote (mounts and syncs) through this one wrapper.
+    let backend: Arc<dyn Backend> =
+        Arc::new(backends::metrics::Instrumented::new(&r.name, backend));
     Ok(Remote {
         settings: r.clone(),
         backend,

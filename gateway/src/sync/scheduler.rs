@@ -5,13 +5,14 @@
 //! neither skips a run nor runs one twice: an interval sync whose last run
 //! started longer ago than its interval runs at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::records::{RecordError, Records, RunRecord, Trigger};
+use super::records::{Outcome, RecordError, Records, RunRecord, Trigger};
 use super::run::{run, LogObserver, RunFailure, SyncSides};
 use super::schedule::Schedule;
 use crate::config::SyncSettings;
@@ -40,34 +41,71 @@ pub fn next_run(
     }
 }
 
-/// Starts one task per scheduled sync; they stop when `stop` turns true.
-pub fn start(
-    syncs: Vec<(SyncSettings, SyncSides)>,
+/// The syncs in force and how to reach their two sides; a reload sends
+/// a new table.
+pub type SyncTable = Arc<Vec<(SyncSettings, SyncSides)>>;
+
+/// Runs the scheduler: one task per scheduled sync, started and stopped
+/// as reloads add and remove syncs; a task re-reads its sync's settings
+/// before each run. Returns when `stop` turns true and every task ended.
+pub async fn supervise(
+    mut table: watch::Receiver<SyncTable>,
     store: Arc<dyn StateStore>,
-    stop: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    syncs
-        .into_iter()
-        .filter(|(s, _)| s.schedule != Schedule::Manual)
-        .map(|(settings, sides)| {
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        tasks.retain(|_, t| !t.is_finished());
+        let current = table.borrow_and_update().clone();
+        for (settings, _) in current.iter() {
+            if settings.schedule == Schedule::Manual || tasks.contains_key(&settings.name) {
+                continue;
+            }
             tracing::info!(
                 sync = settings.name.as_str(),
                 "scheduled: {}",
                 settings.schedule.describe()
             );
-            tokio::spawn(schedule_loop(settings, sides, store.clone(), stop.clone()))
-        })
-        .collect()
+            tasks.insert(
+                settings.name.clone(),
+                tokio::spawn(schedule_loop(
+                    settings.name.clone(),
+                    table.clone(),
+                    store.clone(),
+                    stop.clone(),
+                )),
+            );
+        }
+        tokio::select! {
+            changed = table.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The current settings of sync `name`, if it is still scheduled.
+fn lookup(table: &watch::Receiver<SyncTable>, name: &str) -> Option<(SyncSettings, SyncSides)> {
+    table
+        .borrow()
+        .iter()
+        .find(|(s, _)| s.name == name && s.schedule != Schedule::Manual)
+        .cloned()
 }
 
 async fn schedule_loop(
-    settings: SyncSettings,
-    sides: SyncSides,
+    name: String,
+    mut table: watch::Receiver<SyncTable>,
     store: Arc<dyn StateStore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let name = settings.name.clone();
     loop {
+        let Some((settings, sides)) = lookup(&table, &name) else {
+            tracing::info!(sync = name.as_str(), "no longer scheduled");
+            return;
+        };
         let last = match Records::new(store.as_ref()).history(&name) {
             Ok(h) => h.into_iter().next(),
             Err(e) => {
@@ -77,13 +115,19 @@ async fn schedule_loop(
         };
         let Some(due) = next_run(&settings, last.as_ref(), SystemTime::now()) else {
             tracing::warn!(sync = name.as_str(), "its schedule never fires again");
-            return;
+            // Wait for a reload that may change it.
+            tokio::select! {
+                changed = table.changed() => if changed.is_err() { return } else { continue },
+                _ = stop.wait_for(|s| *s) => return,
+            }
         };
         let wait = due
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            // A reload may have changed the schedule: compute it again.
+            changed = table.changed() => if changed.is_err() { return } else { continue },
             _ = stop.wait_for(|s| *s) => return,
         }
         let observer = LogObserver { sync: name.clone() };
@@ -97,16 +141,19 @@ async fn schedule_loop(
         )
         .await
         {
-            Ok(record) => tracing::info!(
-                sync = name.as_str(),
-                copied = record.counts.copied,
-                bytes = record.counts.bytes,
-                skipped = record.counts.skipped,
-                deleted = record.counts.deleted,
-                failed = record.counts.failed,
-                "scheduled run {}",
-                record.outcome.as_str()
-            ),
+            Ok(record) => {
+                record_metrics(&record);
+                tracing::info!(
+                    sync = name.as_str(),
+                    copied = record.counts.copied,
+                    bytes = record.counts.bytes,
+                    skipped = record.counts.skipped,
+                    deleted = record.counts.deleted,
+                    failed = record.counts.failed,
+                    "scheduled run {}",
+                    record.outcome.as_str()
+                )
+            }
             Err(RunFailure::Records(RecordError::AlreadyRunning { pid, .. })) => {
                 tracing::info!(
                     sync = name.as_str(),
@@ -130,5 +177,23 @@ async fn schedule_loop(
         if *stop.borrow() {
             return;
         }
+    }
+}
+
+/// The per-sync metrics of a finished run (see the README's list).
+pub fn record_metrics(record: &RunRecord) {
+    let sync = record.sync.clone();
+    metrics::counter!("gateway_sync_runs_total", "sync" => sync.clone(), "outcome" => record.outcome.as_str())
+        .increment(1);
+    metrics::counter!("gateway_sync_files_copied_total", "sync" => sync.clone())
+        .increment(record.counts.copied);
+    metrics::counter!("gateway_sync_bytes_copied_total", "sync" => sync.clone())
+        .increment(record.counts.bytes);
+    metrics::counter!("gateway_sync_files_failed_total", "sync" => sync.clone())
+        .increment(record.counts.failed);
+    if record.outcome == Outcome::Succeeded {
+        let end = record.ended_ms.unwrap_or(record.started_ms);
+        metrics::gauge!("gateway_sync_last_success_timestamp_seconds", "sync" => sync)
+            .set(end as f64 / 1000.0);
     }
 }
