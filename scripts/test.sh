@@ -51,8 +51,10 @@ install_packages() {
     [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # `systemd-analyze verify` checks deploy/gateway.service.
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, systemd"
         return 0
     fi
     echo "installing: ${missing[*]}"

@@ -1,11 +1,13 @@
 //! The gateway: an SFTP server whose users see one tree, served from the
-//! gateway's own storage and (later) mounts on remote servers.
+//! gateway's own storage and mounts on remote servers.
 //!
 //! Layout, in the order a connection meets it:
 //! - [`serve`]: start-up (storage, state, host keys, first user), the
 //!   accept loop, graceful shutdown.
+//! - [`sessions`]: the open connections and the session limits on them.
 //! - [`ssh`]: one SSH connection: authentication via `policy`, the
-//!   login throttle, and the `sftp` subsystem.
+//!   login throttle, and the `sftp` subsystem; [`ssh::Live`] is the part
+//!   of the config a reload swaps.
 //! - [`sftp`]: one SFTP session: packet decoding, many requests in flight,
 //!   handles, and the mapping of errors to SFTP statuses.
 //! - [`tree`]: path resolution (the only place a client path is turned
@@ -17,6 +19,10 @@
 //! - [`sync`]: syncs between the gateway's storage and remotes: planning,
 //!   verified copies, run records, the scheduler.
 //! - [`transfers`]: the count of transfers in flight, for shutdown.
+//! - [`running`]: a running gateway as operations see it: the live
+//!   reload and what the admin API controls.
+//! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
+//!   HTTP server they share with [`admin`], the admin HTTP API.
 //! - [`cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
 //!   (its remote, key and sync commands) and log output.
 

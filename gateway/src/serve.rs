@@ -235,8 +235,9 @@ fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %refusal);
             metrics::counter!("gateway_sessions_refused_total", "reason" => refusal.reason())
                 .increment(1);
-            // Before its version line an SSH server may send text lines;
-            // OpenSSH clients show them when the connection then closes.
+            // Before its version line an SSH server may send text lines
+            // (RFC 4253 4.2): `nc` shows this one, `ssh -v` too. Refused
+            // before any key exchange, so a flood costs no crypto.
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let mut socket = socket;
@@ -255,11 +256,15 @@ fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     tokio::spawn(async move {
         let connection = async {
             match russh::server::run_stream(config, socket, handler).await {
-                Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(addr = %ip, "connection ended: {e}");
+                Ok(session) => match session.await {
+                    Ok(()) => {}
+                    Err(russh::Error::InactivityTimeout) => {
+                        tracing::info!(target: "audit", addr = %ip, op = "disconnect", result = "closed", reason = "idle timeout");
+                        metrics::counter!("gateway_sessions_refused_total", "reason" => "idle_timeout")
+                            .increment(1);
                     }
-                }
+                    Err(e) => tracing::debug!(addr = %ip, "connection ended: {e}"),
+                },
                 Err(e) => tracing::debug!(addr = %ip, "handshake failed: {e}"),
             }
         };

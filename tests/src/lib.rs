@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 pub mod direct;
 pub mod ftpd;
 pub mod mount;
+pub mod ops;
 pub mod peers;
 pub mod s3d;
 pub mod sshd;
@@ -280,7 +281,7 @@ pub fn for_each_line(r: impl Read, mut on_line: impl FnMut(String)) {
     }
 }
 
-fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: Arc<LineLog>) {
+pub(crate) fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: Arc<LineLog>) {
     thread::spawn(move || {
         for_each_line(r, |line| log.push(line));
         log.close();
@@ -1091,6 +1092,12 @@ pub struct GatewayConfig {
     pub syncs: Vec<SyncConfig>,
     /// The `[admin]` section (left out when `None`).
     pub admin: Option<AdminConfig>,
+    /// `[metrics] listen` (left out when `None`).
+    pub metrics_listen: Option<String>,
+    /// Extra `key = value` lines of `[server]` (session limits, idle_timeout).
+    pub server_extra: Vec<String>,
+    /// Extra `key = value` lines of `[login]` (grace_time, max_unauthenticated).
+    pub login_extra: Vec<String>,
 }
 
 /// One `[[admin.keys]]` entry.
@@ -1178,6 +1185,9 @@ impl GatewayConfig {
             remotes: vec![],
             syncs: vec![],
             admin: None,
+            metrics_listen: None,
+            server_extra: vec![],
+            login_extra: vec![],
         }
     }
 
@@ -1204,12 +1214,25 @@ impl GatewayConfig {
         if let Some(ips) = &self.dedicated_ips {
             s += &format!("dedicated_ips = {}\n", toml_list(ips));
         }
+        for line in &self.server_extra {
+            s += line;
+            s += "\n";
+        }
         if let Some((max, window, ban)) = &self.login {
             s += &format!(
                 "\n[login]\nmax_failures = {max}\nfailure_window = {}\nban_duration = {}\n",
                 toml_str(window),
                 toml_str(ban)
             );
+        } else if !self.login_extra.is_empty() {
+            s += "\n[login]\n";
+        }
+        for line in &self.login_extra {
+            s += line;
+            s += "\n";
+        }
+        if let Some(listen) = &self.metrics_listen {
+            s += &format!("\n[metrics]\nlisten = {}\n", toml_str(listen));
         }
         if let Some(admin) = &self.admin {
             s += "\n";
@@ -1652,6 +1675,15 @@ impl Client {
             batch.trim_end()
         );
         Ok(out)
+    }
+
+    /// `sftp` with this client's options and destination and `-b -`: the
+    /// batch comes from standard input (see [`ops::HeldSession`]).
+    pub fn sftp_stdin_command(&self) -> Command {
+        let (mut cmd, _) = self.base_command("sftp");
+        cmd.args(["-b", "-"]);
+        cmd.args(self.common_args()).arg(self.destination());
+        cmd
     }
 
     /// Runs `scp <common options> FROM TO`; use [`Client::remote`] to name remote paths.
