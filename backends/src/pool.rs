@@ -566,6 +566,22 @@ mod tests {
         }
     }
 
+    /// Thirty tasks each take a connection, hold it for `hold` and give it back.
+    async fn thirty_at_once(pool: &Pool<Counting>, hold: Duration) {
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = pool.get().await.unwrap();
+                tokio::time::sleep(hold).await;
+                drop(c);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
     fn pool(
         max: usize,
         wait: Duration,
@@ -588,18 +604,7 @@ mod tests {
     #[tokio::test]
     async fn never_exceeds_the_cap_and_serves_everyone() {
         let (pool, live, peak) = pool(3, Duration::from_secs(10), Duration::from_secs(60));
-        let mut tasks = Vec::new();
-        for _ in 0..30 {
-            let pool = pool.clone();
-            tasks.push(tokio::spawn(async move {
-                let c = pool.get().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(3)).await;
-                drop(c);
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        thirty_at_once(&pool, Duration::from_millis(3)).await;
         assert!(
             peak.load(Ordering::SeqCst) <= 3,
             "peak {}",
@@ -800,18 +805,7 @@ mod tests {
             t.await.unwrap();
         }
         // Many requests at once afterwards: never above the new cap.
-        let mut tasks = Vec::new();
-        for _ in 0..30 {
-            let pool = pool.clone();
-            tasks.push(tokio::spawn(async move {
-                let c = pool.get().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                drop(c);
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        thirty_at_once(&pool, Duration::from_millis(2)).await;
         assert!(
             peak.load(Ordering::SeqCst) <= 3,
             "peak {}",
