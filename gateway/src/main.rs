@@ -18,6 +18,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_failed(&e),
             };
             logging::init(settings.log_format);
+            for warning in &settings.warnings {
+                tracing::warn!("{warning}");
+            }
             let runtime = match runtime() {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -35,6 +38,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => match config::load(config.as_deref()) {
             Ok(s) => {
+                for warning in &s.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 let source = s
                     .source
                     .as_ref()

@@ -10,6 +10,8 @@ use ipnet::IpNet;
 use policy::Permission;
 use serde::Deserialize;
 
+use super::secrets::Secret;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,11 +350,23 @@ pub struct RemoteSection {
     #[serde(default)]
     pub username: String,
     /// Password for password authentication.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// A file holding the password (instead of `password`).
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password (instead of `password`).
+    pub password_env: Option<String>,
     /// Private key file for key authentication.
     pub private_key_file: Option<PathBuf>,
+    /// An environment variable holding the private key's text (instead of
+    /// `private_key_file`).
+    pub private_key_env: Option<String>,
     /// Passphrase of an encrypted private key.
-    pub private_key_passphrase: Option<String>,
+    pub private_key_passphrase: Option<Secret>,
+    /// A file holding the passphrase (instead of `private_key_passphrase`).
+    pub private_key_passphrase_file: Option<PathBuf>,
+    /// An environment variable holding the passphrase (instead of
+    /// `private_key_passphrase`).
+    pub private_key_passphrase_env: Option<String>,
     /// The server's host key (`ssh-ed25519 AAAA...`, or a known_hosts line).
     pub host_key: Option<String>,
     /// Connect even if the host key does not match (insecure).
@@ -396,7 +410,11 @@ pub struct RemoteSection {
     /// S3: access key id.
     pub access_key_id: Option<String>,
     /// S3: secret access key.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// S3: a file holding the secret access key.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// S3: an environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
     /// S3: `https://endpoint/bucket/key` (default) rather than
     /// `https://bucket.endpoint/key`.
     pub path_style: Option<bool>,

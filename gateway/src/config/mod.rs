@@ -9,6 +9,7 @@
 mod file;
 mod locate;
 mod ops;
+mod secrets;
 mod syncs;
 
 use std::collections::{HashMap, HashSet};
@@ -27,6 +28,7 @@ pub use file::{
 };
 use locate::KeyMap;
 pub use ops::{parse_key_hash, ApiKey, OpsSettings, SessionLimits};
+pub use secrets::{Secret, REDACTED};
 pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
@@ -69,6 +71,10 @@ pub struct Settings {
     pub limits: SessionLimits,
     /// The metrics endpoint and the admin API.
     pub ops: OpsSettings,
+    /// What is not wrong enough to refuse the config but must be said
+    /// (files holding secrets that other users can read), for the log
+    /// and `config check`.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -89,8 +95,8 @@ pub struct RemoteSettings {
     pub port: u16,
     /// Login name.
     pub username: String,
-    /// Password, if configured.
-    pub password: Option<String>,
+    /// Password, if configured (inline, from a file or from the environment).
+    pub password: Option<Secret>,
     /// Most connections open at once.
     pub max_connections: usize,
     /// Bind to the dedicated IPs.
@@ -141,7 +147,7 @@ pub struct S3RemoteSettings {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: Secret,
     /// Path-style addressing.
     pub path_style: bool,
     /// How an https endpoint's certificate is checked.
@@ -161,7 +167,7 @@ impl fmt::Debug for S3RemoteSettings {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<hidden>")
+            .field("secret_access_key", &self.secret_access_key)
             .field("path_style", &self.path_style)
             .finish_non_exhaustive()
     }
@@ -202,12 +208,13 @@ impl fmt::Debug for RemoteSettings {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("password", &self.password)
             .field("max_connections", &self.max_connections);
         match &self.protocol {
-            ProtocolSettings::Sftp(s) => {
-                d.field("private_key", &s.private_key.as_ref().map(|_| "<hidden>"))
-            }
+            ProtocolSettings::Sftp(s) => d.field(
+                "private_key",
+                &s.private_key.as_ref().map(|_| secrets::REDACTED),
+            ),
             ProtocolSettings::Ftp(f) => d.field("ftp", f),
             ProtocolSettings::S3(s) => d.field("s3", s),
         };
@@ -316,18 +323,42 @@ impl Reporter<'_> {
 }
 
 /// Loads and validates the configuration from `path` (or the built-in
-/// defaults when `None`) with environment overrides.
+/// defaults when `None`) with environment overrides; secrets given as
+/// `*_env` are read from the process environment.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+    let prefix = format!("{ENV_PREFIX}__");
+    let overrides: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(&prefix))
         .collect();
-    load_with_env(path, env)
+    load_from(path, overrides, &|name| std::env::var_os(name))
 }
 
-/// [`load`] with an explicit environment (for tests).
+/// [`load`] with an explicit environment (for tests): both the
+/// `GATEWAY__*` overrides and the variables `*_env` secrets name come
+/// from `env`.
 pub fn load_with_env(
     path: Option<&Path>,
     env: Vec<(String, String)>,
+) -> Result<Settings, ConfigError> {
+    let lookup = env.clone();
+    let prefix = format!("{ENV_PREFIX}__");
+    let overrides = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .collect();
+    load_from(path, overrides, &|name| {
+        lookup
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into())
+    })
+}
+
+fn load_from(
+    path: Option<&Path>,
+    env: Vec<(String, String)>,
+    lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Settings, ConfigError> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| {
@@ -345,8 +376,18 @@ pub fn load_with_env(
     if let Err(err) = toml::from_str::<ConfigFile>(&text) {
         let offset = err.span().map(|s| s.start);
         let mut message = err.message().trim().to_string();
-        // Quote the offending value when it is short enough to read.
-        if let Some(found) = err.span().and_then(|s| text.get(s)).map(str::trim) {
+        let found = err.span().and_then(|s| text.get(s)).map(str::trim);
+        let key = offset.and_then(|o| keys.key_at(o)).map(str::to_string);
+        // A secret's value is never quoted, whatever the error.
+        let secret = key.as_deref().is_some_and(secrets::is_secret_key)
+            || offset.is_some_and(|o| secrets::line_is_secret(&text, o));
+        if secret {
+            let name = key
+                .as_deref()
+                .map_or("", |k| k.rsplit('.').next().unwrap_or(k));
+            message = secrets::redact_message(&message, found, name);
+        } else if let Some(found) = found {
+            // Quote the offending value when it is short enough to read.
             if !found.is_empty()
                 && found.len() <= 80
                 && !found.contains('\n')
@@ -358,7 +399,7 @@ pub fn load_with_env(
         return Err(ConfigError(vec![Problem {
             file: path.map(Path::to_path_buf),
             line: offset.map(|o| keys.line_at(o)),
-            key: offset.and_then(|o| keys.key_at(o)).map(str::to_string),
+            key,
             message,
         }]));
     }
@@ -370,8 +411,13 @@ pub fn load_with_env(
         problems: Vec::new(),
     };
     let base = path.and_then(Path::parent).map(Path::to_path_buf);
-    let settings = validate(file, path, base.as_deref(), &mut reporter);
+    let mut secrets = secrets::SecretReader::new(base.as_deref(), lookup);
+    if let Some(p) = path {
+        secrets.remember(p, "the config file");
+    }
+    let mut settings = validate(file, path, base.as_deref(), &mut secrets, &mut reporter);
     if reporter.problems.is_empty() {
+        settings.warnings = secrets::exposure_warnings(&secrets.files);
         Ok(settings)
     } else {
         Err(ConfigError(reporter.problems))
@@ -379,6 +425,12 @@ pub fn load_with_env(
 }
 
 fn with_env(text: &str, env: Vec<(String, String)>) -> Result<ConfigFile, ConfigError> {
+    // Values that look secret are never quoted back.
+    let hidden: Vec<String> = env
+        .iter()
+        .filter(|(k, v)| secrets::env_name_is_secret(k) && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_string())
+        .collect();
     let source = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("__")
         .separator("__")
@@ -393,11 +445,15 @@ fn with_env(text: &str, env: Vec<(String, String)>) -> Result<ConfigFile, Config
         .build()
         .and_then(|c| c.try_deserialize::<ConfigFile>())
         .map_err(|e| {
+            let mut message = format!("in the {ENV_PREFIX}__* environment overrides: {e}");
+            for value in &hidden {
+                message = message.replace(value.as_str(), secrets::REDACTED);
+            }
             ConfigError(vec![Problem {
                 file: None,
                 line: None,
                 key: None,
-                message: format!("in the {ENV_PREFIX}__* environment overrides: {e}"),
+                message,
             }])
         })
 }
@@ -421,6 +477,7 @@ fn validate(
     file: ConfigFile,
     source: Option<&Path>,
     base: Option<&Path>,
+    secrets: &mut secrets::SecretReader<'_>,
     r: &mut Reporter<'_>,
 ) -> Settings {
     let server = file.server;
@@ -535,7 +592,7 @@ fn validate(
         });
     }
     let dedicated_ips = server.dedicated_ips;
-    let remotes = validate_remotes(file.remotes, base, r);
+    let remotes = validate_remotes(file.remotes, base, secrets, r);
     let mounts = validate_mounts(&mounts_by_user, &remotes, r);
     let syncs = syncs::validate_syncs(file.syncs, &remotes, r);
     Settings {
@@ -560,12 +617,14 @@ fn validate(
         syncs,
         limits,
         ops,
+        warnings: Vec::new(),
     }
 }
 
 fn validate_remotes(
     sections: Vec<file::RemoteSection>,
     base: Option<&Path>,
+    secrets: &mut secrets::SecretReader<'_>,
     r: &mut Reporter<'_>,
 ) -> Vec<RemoteSettings> {
     let mut names = HashSet::new();
@@ -621,13 +680,27 @@ fn validate_remotes(
             }
         }
         let io_timeout = rs.io_timeout.unwrap_or(Duration::from_secs(60));
+        let password = match kind {
+            RemoteKind::S3 => secrets::Supplied::Absent,
+            _ => secrets.secret(
+                r,
+                &at,
+                "password",
+                rs.password.as_ref(),
+                rs.password_file.as_ref(),
+                rs.password_env.as_deref(),
+            ),
+        };
         let protocol = match kind {
-            RemoteKind::Sftp => sftp_protocol(&rs, base, &at, r),
+            RemoteKind::Sftp => sftp_protocol(&rs, password.is_absent(), secrets, &at, r),
             RemoteKind::Ftp => {
-                if rs.password.is_none() {
+                if password.is_absent() {
                     r.at_key(
                         &at("name"),
-                        format!("remote `{}` needs a password", rs.name),
+                        format!(
+                            "remote `{}` needs a password (`password`, `password_file` or `password_env`)",
+                            rs.name
+                        ),
                     );
                 }
                 ProtocolSettings::Ftp(FtpRemoteSettings {
@@ -638,7 +711,7 @@ fn validate_remotes(
                     io_timeout,
                 })
             }
-            RemoteKind::S3 => s3_protocol(&rs, ca_file, io_timeout, &at, r),
+            RemoteKind::S3 => s3_protocol(&rs, ca_file, io_timeout, secrets, &at, r),
         };
         let default_port = match &protocol {
             ProtocolSettings::Sftp(_) => 22,
@@ -651,7 +724,7 @@ fn validate_remotes(
             host: rs.host,
             port: rs.port.unwrap_or(default_port),
             username: rs.username,
-            password: rs.password,
+            password: password.value(),
             max_connections: rs.max_connections.unwrap_or(25).max(1),
             use_dedicated_ips: rs.use_dedicated_ips,
             root: rs.root,
@@ -673,6 +746,8 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
         ("port", rs.port.is_some(), &[Sftp, Ftp]),
         ("username", !rs.username.is_empty(), &[Sftp, Ftp]),
         ("password", rs.password.is_some(), &[Sftp, Ftp]),
+        ("password_file", rs.password_file.is_some(), &[Sftp, Ftp]),
+        ("password_env", rs.password_env.is_some(), &[Sftp, Ftp]),
         (
             "max_connections",
             rs.max_connections.is_some(),
@@ -685,9 +760,20 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
             &[Sftp],
         ),
         ("private_key_file", rs.private_key_file.is_some(), &[Sftp]),
+        ("private_key_env", rs.private_key_env.is_some(), &[Sftp]),
         (
             "private_key_passphrase",
             rs.private_key_passphrase.is_some(),
+            &[Sftp],
+        ),
+        (
+            "private_key_passphrase_file",
+            rs.private_key_passphrase_file.is_some(),
+            &[Sftp],
+        ),
+        (
+            "private_key_passphrase_env",
+            rs.private_key_passphrase_env.is_some(),
             &[Sftp],
         ),
         ("tls", rs.tls.is_some(), &[Ftp]),
@@ -700,6 +786,16 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
         ("region", rs.region.is_some(), &[S3]),
         ("access_key_id", rs.access_key_id.is_some(), &[S3]),
         ("secret_access_key", rs.secret_access_key.is_some(), &[S3]),
+        (
+            "secret_access_key_file",
+            rs.secret_access_key_file.is_some(),
+            &[S3],
+        ),
+        (
+            "secret_access_key_env",
+            rs.secret_access_key_env.is_some(),
+            &[S3],
+        ),
         ("path_style", rs.path_style.is_some(), &[S3]),
         (
             "recursive_folder_rename",
@@ -714,6 +810,7 @@ fn s3_protocol(
     rs: &file::RemoteSection,
     ca_file: Option<PathBuf>,
     io_timeout: Duration,
+    secrets: &mut secrets::SecretReader<'_>,
     at: &dyn Fn(&str) -> String,
     r: &mut Reporter<'_>,
 ) -> ProtocolSettings {
@@ -729,9 +826,37 @@ fn s3_protocol(
     let endpoint = required("endpoint", &rs.endpoint);
     let bucket = required("bucket", &rs.bucket);
     let access_key_id = required("access_key_id", &rs.access_key_id);
-    let secret_access_key = required("secret_access_key", &rs.secret_access_key);
+    let secret_access_key = match secrets.secret(
+        r,
+        at,
+        "secret_access_key",
+        rs.secret_access_key.as_ref(),
+        rs.secret_access_key_file.as_ref(),
+        rs.secret_access_key_env.as_deref(),
+    ) {
+        secrets::Supplied::Value(v) if !v.expose().trim().is_empty() => {
+            Secret::new(v.expose().trim())
+        }
+        secrets::Supplied::Invalid => Secret::new(""),
+        _ => {
+            r.at_key(
+                &at("secret_access_key"),
+                format!(
+                    "S3 remote `{}` needs `secret_access_key` (or `secret_access_key_file`, `secret_access_key_env`)",
+                    rs.name
+                ),
+            );
+            Secret::new("")
+        }
+    };
     let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-    if !endpoint.is_empty() && !is_url {
+    if endpoint_has_userinfo(&endpoint) {
+        // Never quoted: the part before `@` is a credential.
+        r.at_key(
+            &at("endpoint"),
+            "must not carry credentials (`user:password@`): give them as `access_key_id` and `secret_access_key`",
+        );
+    } else if !endpoint.is_empty() && !is_url {
         r.at_key(
             &at("endpoint"),
             format!("`{endpoint}` is not a URL: it must start with https:// (or http://)"),
@@ -755,10 +880,19 @@ fn s3_protocol(
     })
 }
 
-/// The SFTP-only part of a remote: its key and host key.
+/// Whether an endpoint URL has a `user:password@` part before its host.
+fn endpoint_has_userinfo(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.contains('@')
+}
+
+/// The SFTP-only part of a remote: its key and host key. `no_password`:
+/// the remote has no password, so it needs a key.
 fn sftp_protocol(
     rs: &file::RemoteSection,
-    base: Option<&Path>,
+    no_password: bool,
+    secrets: &mut secrets::SecretReader<'_>,
     at: &dyn Fn(&str) -> String,
     r: &mut Reporter<'_>,
 ) -> ProtocolSettings {
@@ -770,10 +904,29 @@ fn sftp_protocol(
         }
         None => None,
     };
-    let private_key = match &rs.private_key_file {
-        Some(file) => {
-            let file = resolve(base, file.clone());
-            match load_private_key(&file, rs.private_key_passphrase.as_deref()) {
+    let passphrase = secrets
+        .secret(
+            r,
+            at,
+            "private_key_passphrase",
+            rs.private_key_passphrase.as_ref(),
+            rs.private_key_passphrase_file.as_ref(),
+            rs.private_key_passphrase_env.as_deref(),
+        )
+        .value();
+    let passphrase = passphrase.as_ref().map(Secret::expose);
+    let private_key = match (&rs.private_key_file, &rs.private_key_env) {
+        (Some(_), Some(_)) => {
+            r.at_key(
+                &at("private_key_env"),
+                "`private_key_file` and `private_key_env` are alternatives: give only one",
+            );
+            None
+        }
+        (Some(file), None) => {
+            let file = secrets.resolve_path(file);
+            secrets.remember(&file, &at("private_key_file"));
+            match load_private_key(&file, passphrase) {
                 Ok(k) => Some(Arc::new(k)),
                 Err(e) => {
                     r.at_key(&at("private_key_file"), e);
@@ -781,13 +934,26 @@ fn sftp_protocol(
                 }
             }
         }
-        None => None,
+        (None, Some(name)) => {
+            let key = at("private_key_env");
+            secrets.env_text(r, &key, name).and_then(|text| {
+                let text = Secret::new(text);
+                match certs::private_keys::parse_private_key(text.expose(), passphrase) {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        r.at_key(&key, format!("the environment variable `{name}`: {e}"));
+                        None
+                    }
+                }
+            })
+        }
+        (None, None) => None,
     };
-    if rs.password.is_none() && rs.private_key_file.is_none() {
+    if no_password && rs.private_key_file.is_none() && rs.private_key_env.is_none() {
         r.at_key(
             &at("name"),
             format!(
-                "remote `{}` needs a password or a private_key_file",
+                "remote `{}` needs a password or a private key (`password`, `password_file`, `password_env`, `private_key_file` or `private_key_env`)",
                 rs.name
             ),
         );
@@ -994,6 +1160,250 @@ mod tests {
         assert!(s3.path_style);
         assert!(!s3.recursive_folder_rename);
         assert!(!format!("{r:?}").contains("SK"), "secret in Debug: {r:?}");
+    }
+
+    /// Writes `files` (name, content, mode) and `config` into a fresh
+    /// folder and loads the config with `env`.
+    fn load_in_dir(
+        config: &str,
+        files: &[(&str, &str, u32)],
+        env: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Settings, ConfigError>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content, mode) in files {
+            let f = dir.path().join(name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, content).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, config).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let loaded = load_with_env(Some(&path), env);
+        (dir, loaded)
+    }
+
+    const ED25519_ENCRYPTED: &str =
+        include_str!("../../../certs/tests/data/test_ed25519_openssh_encrypted");
+
+    #[test]
+    fn secrets_come_from_files_and_the_environment() {
+        let config = "[[remotes]]\nname = \"box\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword_file = \"secrets/box.pw\"\n\n\
+            [[remotes]]\nname = \"keyed\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\nprivate_key_env = \"GWT_KEY\"\nprivate_key_passphrase_file = \"phrase\"\n\n\
+            [[remotes]]\nname = \"legacy\"\nkind = \"ftp\"\nhost = \"h\"\nusername = \"u\"\npassword_env = \"GWT_FTP_PW\"\n\n\
+            [[remotes]]\nname = \"bucket\"\nkind = \"s3\"\nendpoint = \"https://s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nsecret_access_key_env = \"GWT_S3\"\n";
+        let (_dir, loaded) = load_in_dir(
+            config,
+            &[
+                ("secrets/box.pw", "Zq-file-pw-1187\n", 0o600),
+                ("phrase", "test-passphrase\r\n", 0o600),
+            ],
+            &[
+                ("GWT_KEY", ED25519_ENCRYPTED),
+                ("GWT_FTP_PW", "Zq-env-pw-5521"),
+                ("GWT_S3", "Zq-s3-secret-9034"),
+            ],
+        );
+        let s = loaded.unwrap();
+        let pw = |name: &str| {
+            s.remote(name)
+                .unwrap()
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+        };
+        assert_eq!(pw("box").as_deref(), Some("Zq-file-pw-1187"));
+        assert_eq!(pw("legacy").as_deref(), Some("Zq-env-pw-5521"));
+        let keyed = s.remote("keyed").unwrap();
+        let ProtocolSettings::Sftp(sftp) = &keyed.protocol else {
+            panic!("not sftp")
+        };
+        assert!(sftp.private_key.is_some(), "the key from GWT_KEY");
+        let bucket = s.remote("bucket").unwrap();
+        let ProtocolSettings::S3(s3) = &bucket.protocol else {
+            panic!("not s3")
+        };
+        assert_eq!(s3.secret_access_key.expose(), "Zq-s3-secret-9034");
+        // Not one secret in any Debug output.
+        let shown = format!("{s:?} {s:#?}");
+        for secret in [
+            "Zq-file-pw-1187",
+            "Zq-env-pw-5521",
+            "Zq-s3-secret-9034",
+            "test-passphrase",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in Debug: {shown}");
+        }
+        assert!(shown.contains(REDACTED), "{shown}");
+    }
+
+    #[test]
+    fn secret_mistakes_name_file_line_and_key() {
+        let remote =
+            "[[remotes]]\nname = \"box\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\n";
+        // Inline and from a file at once.
+        let (_d, r) = load_in_dir(
+            &format!("{remote}password = \"Zq-inline-4410\"\npassword_file = \"pw\"\n"),
+            &[("pw", "x", 0o600)],
+            &[],
+        );
+        let err = r.unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:7: key `remotes[0].password_file`"),
+            "{err}"
+        );
+        assert!(err.contains("give only one"), "{err}");
+        assert!(!err.contains("Zq-inline-4410"), "{err}");
+        // A missing file, an unset and an empty variable.
+        let (_d, r) = load_in_dir(
+            &format!("{remote}password_file = \"missing.pw\"\n\n[[remotes]]\nname = \"b2\"\nkind = \"ftp\"\nhost = \"h\"\nusername = \"u\"\npassword_env = \"GWT_UNSET\"\n\n[[remotes]]\nname = \"b3\"\nkind = \"ftp\"\nhost = \"h\"\nusername = \"u\"\npassword_env = \"GWT_EMPTY\"\n"),
+            &[],
+            &[("GWT_EMPTY", "")],
+        );
+        let err = r.unwrap_err();
+        let all = err.to_string();
+        assert_eq!(err.0.len(), 3, "{all}");
+        assert!(
+            all.contains("gw.toml:6: key `remotes[0].password_file`: cannot read"),
+            "{all}"
+        );
+        assert!(
+            all.contains("missing.pw") && all.contains("no such file"),
+            "{all}"
+        );
+        assert!(
+            all.contains("gw.toml:13: key `remotes[1].password_env`"),
+            "{all}"
+        );
+        assert!(all.contains("`GWT_UNSET` is not set"), "{all}");
+        assert!(
+            all.contains("gw.toml:20: key `remotes[2].password_env`"),
+            "{all}"
+        );
+        assert!(all.contains("`GWT_EMPTY` is empty"), "{all}");
+        // The key file and the key variable at once; a secret of another protocol.
+        let (_d, r) = load_in_dir(
+            &format!("{remote}private_key_file = \"k\"\nprivate_key_env = \"GWT_K\"\nsecret_access_key_file = \"s\"\n"),
+            &[],
+            &[],
+        );
+        let err = r.unwrap_err().to_string();
+        assert!(
+            err.contains("key `remotes[0].private_key_env`") && err.contains("give only one"),
+            "{err}"
+        );
+        assert!(
+            err.contains("key `remotes[0].secret_access_key_file`")
+                && err.contains("applies only to s3"),
+            "{err}"
+        );
+        // A key variable that holds no key names the variable, not its value.
+        let (_d, r) = load_in_dir(
+            &format!("{remote}private_key_env = \"GWT_K\"\n"),
+            &[],
+            &[("GWT_K", "Zq-not-a-key-3321")],
+        );
+        let err = r.unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:6: key `remotes[0].private_key_env`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`GWT_K`") && !err.contains("Zq-not-a-key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn type_errors_on_secrets_do_not_echo_them() {
+        let remote =
+            "[[remotes]]\nname = \"box\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\n";
+        for (line, secret) in [
+            ("password = 86753091", "86753091"),
+            ("private_key_passphrase = 7731.5", "7731.5"),
+            ("password = \"Zq\\qsecret\"", "Zq"),
+            ("password = [\"Zq-in-array-2290\"]", "Zq-in-array-2290"),
+        ] {
+            let err = load_text(&format!("{remote}{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("gw.toml:6"), "{err}");
+            assert!(!err.contains(secret), "{line}: the value is quoted: {err}");
+        }
+        let s3 = "[[remotes]]\nname = \"b\"\nkind = \"s3\"\nendpoint = \"https://s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nsecret_access_key = 555123999\n";
+        let err = load_text(s3).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:7: key `remotes[0].secret_access_key`"),
+            "{err}"
+        );
+        assert!(!err.contains("555123999"), "{err}");
+        // Other keys still show what was found.
+        let err = load_text(&format!("{remote}port = \"twenty-two\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twenty-two"), "{err}");
+    }
+
+    #[test]
+    fn secret_looking_overrides_are_not_echoed() {
+        let env = vec![(
+            "GATEWAY__ADMIN__KEYS".to_string(),
+            "Zq-override-6612".to_string(),
+        )];
+        let err = load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("environment overrides"), "{err}");
+        assert!(!err.contains("Zq-override-6612"), "{err}");
+    }
+
+    #[test]
+    fn s3_endpoint_with_credentials_is_refused_without_echo() {
+        let text = "[[remotes]]\nname = \"b\"\nkind = \"s3\"\nendpoint = \"https://AK:Zq-userinfo-8812@s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\n";
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(
+            err.contains("gw.toml:4: key `remotes[0].endpoint`"),
+            "{err}"
+        );
+        assert!(err.contains("must not carry credentials"), "{err}");
+        assert!(!err.contains("Zq-userinfo-8812"), "{err}");
+        assert!(endpoint_has_userinfo("http://u@h:9000/x"));
+        assert!(!endpoint_has_userinfo("http://h:9000/a@b"));
+    }
+
+    #[test]
+    fn files_holding_secrets_open_to_others_are_warned_about() {
+        let config = "[[remotes]]\nname = \"box\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword_file = \"open.pw\"\n\n[[remotes]]\nname = \"tight\"\nkind = \"ftp\"\nhost = \"h\"\nusername = \"u\"\npassword_file = \"tight.pw\"\n";
+        let (dir, r) = load_in_dir(
+            config,
+            &[("open.pw", "a\n", 0o644), ("tight.pw", "b\n", 0o600)],
+            &[],
+        );
+        let s = r.unwrap();
+        let open = dir.path().join("open.pw");
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        let w = &s.warnings[0];
+        assert!(w.contains(&open.display().to_string()), "{w}");
+        assert!(
+            w.contains("remotes[0].password_file") && w.contains("mode 0644"),
+            "{w}"
+        );
+        assert!(w.contains(&format!("chmod 600 {}", open.display())), "{w}");
+        // The config file itself.
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("gw.toml");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let s = load_with_env(Some(&path), vec![]).unwrap();
+        assert!(
+            s.warnings.iter().any(|w| w.contains("the config file")
+                && w.contains("mode 0664")
+                && w.contains("writable by group")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     const SFTP_REMOTE: &str = "[[remotes]]\nname = \"partner\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nmax_connections = 3\n";

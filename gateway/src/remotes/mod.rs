@@ -300,7 +300,7 @@ fn sftp_remote(
         host: r.host.clone(),
         port: r.port,
         username: r.username.clone(),
-        password: r.password.clone(),
+        password: r.password.as_ref().map(|p| p.expose().to_string()),
         private_key: s.private_key.clone(),
         root: r.root.clone(),
         sources,
@@ -338,7 +338,7 @@ pub fn s3_settings(
         &s.endpoint,
         &s.bucket,
         &s.access_key_id,
-        &s.secret_access_key,
+        s.secret_access_key.expose(),
     );
     settings.region = s.region.clone();
     settings.path_style = s.path_style;
@@ -362,7 +362,11 @@ pub fn ftp_settings(
         host: r.host.clone(),
         port: r.port,
         username: r.username.clone(),
-        password: r.password.clone().unwrap_or_default(),
+        password: r
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default(),
         tls: match f.tls {
             FtpTlsMode::Never => FtpTls::Never,
             FtpTlsMode::IfAvailable => FtpTls::IfAvailable,
