@@ -21,6 +21,11 @@
 //! - `gateway_remote_pool_timeouts_total` (counter): requests that gave up
 //!   waiting (`pool_wait` passed with every connection busy).
 //!
+//! S3 remotes have no pool of their own (the HTTP client keeps connections
+//! alive): for them `gateway_remote_connections_in_use` counts requests in
+//! flight (each holds one HTTP connection until its body ends) and
+//! `gateway_remote_connections_max` is their cap.
+//!
 //! Connecting (SFTP, FTP and S3 remotes), counters:
 //! - `gateway_remote_connect_attempts_total`: connections the gateway
 //!   tried to open.

@@ -466,6 +466,12 @@ impl<C: Connector> Pooled<C> {
     pub fn mark_broken(&mut self) {
         self.broken = true;
     }
+
+    /// Whether it was marked broken (then asking it anything more would
+    /// only wait for the timeouts again).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
 }
 
 impl<C: Connector> std::ops::Deref for Pooled<C> {

@@ -856,6 +856,7 @@ impl Backend for SftpBackend {
                 handle: h.handle,
                 path: path.clone(),
                 eof_at: AtomicU64::new(NO_EOF),
+                broken: AtomicBool::new(false),
             })),
             Err(e) => {
                 let mut err = self.err("open", path, e);
@@ -1402,6 +1403,9 @@ struct SftpReader {
     /// Where the last short read showed the end of the file ([`NO_EOF`]
     /// if none): the next read there is answered without a round trip.
     eof_at: AtomicU64,
+    /// A request failed with a connection error (lost, or no answer in
+    /// time): the connection is not asked anything more and never reused.
+    broken: AtomicBool,
 }
 
 /// `eof_at` when no end of file was seen.
@@ -1414,7 +1418,24 @@ const NO_EOF: u64 = u64::MAX;
 const SHORT_READ_IS_EOF: usize = 32 * 1024;
 
 impl SftpReader {
+    /// Remembers a connection error so that the connection is dropped,
+    /// not asked to close the handle and reused.
+    fn settle(&self, err: BackendError) -> BackendError {
+        if err.is_temporary() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        err
+    }
+
     fn conn(&self) -> Result<&Pooled<SftpConnector>> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(BackendError::new(
+                ErrorKind::ConnectionLost,
+                "read",
+                self.path.as_str(),
+                "the connection to the remote failed earlier",
+            ));
+        }
         self.conn.as_ref().ok_or_else(|| {
             BackendError::new(
                 ErrorKind::ConnectionLost,
@@ -1464,7 +1485,7 @@ impl FileReader for SftpReader {
                     }
                 }
                 Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => break,
-                Err(e) => return Err(self.backend.err("read", &self.path, e)),
+                Err(e) => return Err(self.settle(self.backend.err("read", &self.path, e))),
             }
         }
         if len <= SHORT_READ_IS_EOF && out.len() < len && !out.is_empty() {
@@ -1480,12 +1501,19 @@ impl FileReader for SftpReader {
             .fstat(self.handle.clone())
             .await
             .map(|a| metadata_of(&a.attrs))
-            .map_err(|e| self.backend.err("stat", &self.path, e))
+            .map_err(|e| self.settle(self.backend.err("stat", &self.path, e)))
     }
 }
 
 impl Drop for SftpReader {
     fn drop(&mut self) {
+        if self.broken.load(Ordering::Relaxed) {
+            // Dropped broken: the pool closes it and frees its slot.
+            if let Some(mut conn) = self.conn.take() {
+                conn.mark_broken();
+            }
+            return;
+        }
         // Close the remote handle before the connection goes back to the pool.
         if let Some(conn) = self.conn.take() {
             let handle = std::mem::take(&mut self.handle);
@@ -1643,7 +1671,10 @@ impl SftpWriter {
     /// Closes the handle and, for a `Replace`, removes the temporary file.
     async fn discard(&mut self) {
         while self.in_flight.next().await.is_some() {}
-        if let Some(conn) = self.conn.as_ref() {
+        // A broken connection is not asked to clean up: it would only wait
+        // for the request timeout again. The hidden temporary file stays
+        // (never under the final name).
+        if let Some(conn) = self.conn.as_ref().filter(|c| !c.is_broken()) {
             let _ = conn.sftp.close(self.handle.clone()).await;
             if self.publish.take().is_some() {
                 let _ = conn.sftp.remove(self.target.clone()).await;
@@ -1696,6 +1727,43 @@ mod tests {
         fn verify(&self, _: &PublicKey) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn debug_hides_the_password_and_the_key() {
+        let key =
+            PrivateKey::from_openssh(include_str!("../../certs/tests/data/test_ed25519_openssh"))
+                .unwrap();
+        let openssh = key
+            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .unwrap();
+        let s = SftpSettings {
+            name: "r".into(),
+            host: "h".into(),
+            port: 22,
+            username: "u".into(),
+            password: Some("Zq-sftp-pw-7731".into()),
+            private_key: Some(Arc::new(key)),
+            root: String::new(),
+            sources: SourceAddresses::system(),
+            connect_timeout: Duration::from_secs(1),
+            host_keys: Arc::new(Disabled(ErrorKind::Other)),
+            pool: PoolSettings {
+                max: 1,
+                wait: Duration::from_secs(1),
+                idle: Duration::from_secs(1),
+            },
+        };
+        let shown = format!("{s:?} {s:#?}");
+        assert!(!shown.contains("Zq-sftp-pw-7731"), "{shown}");
+        // No line of the key's body (the private part) shows.
+        for line in openssh.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!shown.contains(line), "key material in Debug: {shown}");
+        }
+        assert!(
+            shown.contains("<hidden>") && shown.contains("\"h\""),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ pub mod ftpd;
 pub mod mount;
 pub mod ops;
 pub mod peers;
+pub mod relay;
 pub mod s3d;
 pub mod sshd;
 pub mod sync;

@@ -155,6 +155,18 @@ impl FtpReader {
                         return Err(err);
                     }
                 }
+                // A data connection closed early (FIN) with a server that had
+                // already handed everything to its TCP stack still ends in
+                // 226: only the size tells a cut transfer from the whole file.
+                if st.pos < self.metadata.size {
+                    return Err(self.err(FtpError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the data connection ended after {} of {} bytes",
+                            st.pos, self.metadata.size
+                        ),
+                    ))));
+                }
             }
             st.pos += n as u64;
         }

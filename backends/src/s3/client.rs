@@ -70,6 +70,7 @@ pub fn build(settings: &S3Settings) -> Result<Built, BackendError> {
         tls_config,
     );
     let http = GatewayHttp::new(
+        &settings.name,
         connector.clone(),
         settings.max_requests,
         settings.connect_timeout,

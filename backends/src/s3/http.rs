@@ -74,6 +74,19 @@ fn shown(d: Duration) -> String {
     }
 }
 
+/// One of the `max_requests` request slots, held until the response body
+/// ends; counted in `gateway_remote_connections_in_use` while held.
+struct RequestSlot {
+    _permit: OwnedSemaphorePermit,
+    in_flight: ::metrics::Gauge,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+    }
+}
+
 /// The SDK's HTTP client for one remote; cheap to clone.
 #[derive(Clone)]
 pub struct GatewayHttp {
@@ -84,6 +97,8 @@ struct Inner {
     client: Client<Connector, RequestBody>,
     permits: Arc<Semaphore>,
     max_requests: usize,
+    /// Requests in flight (`gateway_remote_connections_in_use`).
+    in_flight: ::metrics::Gauge,
     connect_timeout: Duration,
     io_timeout: Duration,
 }
@@ -98,8 +113,10 @@ impl std::fmt::Debug for GatewayHttp {
 }
 
 impl GatewayHttp {
-    /// A client over `connector`, with at most `max_requests` requests at once.
+    /// A client over `connector`, with at most `max_requests` requests at
+    /// once; `remote` names it in the metrics.
     pub fn new(
+        remote: &str,
         connector: Connector,
         max_requests: usize,
         connect_timeout: Duration,
@@ -110,11 +127,17 @@ impl GatewayHttp {
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(max_requests)
             .build(connector);
+        let r = remote.to_string();
+        ::metrics::gauge!(crate::metrics::CONNECTIONS_MAX, "remote" => r.clone())
+            .set(max_requests as f64);
+        let in_flight = ::metrics::gauge!(crate::metrics::CONNECTIONS_IN_USE, "remote" => r);
+        in_flight.set(0.0);
         GatewayHttp {
             inner: Arc::new(Inner {
                 client,
                 permits: Arc::new(Semaphore::new(max_requests.max(1))),
                 max_requests,
+                in_flight,
                 connect_timeout,
                 io_timeout,
             }),
@@ -182,10 +205,16 @@ impl GatewayHttp {
     }
 
     /// A request slot, waiting up to the I/O timeout.
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, ConnectorError> {
+    async fn acquire(&self) -> Result<RequestSlot, ConnectorError> {
         let wait = self.inner.io_timeout;
         match tokio::time::timeout(wait, self.inner.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                self.inner.in_flight.increment(1.0);
+                Ok(RequestSlot {
+                    _permit: permit,
+                    in_flight: self.inner.in_flight.clone(),
+                })
+            }
             _ => Err(ConnectorError::other(
                 Box::new(HttpFailure::Busy {
                     max: self.inner.max_requests,
@@ -340,7 +369,7 @@ impl Body for RequestBody {
 /// when no data arrives for the I/O timeout while it is read.
 struct ResponseBody {
     inner: hyper::body::Incoming,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<RequestSlot>,
     idle: Duration,
     /// Running while the body is read and nothing arrives.
     timer: Option<Pin<Box<Sleep>>>,
@@ -407,7 +436,7 @@ mod tests {
             Duration::from_secs(2),
             None,
         );
-        GatewayHttp::new(connector, max, Duration::from_secs(2), io)
+        GatewayHttp::new("test", connector, max, Duration::from_secs(2), io)
     }
 
     fn get(url: &str) -> HttpRequest {
