@@ -798,6 +798,7 @@ mod tests {
             root: String::new(),
             sources: SourceAddresses::system(),
             connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
             host_keys: Arc::new(AcceptAnyKey),
             pool: pool_settings(),
         });

@@ -42,10 +42,14 @@ use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 const CHUNK: usize = 255 * 1024;
 /// Writes of one file in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
-/// Seconds a single SFTP request may take before the connection is dropped.
-const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// How long a single SFTP request may take by default
+/// ([`SftpSettings::io_timeout`]).
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest any one SFTP request may take, however much progress the
+/// connection makes.
+const REQUEST_BACKSTOP: Duration = Duration::from_secs(3600);
 /// The slowest hashing a remote `md5sum` is given time for (bytes per
-/// second), on top of [`REQUEST_TIMEOUT_SECS`].
+/// second), on top of [`SftpSettings::io_timeout`].
 const MD5SUM_MIN_RATE: u64 = 16 * 1024 * 1024;
 /// Most bytes of `md5sum`'s output (stdout) kept; one line is expected.
 const MD5SUM_MAX_STDOUT: usize = 64 * 1024;
@@ -86,6 +90,10 @@ pub struct SftpSettings {
     pub sources: SourceAddresses,
     /// Limit for TCP connect, SSH handshake and login.
     pub connect_timeout: Duration,
+    /// How long one SFTP request may wait for its answer before the
+    /// connection counts as stalled and is dropped (whole seconds, at
+    /// least one).
+    pub io_timeout: Duration,
     /// Host key verification.
     pub host_keys: Arc<dyn HostKeyPolicy>,
     /// Pool limits.
@@ -107,6 +115,8 @@ impl std::fmt::Debug for SftpSettings {
             )
             .field("root", &self.root)
             .field("sources", &self.sources.addresses())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
             .finish()
     }
 }
@@ -221,14 +231,17 @@ impl SftpConnector {
                 .map_err(|e| self.lost(format!("the server refused the sftp subsystem: {e}")))?;
             let config = russh_sftp::client::Config {
                 max_packet_len: 256 * 1024 + 1024,
-                request_timeout_secs: REQUEST_TIMEOUT_SECS,
+                // Stalls are caught by `watched` (no progress for
+                // `io_timeout`); a request's own age says nothing when many
+                // are in flight on a slow link, so this is a backstop only.
+                request_timeout_secs: REQUEST_BACKSTOP.as_secs(),
                 ..Default::default()
             };
             let ssh = Arc::new(ssh);
             // When the SSH session dies, the SFTP stream must end at once:
             // russh-sftp then fails every request in flight, where it would
             // otherwise wait for a window update that never comes.
-            let stream = watched(channel.into_stream(), &ssh);
+            let stream = watched(channel.into_stream(), &ssh, s.io_timeout);
             let sftp = RawSftpSession::new_with_config(stream, config);
             let version = sftp
                 .init()
@@ -488,8 +501,7 @@ impl SftpBackend {
             let s = self.settings();
             let limits = Md5sumLimits {
                 accept: s.connect_timeout,
-                finish: Duration::from_secs(REQUEST_TIMEOUT_SECS)
-                    + Duration::from_secs(meta.size / MD5SUM_MIN_RATE),
+                finish: s.io_timeout + Duration::from_secs(meta.size / MD5SUM_MIN_RATE),
             };
             match run_md5sum(&conn.ssh, &absolute, limits).await {
                 Md5sum::Sum(sum) => Ok(Some(sum)),
@@ -603,10 +615,16 @@ impl SftpBackend {
 }
 
 /// A stream that ends (reads give EOF, writes fail) as soon as its SSH
-/// session is closed, even while blocked waiting for the peer.
+/// session is closed, even while blocked waiting for the peer; and that
+/// closes the session when the remote stalls: requests are outstanding
+/// and nothing has come back for the I/O timeout. Progress, not the age of
+/// a request, is what counts, so a slow remote serving a deep pipeline of
+/// reads is never mistaken for a dead one.
 struct Watched<S> {
     inner: S,
     dead: Arc<DeadSignal>,
+    sent: FrameCounter,
+    received: FrameCounter,
 }
 
 #[derive(Default)]
@@ -614,33 +632,126 @@ struct DeadSignal {
     dead: std::sync::atomic::AtomicBool,
     reader: futures::task::AtomicWaker,
     writer: futures::task::AtomicWaker,
+    /// SFTP packets written (requests) and read (answers): SFTP answers
+    /// every request once, so the difference is what is outstanding.
+    requests: AtomicU64,
+    answers: AtomicU64,
+    /// When bytes last came from the remote, or a request went out while
+    /// none was outstanding (milliseconds since `epoch`).
+    progress_ms: AtomicU64,
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl DeadSignal {
     fn is_dead(&self) -> bool {
         self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    fn now_ms(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(tokio::time::Instant::now);
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.requests
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.answers.load(Ordering::SeqCst))
+    }
+
+    /// Whether requests have waited `timeout` without any progress.
+    fn stalled(&self, timeout: Duration) -> bool {
+        let idle = self
+            .now_ms()
+            .saturating_sub(self.progress_ms.load(Ordering::SeqCst));
+        self.outstanding() > 0 && idle >= u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.reader.wake();
+        self.writer.wake();
+    }
 }
 
-fn watched<S>(inner: S, ssh: &Arc<russh::client::Handle<ClientHandler>>) -> Watched<S> {
+/// Counts the SFTP packets (`u32` length, then that many bytes) in one
+/// direction of the byte stream.
+#[derive(Default)]
+struct FrameCounter {
+    header: [u8; 4],
+    header_len: usize,
+    remaining: u64,
+}
+
+impl FrameCounter {
+    /// The number of packets that `bytes` completes.
+    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut complete = 0;
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.remaining -= n as u64;
+                bytes = &bytes[n..];
+                if self.remaining == 0 {
+                    complete += 1;
+                }
+                continue;
+            }
+            let n = (4 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == 4 {
+                self.header_len = 0;
+                self.remaining = u64::from(u32::from_be_bytes(self.header));
+                if self.remaining == 0 {
+                    complete += 1;
+                }
+            }
+        }
+        complete
+    }
+}
+
+fn watched<S>(
+    inner: S,
+    ssh: &Arc<russh::client::Handle<ClientHandler>>,
+    io_timeout: Duration,
+) -> Watched<S> {
     let dead = Arc::new(DeadSignal::default());
+    dead.progress_ms.store(dead.now_ms(), Ordering::SeqCst);
     let (signal, session) = (dead.clone(), Arc::downgrade(ssh));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let gone = match session.upgrade() {
-                Some(h) => h.is_closed(),
-                None => true,
+            let Some(handle) = session.upgrade() else {
+                signal.kill();
+                return;
             };
-            if gone {
-                signal.dead.store(true, std::sync::atomic::Ordering::SeqCst);
-                signal.reader.wake();
-                signal.writer.wake();
+            if handle.is_closed() {
+                signal.kill();
+                return;
+            }
+            if signal.stalled(io_timeout) {
+                tracing::debug!(
+                    outstanding = signal.outstanding(),
+                    "SFTP remote stalled for {io_timeout:?}: dropping the connection"
+                );
+                signal.kill();
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "stalled", "en")
+                    .await;
                 return;
             }
         }
     });
-    Watched { inner, dead }
+    Watched {
+        inner,
+        dead,
+        sent: FrameCounter::default(),
+        received: FrameCounter::default(),
+    }
 }
 
 fn closed_error() -> std::io::Error {
@@ -660,7 +771,17 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         if self.dead.is_dead() {
             return std::task::Poll::Ready(Ok(()));
         }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let this = &mut *self;
+            let answers = this.received.feed(&buf.filled()[before..]);
+            this.dead.answers.fetch_add(answers, Ordering::SeqCst);
+            this.dead
+                .progress_ms
+                .store(this.dead.now_ms(), Ordering::SeqCst);
+        }
+        polled
     }
 }
 
@@ -674,7 +795,21 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         if self.dead.is_dead() {
             return std::task::Poll::Ready(Err(closed_error()));
         }
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            let this = &mut *self;
+            let requests = this.sent.feed(&buf[..*n]);
+            if requests > 0 {
+                // Waiting starts now if nothing was outstanding before.
+                if this.dead.outstanding() == 0 {
+                    this.dead
+                        .progress_ms
+                        .store(this.dead.now_ms(), Ordering::SeqCst);
+                }
+                this.dead.requests.fetch_add(requests, Ordering::SeqCst);
+            }
+        }
+        polled
     }
 
     fn poll_flush(
@@ -1707,6 +1842,27 @@ impl Drop for SftpWriter {
 }
 
 #[cfg(test)]
+mod frame_tests {
+    use super::FrameCounter;
+
+    #[test]
+    fn counts_packets_split_anywhere() {
+        let mut stream = Vec::new();
+        for len in [5u32, 0, 70000, 1] {
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        for piece in [1, 3, 4, 5, 1000, stream.len()] {
+            let mut c = FrameCounter::default();
+            let total: u64 = stream.chunks(piece).map(|p| c.feed(p)).sum();
+            assert_eq!(total, 4, "pieces of {piece}");
+        }
+        let mut c = FrameCounter::default();
+        assert_eq!(c.feed(&stream[..stream.len() - 1]), 3);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1747,6 +1903,7 @@ mod tests {
             root: String::new(),
             sources: SourceAddresses::system(),
             connect_timeout: Duration::from_secs(1),
+            io_timeout: DEFAULT_IO_TIMEOUT,
             host_keys: Arc::new(Disabled(ErrorKind::Other)),
             pool: PoolSettings {
                 max: 1,
@@ -1782,6 +1939,7 @@ mod tests {
                 root: String::new(),
                 sources: SourceAddresses::system(),
                 connect_timeout: Duration::from_secs(1),
+                io_timeout: DEFAULT_IO_TIMEOUT,
                 host_keys: Arc::new(Disabled(kind)),
                 pool: PoolSettings {
                     max: 1,

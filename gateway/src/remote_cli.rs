@@ -451,6 +451,7 @@ pub async fn trust_remote(
         root: r.root.clone(),
         sources,
         connect_timeout: r.connect_timeout,
+        io_timeout: backends::sftp::DEFAULT_IO_TIMEOUT,
         host_keys: capture.clone(),
         pool: backends::pool::PoolSettings {
             max: 1,

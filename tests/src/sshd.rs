@@ -600,6 +600,7 @@ impl Sshd {
             root: root.into(),
             sources: SourceAddresses::system(),
             connect_timeout: Duration::from_secs(20),
+            io_timeout: Duration::from_secs(30),
             host_keys: std::sync::Arc::new(ExactKey(host_key)),
             pool: pool_settings(2),
         }

@@ -26,7 +26,7 @@ use e2e::*;
 const REMOTE: &str = "partner";
 /// Files seeded for the listing faults.
 const LISTING_FILES: usize = 3000;
-/// The remotes' I/O timeout in these tests (FTP and S3; SFTP's is fixed).
+/// The remotes' I/O timeout in these tests.
 const IO_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +90,7 @@ impl FaultSetup {
         }
         remote.connect_timeout = Some("5s".into());
         remote.pool_wait = Some("60s".into());
-        if kind != Kind::Sftp {
-            remote.io_timeout = Some(format!("{}s", IO_TIMEOUT.as_secs()));
-        }
+        remote.io_timeout = Some(format!("{}s", IO_TIMEOUT.as_secs()));
         let mut mount = MountedGateway::new(remote, MOUNT).unwrap();
         mount.cfg.metrics_listen = Some("127.0.0.1:0".into());
         mount.start_gateway().unwrap();
@@ -196,12 +194,9 @@ impl FaultSetup {
 }
 
 /// The longest a client may wait for its error: the stall detection
-/// (SFTP: 60 s per request; FTP, S3: [`IO_TIMEOUT`]) plus slack.
-fn error_bound(kind: Kind) -> Duration {
-    match kind {
-        Kind::Sftp => Duration::from_secs(90),
-        _ => IO_TIMEOUT * 3 + Duration::from_secs(10),
-    }
+/// ([`IO_TIMEOUT`], which a retry may spend again) plus slack.
+fn error_bound() -> Duration {
+    IO_TIMEOUT * 3 + Duration::from_secs(10)
 }
 
 /// A file the concurrent transfer moves while the fault happens.
@@ -243,7 +238,7 @@ fn cut_upload(kind: Kind, n: u8) {
         assert_same_file(&src, &s.remote_file("big.bin"));
     } else {
         assert!(
-            took < error_bound(kind),
+            took < error_bound(),
             "the error took {took:?}\n{}",
             s.logs()
         );
@@ -287,7 +282,7 @@ fn cut_download(kind: Kind, n: u8) {
         "a download whose connection was cut",
     );
     assert!(
-        took < error_bound(kind),
+        took < error_bound(),
         "the error took {took:?}\n{}",
         s.logs()
     );
@@ -363,7 +358,7 @@ fn stall_download(kind: Kind, n: u8) {
     );
     assert_failed(&out, "a download whose connection stalled");
     assert!(
-        took < error_bound(kind),
+        took < error_bound(),
         "the client waited {took:?} on a stalled remote\n{}",
         s.logs()
     );

@@ -398,7 +398,8 @@ pub struct RemoteSection {
     pub ca_file: Option<PathBuf>,
     /// FTP: upload to a temporary name and rename on close.
     pub atomic_uploads: Option<bool>,
-    /// FTP, S3: how long a command, request or transfer may stall.
+    /// How long a request (SFTP), command or transfer (FTP) or HTTP
+    /// request (S3) may stall.
     #[serde(default, with = "humantime_serde")]
     pub io_timeout: Option<Duration>,
     /// S3: the service URL (`https://s3.example.com`).

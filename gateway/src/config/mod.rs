@@ -182,6 +182,8 @@ pub struct SftpRemoteSettings {
     pub host_key: Option<russh::keys::PublicKey>,
     /// Connect despite a host key mismatch (insecure).
     pub allow_mismatched_host_key: bool,
+    /// How long one SFTP request may wait for its answer.
+    pub io_timeout: Duration,
 }
 
 /// What only FTP remotes have.
@@ -692,7 +694,9 @@ fn validate_remotes(
             ),
         };
         let protocol = match kind {
-            RemoteKind::Sftp => sftp_protocol(&rs, password.is_absent(), secrets, &at, r),
+            RemoteKind::Sftp => {
+                sftp_protocol(&rs, password.is_absent(), io_timeout, secrets, &at, r)
+            }
             RemoteKind::Ftp => {
                 if password.is_absent() {
                     r.at_key(
@@ -780,7 +784,7 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
         ("atomic_uploads", rs.atomic_uploads.is_some(), &[Ftp]),
         ("certificate", rs.certificate.is_some(), &[Ftp, S3]),
         ("ca_file", rs.ca_file.is_some(), &[Ftp, S3]),
-        ("io_timeout", rs.io_timeout.is_some(), &[Ftp, S3]),
+        ("io_timeout", rs.io_timeout.is_some(), &[Sftp, Ftp, S3]),
         ("endpoint", rs.endpoint.is_some(), &[S3]),
         ("bucket", rs.bucket.is_some(), &[S3]),
         ("region", rs.region.is_some(), &[S3]),
@@ -892,6 +896,7 @@ fn endpoint_has_userinfo(endpoint: &str) -> bool {
 fn sftp_protocol(
     rs: &file::RemoteSection,
     no_password: bool,
+    io_timeout: Duration,
     secrets: &mut secrets::SecretReader<'_>,
     at: &dyn Fn(&str) -> String,
     r: &mut Reporter<'_>,
@@ -962,6 +967,7 @@ fn sftp_protocol(
         private_key,
         host_key,
         allow_mismatched_host_key: rs.allow_mismatched_host_key,
+        io_timeout,
     })
 }
 

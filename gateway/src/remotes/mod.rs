@@ -305,6 +305,7 @@ fn sftp_remote(
         root: r.root.clone(),
         sources,
         connect_timeout: r.connect_timeout,
+        io_timeout: s.io_timeout,
         host_keys: host_keys.clone(),
         pool: pool_settings(r),
     });
