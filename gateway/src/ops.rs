@@ -71,7 +71,7 @@ fn describe() {
     );
     describe_counter!(
         "gateway_sessions_refused_total",
-        "Connections refused or closed by a session limit, by reason (max_unauthenticated, max_sessions, max_sessions_per_user, grace_time, idle_timeout)"
+        "Connections refused or closed by a session limit, by reason (max_unauthenticated, max_unauthenticated_per_address, max_sessions, max_sessions_per_user, grace_time, idle_timeout)"
     );
     describe_counter!(
         "gateway_throttled_addresses_total",

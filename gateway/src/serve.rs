@@ -253,6 +253,7 @@ fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let (logged_in_tx, mut logged_in) = watch::channel(false);
     let handler = Connection::new(shared.clone(), peer, session, logged_in_tx);
     let config = live.ssh_config.clone();
+    let shared_for_grace = shared.clone();
     tokio::spawn(async move {
         let connection = async {
             match russh::server::run_stream(config, socket, handler).await {
@@ -288,6 +289,12 @@ fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             () = grace => {
                 tracing::info!(target: "audit", addr = %ip, op = "login", result = "refused", reason = "login grace time over");
                 metrics::counter!("gateway_sessions_refused_total", "reason" => "grace_time").increment(1);
+                // Connecting and never logging in counts as a failed login,
+                // so an address that keeps doing it is banned.
+                if shared_for_grace.throttle.record_failure(ip) {
+                    metrics::counter!("gateway_throttled_addresses_total").increment(1);
+                    tracing::warn!(addr = %ip, "too many connections that never logged in: address banned");
+                }
             }
         }
     });

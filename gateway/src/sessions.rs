@@ -4,7 +4,7 @@
 //! forgets it, so the counts cannot drift.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -29,6 +29,12 @@ pub enum LimitRefusal {
     /// `login.max_unauthenticated` connections are already waiting to log in.
     #[error("too many connections waiting to log in (limit {0}); try again later")]
     Unauthenticated(usize),
+    /// `login.max_unauthenticated_per_address` connections from this
+    /// address are already waiting to log in.
+    #[error(
+        "too many connections from your address waiting to log in (limit {0}); try again later"
+    )]
+    UnauthenticatedFromAddress(usize),
     /// `server.max_sessions` sessions are open.
     #[error("too many sessions on this gateway (limit {0}); try again later")]
     Total(usize),
@@ -47,6 +53,7 @@ impl LimitRefusal {
     pub fn reason(&self) -> &'static str {
         match self {
             LimitRefusal::Unauthenticated(_) => "max_unauthenticated",
+            LimitRefusal::UnauthenticatedFromAddress(_) => "max_unauthenticated_per_address",
             LimitRefusal::Total(_) => "max_sessions",
             LimitRefusal::PerUser { .. } => "max_sessions_per_user",
         }
@@ -58,6 +65,8 @@ struct State {
     next_id: u64,
     open: HashMap<u64, SessionInfo>,
     unauthenticated: usize,
+    /// Connections not logged in yet, by source address.
+    pending_by_address: HashMap<IpAddr, usize>,
     authenticated: usize,
     per_user: HashMap<String, usize>,
 }
@@ -82,9 +91,19 @@ impl Sessions {
         limits: &SessionLimits,
     ) -> Result<SessionGuard, LimitRefusal> {
         let mut st = self.lock();
+        let ip = canonical(peer.ip());
+        let from_here = st.pending_by_address.get(&ip).copied().unwrap_or(0);
+        if limits.max_unauthenticated_per_address != 0
+            && from_here >= limits.max_unauthenticated_per_address
+        {
+            return Err(LimitRefusal::UnauthenticatedFromAddress(
+                limits.max_unauthenticated_per_address,
+            ));
+        }
         if limits.max_unauthenticated != 0 && st.unauthenticated >= limits.max_unauthenticated {
             return Err(LimitRefusal::Unauthenticated(limits.max_unauthenticated));
         }
+        *st.pending_by_address.entry(ip).or_insert(0) += 1;
         st.next_id += 1;
         let id = st.next_id;
         st.unauthenticated += 1;
@@ -145,10 +164,14 @@ impl SessionGuard {
                 limit: limits.max_sessions_per_user,
             });
         }
-        if let Some(info) = st.open.get_mut(&self.id) {
-            info.user = Some(user.to_string());
-        }
-        st.unauthenticated -= 1;
+        let peer = match st.open.get_mut(&self.id) {
+            Some(info) => {
+                info.user = Some(user.to_string());
+                info.peer
+            }
+            None => return Ok(()),
+        };
+        st.forget_pending(peer.ip());
         st.authenticated += 1;
         *st.per_user.entry(user.to_string()).or_insert(0) += 1;
         publish(&st);
@@ -170,10 +193,32 @@ impl Drop for SessionGuard {
                         }
                     }
                 }
-                None => st.unauthenticated -= 1,
+                None => st.forget_pending(info.peer.ip()),
             }
         }
         publish(&st);
+    }
+}
+
+impl State {
+    /// One connection from `ip` no longer waits to log in.
+    fn forget_pending(&mut self, ip: IpAddr) {
+        self.unauthenticated -= 1;
+        let ip = canonical(ip);
+        if let Some(n) = self.pending_by_address.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_by_address.remove(&ip);
+            }
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -193,8 +238,33 @@ mod tests {
             max_sessions: total,
             max_sessions_per_user: per_user,
             max_unauthenticated: pending,
+            max_unauthenticated_per_address: 0,
             grace_time: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_pending_place() {
+        let s = Sessions::default();
+        let l = SessionLimits {
+            max_unauthenticated_per_address: 2,
+            ..limits(0, 0, 4)
+        };
+        let flood: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.2]:5001".parse().unwrap();
+        let a = s.connect(flood, &l).unwrap();
+        let _b = s.connect(mapped, &l).unwrap();
+        assert_eq!(
+            s.connect(flood, &l).err(),
+            Some(LimitRefusal::UnauthenticatedFromAddress(2))
+        );
+        // Another address still gets in.
+        let c = s.connect(peer(), &l).unwrap();
+        // Logging in frees the place of its address.
+        a.login("alice", &l).unwrap();
+        let _d = s.connect(flood, &l).unwrap();
+        drop(c);
+        assert_eq!(s.list().len(), 3);
     }
 
     fn peer() -> SocketAddr {

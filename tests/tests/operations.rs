@@ -487,7 +487,12 @@ fn unauthenticated_connections_are_capped_and_timed_out() {
         "pending connections closed after {closed_after:?} (grace time 3 s)\n{}",
         l.gw.logs()
     );
-    assert!(l.refused("grace_time") >= 2.0);
+    eventually(
+        10,
+        "both grace-time closes are counted",
+        || l.gw.logs(),
+        || l.refused("grace_time") >= 2.0,
+    );
     eventually(
         10,
         "no connection waits to log in",
@@ -594,4 +599,95 @@ fn systemd_unit_verifies_and_is_hardened() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure level in\n{text}"));
     assert!(exposure <= 2.0, "exposure {exposure}\n{text}");
+}
+
+/// 60 idle logged-in sessions and a flood of 400 connections from one
+/// address (127.0.0.2) that never log in: the flood gets at most
+/// `max_unauthenticated_per_address` (8) places, the rest are refused at
+/// once with a reason; a normal client on 127.0.0.1 uploads and downloads
+/// meanwhile; the flooding address is banned once its pending
+/// connections time out; the idle sessions all survive.
+#[test]
+fn a_flood_from_one_address_leaves_room_for_everyone_else() {
+    let l = LimitSetup::start(
+        &[],
+        &["grace_time = \"3s\"", "max_unauthenticated_per_address = 8"],
+    );
+    let mut idle: Vec<HeldSession> = (0..60)
+        .map(|i| l.hold(if i % 2 == 0 { "alice" } else { "bob" }, 100 + i))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = l.gw.addr;
+    let (greeted, refused) = rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..400 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(addr).await {
+                conns.push(s);
+            }
+        }
+        // Each either got the SSH greeting (a pending place) or a
+        // refusal line and the end of the stream.
+        let (mut greeted, mut refused) = (Vec::new(), 0);
+        for mut s in conns {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("SSH-") {
+                greeted.push(s);
+            } else if text.contains("too many connections from your address") {
+                refused += 1;
+            }
+        }
+        (greeted, refused)
+    });
+    assert!(
+        greeted.len() <= 8,
+        "{} flood connections got a place to log in",
+        greeted.len()
+    );
+    assert!(
+        refused >= 380,
+        "only {refused} flood connections were refused with the reason"
+    );
+
+    let src = l.env.path("normal.bin");
+    write_random_file(&src, 1 << 20).unwrap();
+    let back = l.env.path("normal-back.bin");
+    let t0 = Instant::now();
+    let out = l
+        .client("alice", 1)
+        .sftp(&format!("put {} n.bin\nget n.bin {}\n", p(&src), p(&back)))
+        .unwrap();
+    let took = t0.elapsed();
+    assert_ok(&out, "a normal client during the flood");
+    assert_same_file(&src, &back);
+    assert!(
+        took < Duration::from_secs(15),
+        "the normal client took {took:?}"
+    );
+
+    // The pending flood connections time out, count as failed logins, and
+    // the address is banned.
+    eventually(
+        20,
+        "the flooding address is banned",
+        || l.gw.logs(),
+        || l.scrape().get("gateway_throttled_addresses_total", &[]) >= 1.0,
+    );
+    assert!(l.refused("max_unauthenticated_per_address") >= 380.0);
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(s.alive(), "idle session {i} was closed\n{}", s.output());
+    }
+    assert_eq!(l.scrape().get("gateway_sessions", &[]), 60.0);
+    drop(greeted);
 }

@@ -230,6 +230,9 @@ pub struct LoginSection {
     /// Connections that have not logged in yet, at once (0: no limit).
     #[serde(default = "default_max_unauthenticated")]
     pub max_unauthenticated: usize,
+    /// Of those, from one source address (0: no limit of its own).
+    #[serde(default = "default_max_unauthenticated_per_address")]
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for LoginSection {
@@ -241,6 +244,7 @@ impl Default for LoginSection {
             max_auth_attempts: default_attempts(),
             grace_time: default_grace_time(),
             max_unauthenticated: default_max_unauthenticated(),
+            max_unauthenticated_per_address: default_max_unauthenticated_per_address(),
         }
     }
 }
@@ -445,6 +449,11 @@ fn default_max_sessions_per_user() -> usize {
 }
 fn default_grace_time() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_unauthenticated_per_address() -> usize {
+    // Off by default: one address legitimately opens many connections at
+    // once (rclone's transfers and checkers, a NAT'd office).
+    0
 }
 fn default_max_unauthenticated() -> usize {
     64

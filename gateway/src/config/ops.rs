@@ -17,6 +17,9 @@ pub struct SessionLimits {
     pub max_sessions_per_user: usize,
     /// Connections that have not logged in yet, at once (0: no limit).
     pub max_unauthenticated: usize,
+    /// Of those, from one source address (0: no limit of its own), so that
+    /// one flooding address cannot take every place.
+    pub max_unauthenticated_per_address: usize,
     /// Time a connection has to log in.
     pub grace_time: Duration,
 }
@@ -64,6 +67,7 @@ pub(super) fn validate_limits(
         max_sessions: server.max_sessions,
         max_sessions_per_user: server.max_sessions_per_user,
         max_unauthenticated: login.max_unauthenticated,
+        max_unauthenticated_per_address: login.max_unauthenticated_per_address,
         grace_time: login.grace_time,
     }
 }
