@@ -578,9 +578,14 @@ storage = "{self.gw_dir / 'data'}"
 state = "{self.gw_state}"
 idle_timeout = "10m"
 shutdown_grace = "1s"
+# One user opens every session of workload 4.
+max_sessions = 5000
+max_sessions_per_user = 0
 
 [login]
 max_failures = 0
+# Workload 4's flood comes from one address.
+max_unauthenticated_per_address = 32
 
 [[remotes]]
 name = "bench"
@@ -596,6 +601,7 @@ remote = "bench"
 remote_path = ""
 """
         )
+        cfg.chmod(0o600)
         return cfg
 
     def gateway_config(self, max_connections: int) -> Path:
@@ -1048,6 +1054,37 @@ def open_idle_sessions(b: Bench, s: System, n: int, wave: int, timeout: float):
     return sessions, time.perf_counter() - t0
 
 
+FLOOD_SOURCE = "127.0.0.2"
+
+
+def open_flood(port: int, n: int) -> list:
+    """n TCP connections from FLOOD_SOURCE that never send a byte (and so
+    never log in); the caller closes them."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.bind((FLOOD_SOURCE, 0))
+        with contextlib.suppress(BlockingIOError, OSError):
+            s.connect(("127.0.0.1", port))
+        socks.append(s)
+    time.sleep(1.0)
+    return socks
+
+
+def normal_client(b: Bench, s: System, tag: str, k: int = 3) -> dict:
+    """k logins of a normal client (127.0.0.1: `ls`), one after another:
+    their times and failures."""
+    times, failures = [], []
+    for i in range(k):
+        try:
+            dt, _ = b.sftp(s, ["ls"], None, 60, f"{tag}-{i}")
+            times.append(dt)
+        except BenchError as e:
+            failures.append(str(e))
+    return {"times": times, "failures": failures}
+
+
 def close_sessions(sessions) -> None:
     for p, _ in sessions:
         with contextlib.suppress(Exception):
@@ -1062,7 +1099,7 @@ def close_sessions(sessions) -> None:
 
 def workload4(b: Bench, cfg: dict) -> dict:
     n = cfg["w4_sessions"]
-    res: dict = {"sessions": n, "systems": {}, "runs": {}}
+    res: dict = {"sessions": n, "flood": cfg["w4_flood"], "systems": {}, "runs": {}}
     res["load"] = b.wait_quiet("workload 4")
     for sname in ("gateway", "rclone", "direct"):
         out: dict = {"failures": []}
@@ -1083,6 +1120,17 @@ def workload4(b: Bench, cfg: dict) -> dict:
                 raise BenchError(f"only {alive} of {n} idle sessions still open after login")
             during = proc_status_kib(s.pid, "VmRSS") if s.pid else b.sshd.session_pss_kib()
             total, owned = count_connections(b.sshd.port, s.pid)
+            # A normal client while the sessions are idle, then while one
+            # address floods the server with connections that never log in.
+            out["normal_quiet"] = normal_client(b, s, f"w4-{sname}-quiet")
+            flood = open_flood(s.port, cfg["w4_flood"])
+            try:
+                out["normal_flood"] = normal_client(b, s, f"w4-{sname}-flood")
+                out["flood_rss_kib"] = proc_status_kib(s.pid, "VmRSS") if s.pid else None
+            finally:
+                for sock in flood:
+                    sock.close()
+            out["still_open"] = sum(1 for p, _ in sessions if p.poll() is None)
             out.update({
                 "before_kib": before, "during_kib": during,
                 "per_session_kib": (during - before) / n,
@@ -1416,6 +1464,21 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
                 continue
             L.append(f"| {sname} | {mib(o['before_kib'])} | {mib(o['during_kib'])} | {o['per_session_kib']:.0f} KiB "
                      f"| {o['open_s']:.1f} s | {o['sshd_conns_during']} | {mib(o.get('after_close_kib'))} |")
+        flood = w4.get("flood", 1000)
+        L += ["", f"A normal client (`sftp -b` with `ls`, from 127.0.0.1, three logins one after another) while the "
+              f"{n} sessions are open, then while {FLOOD_SOURCE} holds a flood of connections that never log in "
+              "(the gateway runs with `max_unauthenticated_per_address = 32`, above the 25-session waves that open the idle sessions; sshd with its default `MaxStartups "
+              "10:30:100`; rclone has no such limit):", "",
+              "| system | normal client, quiet | normal client during the flood | failed logins during the flood | idle sessions still open after | RSS during the flood |",
+              "|---|---|---|---|---|---|"]
+        for sname in ("gateway", "rclone", "direct"):
+            o = runs.get(sname, {})
+            q, fl = o.get("normal_quiet"), o.get("normal_flood")
+            if not q or not fl:
+                L.append(f"| {sname} | — | — | — | — | — |")
+                continue
+            L.append(f"| {sname} | {mmm(q['times'])} s | {mmm(fl['times'])} s | {len(fl['failures'])} of 3 "
+                     f"| {o.get('still_open', '—')} of {n} | {mib(o.get('flood_rss_kib'))} |")
         gt = runs.get("gateway", {})
         if "threads_during" in gt:
             L += ["", f"Gateway with {n} sessions open: {gt['threads_during']} threads, {gt['fds_during']} open fds."]
@@ -1476,6 +1539,7 @@ def main() -> int:
     ap.add_argument("--workloads", default="1,2,3,4,5,6",
                     help="comma-separated subset of 1,2,3,4,5,6 (5: FTP remote, 6: S3 remote)")
     ap.add_argument("--data-dir", type=Path, help="folder for every file of the run (default /dev/shm when it has 8 GiB free, else the temp dir)")
+    ap.add_argument("--idle-sessions", type=int, help="sessions of workload 4 (default 1000, quick 20)")
     ap.add_argument("--no-aes", action="store_true", help="skip the aes128-gcm row of workload 1")
     ap.add_argument("--max-wait", type=float, help="seconds to wait for other CPU load to go before a workload (default 180, quick 0); "
                     "before each run at most 20 s")
@@ -1504,7 +1568,8 @@ def main() -> int:
         "w3_clients": 5 if quick else 40,
         "w3_size": 4 * MiB if quick else 32 * MiB,
         "w3_cap": 3 if quick else 25,
-        "w4_sessions": 20 if quick else 500,
+        "w4_sessions": args.idle_sessions or (20 if quick else 1000),
+        "w4_flood": 50 if quick else 1000,
         "w4_wave": 10 if quick else 25,
         "timeout": 60 if quick else 900,
         "ciphers": [None] if (quick or args.no_aes) else [None, AES],

@@ -191,6 +191,9 @@ impl Running {
         changes.retain(|_, v| !v.is_empty());
         report.changes = changes;
 
+        for warning in &new.warnings {
+            tracing::warn!("{warning}");
+        }
         let settings = Arc::new(new);
         let live = live_config(
             settings.clone(),
