@@ -1477,7 +1477,8 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
             if not q or not fl:
                 L.append(f"| {sname} | — | — | — | — | — |")
                 continue
-            L.append(f"| {sname} | {mmm(q['times'])} s | {mmm(fl['times'])} s | {len(fl['failures'])} of 3 "
+            secs = lambda xs: mmm(xs) + (" s" if xs else "")  # noqa: E731
+            L.append(f"| {sname} | {secs(q['times'])} | {secs(fl['times'])} | {len(fl['failures'])} of 3 "
                      f"| {o.get('still_open', '—')} of {n} | {mib(o.get('flood_rss_kib'))} |")
         gt = runs.get("gateway", {})
         if "threads_during" in gt:
