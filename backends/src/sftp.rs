@@ -46,8 +46,10 @@ const WRITES_IN_FLIGHT: usize = 32;
 /// ([`SftpSettings::io_timeout`]).
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest any one SFTP request may take, however much progress the
-/// connection makes.
-const REQUEST_BACKSTOP: Duration = Duration::from_secs(3600);
+/// connection makes: ten I/O timeouts, at least a minute.
+fn request_backstop(io_timeout: Duration) -> Duration {
+    (io_timeout * 10).max(Duration::from_secs(60))
+}
 /// The slowest hashing a remote `md5sum` is given time for (bytes per
 /// second), on top of [`SftpSettings::io_timeout`].
 const MD5SUM_MIN_RATE: u64 = 16 * 1024 * 1024;
@@ -128,6 +130,34 @@ pub struct SftpConnection {
     posix_rename: bool,
     statvfs: bool,
     local: SocketAddr,
+    /// Set once the connection died or stalled.
+    dead: Arc<DeadSignal>,
+}
+
+impl SftpConnection {
+    /// `request`, or a connection error as soon as the connection is
+    /// found dead or stalled: a request can be left unanswered forever
+    /// when its connection dies just as it is sent.
+    fn guard<T>(
+        &self,
+        request: impl std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
+    ) -> impl std::future::Future<Output = std::result::Result<T, SftpError>> + Send {
+        guarded(self.dead.clone(), request)
+    }
+}
+
+/// `request`, or a connection error once `dead` is set (see
+/// [`SftpConnection::guard`]).
+async fn guarded<T>(
+    dead: Arc<DeadSignal>,
+    request: impl std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
+) -> std::result::Result<T, SftpError> {
+    tokio::select! {
+        result = request => result,
+        () = dead.wait() => Err(SftpError::IO(
+            "the connection to the remote died or stalled".into(),
+        )),
+    }
 }
 
 impl SftpConnection {
@@ -234,7 +264,7 @@ impl SftpConnector {
                 // Stalls are caught by `watched` (no progress for
                 // `io_timeout`); a request's own age says nothing when many
                 // are in flight on a slow link, so this is a backstop only.
-                request_timeout_secs: REQUEST_BACKSTOP.as_secs(),
+                request_timeout_secs: request_backstop(s.io_timeout).as_secs(),
                 ..Default::default()
             };
             let ssh = Arc::new(ssh);
@@ -242,6 +272,7 @@ impl SftpConnector {
             // russh-sftp then fails every request in flight, where it would
             // otherwise wait for a window update that never comes.
             let stream = watched(channel.into_stream(), &ssh, s.io_timeout);
+            let dead = stream.dead.clone();
             let sftp = RawSftpSession::new_with_config(stream, config);
             let version = sftp
                 .init()
@@ -253,6 +284,7 @@ impl SftpConnector {
                 statvfs: version.extensions.contains_key("statvfs@openssh.com"),
                 sftp: Arc::new(sftp),
                 local,
+                dead,
             })
         };
         match tokio::time::timeout(s.connect_timeout, handshake).await {
@@ -636,6 +668,8 @@ struct DeadSignal {
     /// every request once, so the difference is what is outstanding.
     requests: AtomicU64,
     answers: AtomicU64,
+    /// Wakes [`DeadSignal::wait`].
+    notify: tokio::sync::Notify,
     /// When bytes last came from the remote, or a request went out while
     /// none was outstanding (milliseconds since `epoch`).
     progress_ms: AtomicU64,
@@ -670,6 +704,18 @@ impl DeadSignal {
         self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
         self.reader.wake();
         self.writer.wake();
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the connection is dead.
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_dead() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -1602,8 +1648,10 @@ impl FileReader for SftpReader {
         let mut requests: futures::stream::FuturesOrdered<_> = (0..len.div_ceil(CHUNK))
             .map(|i| {
                 let n = CHUNK.min(len - i * CHUNK) as u32;
-                conn.sftp
-                    .read(self.handle.clone(), offset + (i * CHUNK) as u64, n)
+                conn.guard(
+                    conn.sftp
+                        .read(self.handle.clone(), offset + (i * CHUNK) as u64, n),
+                )
             })
             .collect();
         while let Some(result) = requests.next().await {
@@ -1694,6 +1742,17 @@ impl SftpWriter {
         })
     }
 
+    fn dead(&self) -> Result<Arc<DeadSignal>> {
+        self.conn.as_ref().map(|c| c.dead.clone()).ok_or_else(|| {
+            BackendError::new(
+                ErrorKind::ConnectionLost,
+                "write",
+                self.path.as_str(),
+                "the file is closed",
+            )
+        })
+    }
+
     fn fail(&mut self, e: SftpError) -> BackendError {
         let err = self.backend.err("write", &self.path, e);
         if err.is_temporary() {
@@ -1718,6 +1777,7 @@ impl SftpWriter {
 impl FileWriter for SftpWriter {
     async fn write(&mut self, mut data: Bytes) -> Result<()> {
         let sftp = self.sftp()?;
+        let dead = self.dead()?;
         while !data.is_empty() {
             while self.in_flight.len() >= WRITES_IN_FLIGHT {
                 if let Some(Err(e)) = self.in_flight.next().await {
@@ -1733,9 +1793,10 @@ impl FileWriter for SftpWriter {
             );
             // Zero-copy when the gateway handed over the only reference.
             let bytes = Vec::from(chunk);
-            self.in_flight.push(Box::pin(async move {
+            let write = guarded(dead.clone(), async move {
                 sftp.write(handle, offset, bytes).await.map(|_| ())
-            }));
+            });
+            self.in_flight.push(Box::pin(write));
             self.position += len as u64;
             // A request goes out when its future is first polled: poll now,
             // so the remote works on this chunk while the client sends the
@@ -1758,7 +1819,8 @@ impl FileWriter for SftpWriter {
         // server handles one session's requests in order), and their
         // answers are awaited together: one round trip instead of two.
         // Nothing is published unless every write and the close succeeded.
-        let (drained, closed) = futures::join!(self.drain(), sftp.close(handle));
+        let close = guarded(self.dead()?, sftp.close(handle));
+        let (drained, closed) = futures::join!(self.drain(), close);
         if let Err(e) = drained {
             self.discard().await;
             return Err(e);
