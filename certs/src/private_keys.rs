@@ -61,14 +61,29 @@ pub enum KeyError {
 /// KiB, so anything bigger is the wrong file (and must not fill memory).
 const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
+// The key derivation limits below are small when built by `cargo fuzz`
+// (`--cfg fuzzing`), so that the fuzzer spends its time on parsing rather
+// than on derivations that are slow by design.
+
 /// Largest memory (KiB) a key derivation may ask for (Argon2 in `.ppk` v3,
 /// scrypt in PKCS#8): PuTTY uses 8 MiB; a crafted header could otherwise
 /// ask for terabytes and abort the process on allocation failure.
-const MAX_ARGON2_MEMORY_KIB: u64 = 1024 * 1024;
+const MAX_ARGON2_MEMORY_KIB: u64 = if cfg!(fuzzing) { 8 * 1024 } else { 1024 * 1024 };
 
 /// Largest number of Argon2 passes accepted from a `.ppk` v3 header, for
 /// the same reason as [`MAX_ARGON2_MEMORY_KIB`] (time instead of memory).
-const MAX_ARGON2_PASSES: u64 = 10_000;
+const MAX_ARGON2_PASSES: u64 = if cfg!(fuzzing) { 4 } else { 10_000 };
+
+/// Largest number of bcrypt rounds accepted from an encrypted OpenSSH key:
+/// `ssh-keygen -a` defaults to 16 and 100 is common advice; a round takes
+/// about 10 ms, so a damaged or crafted file could otherwise ask for years
+/// (found by `fuzz/fuzz_targets/private_key.rs`).
+const MAX_BCRYPT_ROUNDS: u32 = if cfg!(fuzzing) { 16 } else { 1_000 };
+
+/// Largest PBKDF2 iteration count accepted from an encrypted PKCS#8 key
+/// (OpenSSL's default is 2,048; a few seconds' work at most), for the same
+/// reason as [`MAX_BCRYPT_ROUNDS`].
+const MAX_PBKDF2_ITERATIONS: u32 = if cfg!(fuzzing) { 10_000 } else { 10_000_000 };
 
 const OPENSSH: &str = "OpenSSH";
 const PKCS1: &str = "PEM PKCS#1";
@@ -302,21 +317,21 @@ fn pem_format(label: &str) -> &'static str {
 fn parse_pem(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyError> {
     let pem = read_pem(text)?;
     let format = pem_format(&pem.label);
-    match pem.label.as_str() {
+    let key = match pem.label.as_str() {
         "OPENSSH PRIVATE KEY" => parse_openssh(&pem.der, passphrase),
         "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
             let encrypted = pem
                 .header("Proc-Type")
                 .is_some_and(|v| v.to_ascii_uppercase().contains("ENCRYPTED"));
             if !encrypted {
-                return decode_clean_pem(&pem.label, &pem.der)
-                    .map_err(|e| malformed(format, e.to_string()));
+                decode_clean_pem(&pem.label, &pem.der).map_err(|e| malformed(format, e.to_string()))
+            } else {
+                let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
+                let der = decrypt_legacy_pem(format, pem.header("DEK-Info"), &pem.der, passphrase)?;
+                // No integrity check in this format: a wrong key that happens to
+                // leave valid padding gives garbage that fails to decode.
+                decode_clean_pem(&pem.label, &der).map_err(|_| KeyError::WrongPassphrase)
             }
-            let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
-            let der = decrypt_legacy_pem(format, pem.header("DEK-Info"), &pem.der, passphrase)?;
-            // No integrity check in this format: a wrong key that happens to
-            // leave valid padding gives garbage that fails to decode.
-            decode_clean_pem(&pem.label, &der).map_err(|_| KeyError::WrongPassphrase)
         }
         "PRIVATE KEY" => {
             decode_clean_pem("PRIVATE KEY", &pem.der).map_err(|e| malformed(PKCS8, e.to_string()))
@@ -327,7 +342,27 @@ fn parse_pem(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyErro
             decode_clean_pem("PRIVATE KEY", &der).map_err(|e| malformed(PKCS8, e.to_string()))
         }
         other => Err(malformed(format, format!("unexpected PEM label {other:?}"))),
+    }?;
+    halves_match(format, key)
+}
+
+/// Refuses a key whose public half is not the one of its private half:
+/// some formats store both with nothing tying them together (OpenSSH's
+/// private section is checked only by its check integers, so a damaged
+/// scalar still decodes), and every server would refuse the key at login.
+/// Found by `fuzz/fuzz_targets/private_key.rs`.
+fn halves_match(format: &'static str, key: PrivateKey) -> Result<PrivateKey, KeyError> {
+    let can_sign = matches!(
+        key.algorithm(),
+        Algorithm::Rsa { .. } | Algorithm::Ecdsa { .. } | Algorithm::Ed25519
+    );
+    if can_sign && !signs_and_verifies(&key) {
+        return Err(malformed(
+            format,
+            "the public key does not match the private key (damaged file?)",
+        ));
     }
+    Ok(key)
 }
 
 /// Decodes the binary OpenSSH key format, decrypting it if needed.
@@ -337,6 +372,16 @@ fn parse_openssh(der: &[u8], passphrase: Option<&str>) -> Result<PrivateKey, Key
         return Ok(key);
     }
     let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
+    if let ssh_key::Kdf::Bcrypt { rounds, .. } = key.kdf() {
+        if *rounds > MAX_BCRYPT_ROUNDS {
+            return Err(KeyError::Unsupported {
+                what: format!(
+                    "OpenSSH key encrypted with {rounds} bcrypt rounds (more than \
+                     {MAX_BCRYPT_ROUNDS}); re-encrypt it with `ssh-keygen -p -a 100 -f FILE`"
+                ),
+            });
+        }
+    }
     key.decrypt(passphrase).map_err(|e| match e {
         // Check integers (or the AEAD tag) do not match: wrong key.
         ssh_key::Error::Crypto => KeyError::WrongPassphrase,
@@ -474,12 +519,22 @@ fn decrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<Zeroizing<Vec<u8>>, Key
     let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der)
         .map_err(|e| malformed(FORMAT, e.to_string()))?;
     if let pkcs5::EncryptionScheme::Pbes2(params) = &info.encryption_algorithm {
-        if let pkcs5::pbes2::Kdf::Scrypt(scrypt) = &params.kdf {
-            check_scrypt(
+        match &params.kdf {
+            pkcs5::pbes2::Kdf::Scrypt(scrypt) => check_scrypt(
                 scrypt.cost_parameter,
                 scrypt.block_size,
                 scrypt.parallelization,
-            )?;
+            )?,
+            pkcs5::pbes2::Kdf::Pbkdf2(pbkdf2) if pbkdf2.iteration_count > MAX_PBKDF2_ITERATIONS => {
+                return Err(KeyError::Unsupported {
+                    what: format!(
+                        "PKCS#8 key encrypted with {} PBKDF2 iterations (more than \
+                         {MAX_PBKDF2_ITERATIONS}); re-encrypt it with `ssh-keygen -p -f FILE`",
+                        pbkdf2.iteration_count
+                    ),
+                });
+            }
+            _ => {}
         }
     }
     let doc = info.decrypt(passphrase).map_err(|e| match e {
@@ -588,7 +643,7 @@ fn parse_ppk(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyErro
             }
         }
     }
-    PrivateKey::from_ppk(text, passphrase.map(str::to_owned)).map_err(|e| match e {
+    let key = PrivateKey::from_ppk(text, passphrase.map(str::to_owned)).map_err(|e| match e {
         ssh_key::Error::Ppk(ref inner) if format!("{inner:?}") == "IncorrectMac" => {
             if encrypted {
                 KeyError::WrongPassphrase
@@ -597,7 +652,8 @@ fn parse_ppk(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyErro
             }
         }
         other => ssh_key_error(PPK, other),
-    })
+    })?;
+    halves_match(PPK, key)
 }
 
 // ---------------------------------------------------------------------------

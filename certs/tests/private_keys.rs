@@ -396,3 +396,48 @@ fn file_errors_name_the_file() {
     let err = load_private_key_file(&dir.path().join("missing"), None).unwrap_err();
     assert!(matches!(err, CertError::Io { .. }), "{err:?}");
 }
+
+#[test]
+fn a_key_whose_public_half_does_not_match_is_refused() {
+    // Found by fuzz/fuzz_targets/private_key.rs (kept in
+    // fuzz/regressions/private_key/): an encrypted OpenSSH ECDSA key with
+    // five bytes of its private scalar changed. The check integers still
+    // match, so it decoded to a key whose signatures its own public key
+    // rejects (every server would refuse it at login).
+    let err = parse_private_key(&read("fuzz_ecdsa_openssh_damaged"), Some("fuzz")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::Malformed {
+                format: "OpenSSH",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn key_derivations_asking_for_too_much_work_are_refused_at_once() {
+    // Found by fuzz/fuzz_targets/private_key.rs (a timeout, kept in
+    // fuzz/regressions/private_key/): an OpenSSH key whose bcrypt rounds
+    // became 1,744,830,465, which would take years to decrypt.
+    let started = std::time::Instant::now();
+    let err =
+        parse_private_key(&read("fuzz_ed25519_openssh_huge_rounds"), Some("fuzz")).unwrap_err();
+    assert!(matches!(err, KeyError::Unsupported { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("1744830465 bcrypt rounds"),
+        "{err}"
+    );
+    // The same for PKCS#8 with PBKDF2 (20,000,000 iterations).
+    let err =
+        parse_private_key(&read("test_ecdsa_pkcs8_20M_iterations.pem"), Some("fuzz")).unwrap_err();
+    assert!(matches!(err, KeyError::Unsupported { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("20000000 PBKDF2 iterations"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}

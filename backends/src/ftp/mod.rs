@@ -48,6 +48,18 @@ mod writer;
 pub use backend::FtpBackend;
 pub use probe::{FtpProbe, TlsSummary};
 
+/// The parsers of what an FTP server sends, reachable from the fuzz
+/// targets in `fuzz/` (a separate crate). Not part of the API: nothing
+/// else may use it.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::features::Features;
+    pub use super::listing::{parse_list_line, parse_mlsd_line, parse_mlsx, Facts};
+    pub use super::passive::{parse_epsv, parse_pasv};
+    pub use super::reply::{read_reply, Reply};
+    pub use super::time::{format_time_val, parse_time_val};
+}
+
 /// Whether and how the connection is protected with TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FtpTls {

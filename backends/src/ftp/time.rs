@@ -75,9 +75,16 @@ pub fn parse_time_val(value: &str) -> Option<SystemTime> {
     )
 }
 
-/// Formats `t` as an RFC 3659 time value (`YYYYMMDDHHMMSS`, UTC).
+/// 0000-01-01 00:00:00 UTC, the earliest time a time value can hold.
+const MIN_TIME_VAL_SECS: i64 = -62_167_219_200;
+/// 9999-12-31 23:59:59 UTC, the latest time a time value can hold.
+const MAX_TIME_VAL_SECS: i64 = 253_402_300_799;
+
+/// Formats `t` as an RFC 3659 time value (`YYYYMMDDHHMMSS`, UTC). A time
+/// value has four digits of year: earlier or later times give the first
+/// or last time it can hold.
 pub fn format_time_val(t: SystemTime) -> String {
-    let secs = unix_secs(t);
+    let secs = unix_secs(t).clamp(MIN_TIME_VAL_SECS, MAX_TIME_VAL_SECS);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     format!(
@@ -114,5 +121,24 @@ mod tests {
         let before = parse_time_val("19691231235959").unwrap();
         assert_eq!(format_time_val(before), "19691231235959");
         assert_eq!(year_of(t), 2017);
+    }
+
+    #[test]
+    fn formats_only_four_digit_years() {
+        assert_eq!(days_from_civil(0, 1, 1) * 86_400, MIN_TIME_VAL_SECS);
+        assert_eq!(
+            days_from_civil(10_000, 1, 1) * 86_400 - 1,
+            MAX_TIME_VAL_SECS
+        );
+        // Found by fuzz/fuzz_targets/ftp_listing.rs: the leap second at the
+        // very end of year 9999 was formatted as "100000101000000".
+        let leap = parse_time_val("99991231235960").unwrap();
+        assert_eq!(format_time_val(leap), "99991231235959");
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(format_time_val(far), "99991231235959");
+        let early = UNIX_EPOCH - Duration::from_secs(100_000_000_000);
+        assert_eq!(format_time_val(early), "00000101000000");
+        let first = parse_time_val("00000101000000").unwrap();
+        assert_eq!(format_time_val(first), "00000101000000");
     }
 }
