@@ -9,7 +9,6 @@
 //! applies at once (rising) or as connections come back (falling).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -502,9 +501,4 @@ pub fn sync_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Backend>> {
             )
         })?,
     ))
-}
-
-/// Where the config file is, for messages.
-pub fn source_of(settings: &Settings) -> Option<PathBuf> {
-    settings.source.clone()
 }
