@@ -35,6 +35,16 @@ pub struct Shared {
     pub sessions: Sessions,
 }
 
+/// A user's tree could not be set up (their home folder is unusable).
+#[derive(Debug, thiserror::Error)]
+#[error("user {user}: {message}")]
+pub struct TreeError {
+    /// The user.
+    pub user: String,
+    /// What went wrong.
+    pub message: String,
+}
+
 /// The configuration connections use, replaced whole by a reload: a
 /// connection keeps the one it started with for what it already set up
 /// (its mounts), and reads the current one for each new decision.
@@ -64,6 +74,24 @@ impl Shared {
     /// The configuration in force now.
     pub fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The tree `user` sees now: their home in the gateway's storage and
+    /// their mounts. Every front end (SFTP, the S3 endpoint, SSH commands)
+    /// builds a user's view here, so they all see the same thing.
+    pub async fn tree_for(&self, user: &User) -> Result<Tree, TreeError> {
+        let home = StoragePath::parse(&user.home).map_err(|e| TreeError {
+            user: user.name.clone(),
+            message: format!("home folder unusable: {e}"),
+        })?;
+        let home_storage = self.storage.subtree(&home).await.map_err(|e| TreeError {
+            user: user.name.clone(),
+            message: format!("cannot open the home folder: {e}"),
+        })?;
+        Ok(Tree::with_mounts(
+            Arc::new(home_storage),
+            self.live().mounts_of(&user.name),
+        ))
     }
 
     /// Puts a new configuration in force (a reload).
@@ -341,28 +369,17 @@ impl russh::server::Handler for Connection {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        let home = match StoragePath::parse(&user.home) {
-            Ok(h) => h,
+        let tree = match self.shared.tree_for(&user).await {
+            Ok(tree) => tree,
             Err(e) => {
-                tracing::error!(user = %user.name, "home folder unusable: {e}");
-                session.channel_failure(channel_id)?;
-                return Ok(());
-            }
-        };
-        let home_storage = match self.shared.storage.subtree(&home).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(user = %user.name, "cannot open the home folder: {e}");
+                tracing::error!(user = %user.name, "{e}");
                 session.channel_failure(channel_id)?;
                 return Ok(());
             }
         };
         session.channel_success(channel_id)?;
         let ctx = SessionContext {
-            tree: Tree::with_mounts(
-                Arc::new(home_storage),
-                self.shared.live().mounts_of(&user.name),
-            ),
+            tree,
             user,
             peer: self.peer,
             transfers: self.shared.transfers.clone(),

@@ -47,6 +47,11 @@ pub enum Table {
     SyncLocks,
     /// Written by the readiness check (`/readyz`) to prove writes work.
     Health,
+    /// Checksums of files in the gateway's own storage, by file, valid
+    /// while the file's size and modification time stay the same.
+    Checksums,
+    /// Access keys of the S3 endpoint, by access key id.
+    S3Keys,
 }
 
 impl Table {
@@ -58,6 +63,8 @@ impl Table {
             Table::SyncRuns => "sync_runs",
             Table::SyncLocks => "sync_locks",
             Table::Health => "health",
+            Table::Checksums => "checksums",
+            Table::S3Keys => "s3_keys",
         }
     }
 }
