@@ -127,6 +127,33 @@ pub enum ConfigCommand {
 pub enum UserCommand {
     /// Read a password from standard input and print its argon2 hash for the config file.
     HashPassword,
+    /// Access keys of the S3 endpoint: create (prints the secret once), list, revoke.
+    S3Key {
+        /// What to do.
+        #[command(subcommand)]
+        command: S3KeyCommand,
+        /// The TOML config file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `gateway user s3-key ...`.
+#[derive(Debug, Subcommand)]
+pub enum S3KeyCommand {
+    /// Issue a key for a user; prints its id and secret once, with the S3
+    /// remote lines for the partner's gateway.
+    Create {
+        /// The user whose tree and permissions the key gives.
+        user: String,
+    },
+    /// Every key with its user and when it was issued (never the secret).
+    List,
+    /// Revoke a key: its next request fails with InvalidAccessKeyId.
+    Revoke {
+        /// The access key id.
+        id: String,
+    },
 }
 
 /// `gateway admin ...`.

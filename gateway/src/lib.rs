@@ -23,7 +23,9 @@
 //!   reload and what the admin API controls.
 //! - [`ops`]: Prometheus metrics, `/healthz` and `/readyz`, and the small
 //!   HTTP server they share with [`admin`], the admin HTTP API.
-//! - [`cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
+//! - [`s3`]: the S3-compatible endpoint over the same trees, with
+//!   per-user access keys.
+//! - [`cli`], [`s3_cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
 //!   (its remote, key and sync commands) and log output.
 
 pub mod admin;
@@ -34,6 +36,8 @@ pub mod ops;
 pub mod remote_cli;
 pub mod remotes;
 pub mod running;
+pub mod s3;
+pub mod s3_cli;
 pub mod serve;
 pub mod sessions;
 pub mod sftp;

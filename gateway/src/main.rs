@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gateway::cli::{
-    AdminCommand, Cli, Command, ConfigCommand, RemoteCommand, SyncCommand, UserCommand,
+    AdminCommand, Cli, Command, ConfigCommand, RemoteCommand, S3KeyCommand, SyncCommand,
+    UserCommand,
 };
-use gateway::{config, logging, remote_cli, serve, sync_cli};
+use gateway::{config, logging, remote_cli, s3_cli, serve, sync_cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -98,6 +99,19 @@ fn main() -> ExitCode {
                     report(sync_cli::history(&settings, &name, limit))
                 }
             }
+        }
+        Command::User {
+            command: UserCommand::S3Key { command, config },
+        } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return config_failed(&e),
+            };
+            report(match command {
+                S3KeyCommand::Create { user } => s3_cli::create(&settings, &user),
+                S3KeyCommand::List => s3_cli::list(&settings),
+                S3KeyCommand::Revoke { id } => s3_cli::revoke(&settings, &id),
+            })
         }
         Command::User {
             command: UserCommand::HashPassword,

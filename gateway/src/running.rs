@@ -246,6 +246,9 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     if old.ops.admin_listen != new.ops.admin_listen {
         v.push("admin.listen".to_string());
     }
+    if old.s3_endpoint != new.s3_endpoint {
+        v.push("s3 (listen, certificate, private_key)".to_string());
+    }
     v
 }
 

@@ -93,6 +93,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     let throttle = LoginThrottle::new(settings.throttle);
     let listen = settings.listen.clone();
     let ops = settings.ops.clone();
+    let s3_endpoint = settings.s3_endpoint.clone();
+    let state_dir = settings.state.clone();
     let shutdown_grace = settings.shutdown_grace;
     let settings = Arc::new(settings);
     let table = running::sync_table(&settings, &remotes, &sync_storage);
@@ -160,6 +162,17 @@ pub async fn run(settings: Settings) -> Result<()> {
             running.clone(),
             running.api_keys.clone(),
             ready.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(s3) = &s3_endpoint {
+        let (listener, tls, uploads) = crate::s3::bind(s3, &state_dir).await?;
+        endpoints.push(tokio::spawn(crate::s3::serve_s3(
+            listener,
+            tls,
+            uploads,
+            shared.clone(),
+            store.clone(),
             stop_rx.clone(),
         )));
     }

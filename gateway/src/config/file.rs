@@ -37,6 +37,22 @@ pub struct ConfigFile {
     /// The admin HTTP API.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The S3-compatible endpoint for partner sites and S3 clients.
+    #[serde(default)]
+    pub s3: S3EndpointSection,
+}
+
+/// `[s3]`: the S3-compatible endpoint; off unless `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3EndpointSection {
+    /// The address to listen on (`0.0.0.0:9443`).
+    pub listen: Option<SocketAddr>,
+    /// PEM file with the TLS certificate chain; without one the endpoint
+    /// speaks plain HTTP, which is allowed only on a loopback address.
+    pub certificate: Option<PathBuf>,
+    /// PEM file with the certificate's private key.
+    pub private_key: Option<PathBuf>,
 }
 
 /// `[metrics]`: where Prometheus scrapes (`/metrics`, `/healthz`,

@@ -27,7 +27,7 @@ pub use file::{
     AfterCopy, CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind, SyncDirection,
 };
 use locate::KeyMap;
-pub use ops::{parse_key_hash, ApiKey, OpsSettings, SessionLimits};
+pub use ops::{parse_key_hash, ApiKey, OpsSettings, S3EndpointSettings, SessionLimits};
 pub use secrets::{Secret, REDACTED};
 pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
 
@@ -71,6 +71,8 @@ pub struct Settings {
     pub limits: SessionLimits,
     /// The metrics endpoint and the admin API.
     pub ops: OpsSettings,
+    /// The S3-compatible endpoint (off when `None`).
+    pub s3_endpoint: Option<S3EndpointSettings>,
     /// What is not wrong enough to refuse the config but must be said
     /// (files holding secrets that other users can read), for the log
     /// and `config check`.
@@ -485,6 +487,7 @@ fn validate(
     let server = file.server;
     let limits = ops::validate_limits(&server, &file.login, r);
     let ops = ops::validate_ops(file.metrics, file.admin, r);
+    let s3_endpoint = ops::validate_s3_endpoint(file.s3, base, r);
     if server.listen.is_empty() {
         r.at_key(
             "server.listen",
@@ -619,6 +622,7 @@ fn validate(
         syncs,
         limits,
         ops,
+        s3_endpoint,
         warnings: Vec::new(),
     }
 }

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use super::file::{AdminSection, LoginSection, MetricsSection, ServerSection};
+use std::path::{Path, PathBuf};
+
+use super::file::{AdminSection, LoginSection, MetricsSection, S3EndpointSection, ServerSection};
 use super::Reporter;
 
 /// Limits on inbound sessions.
@@ -33,6 +35,16 @@ pub struct ApiKey {
     pub sha256: [u8; 32],
     /// When it stops working.
     pub expires: Option<SystemTime>,
+}
+
+/// The S3-compatible endpoint, when configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3EndpointSettings {
+    /// The address it listens on.
+    pub listen: SocketAddr,
+    /// Certificate chain and key (PEM files); `None`: plain HTTP, which
+    /// validation allows only on loopback.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where the operations endpoints listen, and who may use the API.
@@ -150,4 +162,38 @@ pub(super) fn validate_ops(
         admin_listen: admin.listen,
         api_keys,
     }
+}
+
+pub(super) fn validate_s3_endpoint(
+    section: S3EndpointSection,
+    base: Option<&Path>,
+    r: &mut Reporter<'_>,
+) -> Option<S3EndpointSettings> {
+    let resolve = |p: PathBuf| match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p,
+    };
+    let tls = match (section.certificate, section.private_key) {
+        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.at_key("s3.certificate", "needs s3.private_key as well");
+            None
+        }
+        (None, Some(_)) => {
+            r.at_key("s3.private_key", "needs s3.certificate as well");
+            None
+        }
+    };
+    let listen = section.listen?;
+    if tls.is_none() && !listen.ip().is_loopback() {
+        r.at_key(
+            "s3.listen",
+            format!(
+                "{listen} is not a loopback address: set s3.certificate and s3.private_key \
+                 (access keys and files would otherwise cross the network in clear)"
+            ),
+        );
+    }
+    Some(S3EndpointSettings { listen, tls })
 }

@@ -1,0 +1,187 @@
+//! The S3-compatible endpoint: partner sites and S3 clients reach a
+//! user's tree over the S3 protocol, signed (SigV4) with access keys the
+//! admin issues per user.
+//!
+//! The protocol (routing, XML, SigV4 and its streaming variants, error
+//! bodies) is the `s3s` crate's; this module maps its operations onto the
+//! tree ([`endpoint`]) and owns the keys ([`keys`]), the mapping of keys
+//! to paths ([`paths`]), listings in S3 order ([`listing`]) and multipart
+//! uploads in progress ([`uploads`]). It listens on its own address, with
+//! TLS unless that address is loopback.
+
+pub mod endpoint;
+pub mod keys;
+pub mod listing;
+pub mod paths;
+pub mod uploads;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::S3EndpointSettings;
+use crate::ssh::Shared;
+use crate::state::StateStore;
+
+/// How long an unfinished multipart upload is kept before start-up
+/// removes it.
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// HTTP connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 512;
+
+/// Loads the certificate chain and key for the endpoint's TLS.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "cannot read the certificate {} (s3.certificate)",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate (s3.certificate)", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "cannot read the private key {} (s3.private_key)",
+            key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and private key of [s3] do not go together")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds the endpoint's address and prepares its TLS and state; errors
+/// here stop start-up, so a misconfigured endpoint is never silently off.
+pub async fn bind(
+    settings: &S3EndpointSettings,
+    state_dir: &Path,
+) -> anyhow::Result<(
+    TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+    uploads::Uploads,
+)> {
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (s3.listen)", settings.listen))?;
+    let uploads = uploads::Uploads::new(state_dir.join("s3-uploads"));
+    match uploads.remove_older_than(STALE_UPLOAD_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} multipart upload(s) abandoned for over a week"),
+        Err(e) => tracing::warn!("cannot clean up old multipart uploads: {e}"),
+    }
+    Ok((listener, tls, uploads))
+}
+
+/// Serves S3 on `listener` until `stop` turns true.
+pub async fn serve_s3(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    uploads: uploads::Uploads,
+    shared: Arc<Shared>,
+    store: Arc<dyn StateStore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let book = keys::KeyBook::new(store);
+    let mut builder =
+        s3s::service::S3ServiceBuilder::new(endpoint::Endpoint::new(shared, book.clone(), uploads));
+    builder.set_auth(keys::KeyAuth { keys: book });
+    let service = builder.build();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        "S3 endpoint on {scheme}://{}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("S3 endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let service = service.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(endpoint::PeerAddr(peer));
+                    let service = service.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            match hyper::service::Service::call(&service, req).await {
+                                Ok(resp) => resp,
+                                Err(e) => {
+                                    tracing::warn!(%peer, "S3 request failed: {e:?}");
+                                    let mut resp = hyper::Response::new(s3s::Body::empty());
+                                    *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                    resp
+                                }
+                            },
+                        )
+                    }
+                },
+            );
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
+                b
+            };
+            let result = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), svc).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "S3 endpoint: TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "S3 connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,317 @@
+//! Multipart uploads in progress: each part is kept in a file of its own
+//! under the state folder (`s3-uploads/<upload id>/`) until the upload is
+//! completed, when the parts are streamed in order into the destination,
+//! or aborted. Parts may arrive in any order and in parallel, and a part
+//! may be sent again, so they cannot go straight to the destination.
+//! Nothing of an upload is visible under its key before it completes.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::Digest;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+/// Highest part number S3 allows.
+pub const MAX_PART_NUMBER: i32 = 10_000;
+
+/// What an upload was created for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// The user who created it: only they may use it.
+    pub user: String,
+    /// The object key it will complete into.
+    pub key: String,
+    /// When it was created (Unix seconds).
+    pub created: u64,
+    /// The `mtime` user metadata it was created with, if any.
+    pub mtime: Option<String>,
+}
+
+/// One stored part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Its number (1 to 10,000).
+    pub number: i32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The MD5 of its bytes, lowercase hex (its ETag).
+    pub md5: String,
+    /// When it was stored.
+    pub modified: SystemTime,
+    /// The file holding it.
+    pub file: PathBuf,
+}
+
+/// Why a part could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    /// The request body failed while being read.
+    #[error("the request body ended with an error: {0}")]
+    Body(String),
+    /// The local disk failed.
+    #[error("cannot store the part: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The uploads folder.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    dir: PathBuf,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn is_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Uploads {
+    /// Uploads kept in `dir` (created when needed).
+    pub fn new(dir: PathBuf) -> Self {
+        Uploads { dir }
+    }
+
+    fn upload_dir(&self, id: &str) -> Option<PathBuf> {
+        is_upload_id(id).then(|| self.dir.join(id))
+    }
+
+    /// Starts an upload; returns its id.
+    pub async fn create(&self, info: &UploadInfo) -> io::Result<String> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = self.dir.join(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let json = serde_json::to_vec(info).map_err(io::Error::other)?;
+        tokio::fs::write(dir.join("upload.json"), json).await?;
+        Ok(id)
+    }
+
+    /// The upload `id`, if it exists.
+    pub async fn info(&self, id: &str) -> io::Result<Option<UploadInfo>> {
+        let Some(dir) = self.upload_dir(id) else {
+            return Ok(None);
+        };
+        match tokio::fs::read(dir.join("upload.json")).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores part `number` of upload `id` from `body`, replacing an
+    /// earlier copy of that part.
+    pub async fn write_part<S, E>(
+        &self,
+        id: &str,
+        number: i32,
+        mut body: S,
+    ) -> Result<PartInfo, PartError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: fmt::Display,
+    {
+        let dir = self
+            .upload_dir(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = dir.join(format!(
+            "incoming-{}",
+            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut md5 = md5::Md5::new();
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| PartError::Body(e.to_string()))?;
+                md5.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.sync_all().await?;
+            Ok::<_, PartError>((size, hex(&md5.finalize())))
+        }
+        .await;
+        let (size, md5) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        for old in self.part_files(&dir, Some(number)).await? {
+            let _ = tokio::fs::remove_file(&old.file).await;
+        }
+        let file = dir.join(format!("part-{number:05}-{md5}"));
+        tokio::fs::rename(&tmp, &file).await?;
+        Ok(PartInfo {
+            number,
+            size,
+            md5,
+            modified: SystemTime::now(),
+            file,
+        })
+    }
+
+    /// The parts of upload `id`, by number.
+    pub async fn parts(&self, id: &str) -> io::Result<Vec<PartInfo>> {
+        let dir = self
+            .upload_dir(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
+        self.part_files(&dir, None).await
+    }
+
+    async fn part_files(&self, dir: &Path, only: Option<i32>) -> io::Result<Vec<PartInfo>> {
+        let mut parts = Vec::new();
+        let mut entries = tokio::fs::read_dir(dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix("part-") else {
+                continue;
+            };
+            let Some((number, md5)) = rest.split_once('-') else {
+                continue;
+            };
+            let Ok(number) = number.parse::<i32>() else {
+                continue;
+            };
+            if only.is_some_and(|n| n != number) {
+                continue;
+            }
+            let meta = entry.metadata().await?;
+            parts.push(PartInfo {
+                number,
+                size: meta.len(),
+                md5: md5.to_string(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                file: entry.path(),
+            });
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    /// Removes upload `id` and its parts.
+    pub async fn remove(&self, id: &str) -> io::Result<()> {
+        match self.upload_dir(id) {
+            Some(dir) => match tokio::fs::remove_dir_all(dir).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Removes uploads started more than `age` ago (a client that never
+    /// completed nor aborted); returns how many.
+    pub async fn remove_older_than(&self, age: Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let cutoff = now_secs().saturating_sub(age.as_secs());
+        while let Some(entry) = entries.next_entry().await? {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let stale = match self.info(&id).await {
+                Ok(Some(info)) => info.created < cutoff,
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if stale && is_upload_id(&id) {
+                self.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ETag S3 gives a multipart object: the MD5 of the parts' MD5s,
+/// `-` and the number of parts.
+pub fn multipart_etag(parts: &[PartInfo]) -> String {
+    let mut md5 = md5::Md5::new();
+    for p in parts {
+        let mut raw = [0u8; 16];
+        for (i, byte) in raw.iter_mut().enumerate() {
+            *byte = p
+                .md5
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        md5.update(raw);
+    }
+    format!("{}-{}", hex(&md5.finalize()), parts.len())
+}
+
+/// The creation time to record for a new upload.
+pub fn created_now() -> u64 {
+    now_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test]
+    async fn parts_are_stored_replaced_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::new(dir.path().join("u"));
+        let info = UploadInfo {
+            user: "alice".into(),
+            key: "a/b".into(),
+            created: created_now(),
+            mtime: None,
+        };
+        let id = uploads.create(&info).await.unwrap();
+        assert_eq!(uploads.info(&id).await.unwrap(), Some(info));
+        assert_eq!(uploads.info("../../etc").await.unwrap(), None);
+        uploads.write_part(&id, 2, body(&[b"world"])).await.unwrap();
+        let p1 = uploads
+            .write_part(&id, 1, body(&[b"hel", b"lo"]))
+            .await
+            .unwrap();
+        assert_eq!(p1.md5, "5d41402abc4b2a76b9719d911017c592");
+        uploads.write_part(&id, 2, body(&[b"there"])).await.unwrap();
+        let parts = uploads.parts(&id).await.unwrap();
+        assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(std::fs::read(&parts[1].file).unwrap(), b"there");
+        assert!(multipart_etag(&parts).ends_with("-2"));
+        uploads.remove(&id).await.unwrap();
+        assert_eq!(uploads.info(&id).await.unwrap(), None);
+        assert_eq!(uploads.remove_older_than(Duration::ZERO).await.unwrap(), 0);
+    }
+}
