@@ -51,10 +51,13 @@ install_packages() {
     [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # The AWS CLI drives the gateway's S3 endpoint (tests/tests/s3_endpoint.rs);
+    # Debian's, whatever else is on PATH.
+    [ -x /usr/bin/aws ] || missing+=(awscli)
     # `systemd-analyze verify` checks deploy/gateway.service.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, systemd"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, awscli, systemd"
         return 0
     fi
     echo "installing: ${missing[*]}"

@@ -27,6 +27,7 @@ pub mod peers;
 pub mod relay;
 pub mod s3d;
 pub mod sshd;
+pub mod s3_endpoint;
 pub mod sync;
 
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key
@@ -1095,6 +1096,8 @@ pub struct GatewayConfig {
     pub admin: Option<AdminConfig>,
     /// `[metrics] listen` (left out when `None`).
     pub metrics_listen: Option<String>,
+    /// `[s3] listen` (the S3 endpoint, plain HTTP on loopback), when set.
+    pub s3_listen: Option<String>,
     /// Extra `key = value` lines of `[server]` (session limits, idle_timeout).
     pub server_extra: Vec<String>,
     /// Extra `key = value` lines of `[login]` (grace_time, max_unauthenticated).
@@ -1187,6 +1190,7 @@ impl GatewayConfig {
             syncs: vec![],
             admin: None,
             metrics_listen: None,
+            s3_listen: None,
             server_extra: vec![],
             login_extra: vec![],
         }
@@ -1234,6 +1238,9 @@ impl GatewayConfig {
         }
         if let Some(listen) = &self.metrics_listen {
             s += &format!("\n[metrics]\nlisten = {}\n", toml_str(listen));
+        }
+        if let Some(listen) = &self.s3_listen {
+            s += &format!("\n[s3]\nlisten = {}\n", toml_str(listen));
         }
         if let Some(admin) = &self.admin {
             s += "\n";
