@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use backends::hash::Hasher as BackendHasher;
-use backends::{BackendError, FileReader, HashKind, Metadata};
+use backends::{BackendError, ErrorKind, FileReader, HashKind, Metadata};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -226,8 +226,18 @@ impl Checksums {
             }
         }
         let reader = loc.backend.open_read(&loc.path).await?;
-        let size = reader.metadata().await?.size;
-        stream(reader.as_ref(), size, algorithm).await
+        let meta = reader.metadata().await?;
+        if meta.is_dir() {
+            // Some servers (OpenSSH) open a folder and fail only on reading.
+            return Err(BackendError::new(
+                ErrorKind::IsADirectory,
+                "checksum",
+                loc.path.as_str(),
+                "is a folder",
+            )
+            .into());
+        }
+        stream(reader.as_ref(), meta.size, algorithm).await
     }
 
     /// Only a cached value valid for `meta` (no I/O beyond the store).
@@ -386,7 +396,6 @@ async fn fill_gap(
     Ok(true)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,7 +512,12 @@ mod tests {
         assert_eq!(sums.cached(&loc, &meta, Algorithm::Sha1), None);
 
         // Served from the cache: a planted value shows it was not recomputed.
-        sums.remember(&loc, &meta, Algorithm::Md5, "0123456789abcdef0123456789abcdef");
+        sums.remember(
+            &loc,
+            &meta,
+            Algorithm::Md5,
+            "0123456789abcdef0123456789abcdef",
+        );
         assert_eq!(
             sums.of(&loc, Algorithm::Md5).await.unwrap(),
             "0123456789abcdef0123456789abcdef"
@@ -527,7 +541,11 @@ mod tests {
         );
         // Every algorithm agrees with hashing the bytes at once.
         for a in Algorithm::ALL {
-            assert_eq!(sums.of(&loc, a).await.unwrap(), of_bytes(a, &longer), "{a:?}");
+            assert_eq!(
+                sums.of(&loc, a).await.unwrap(),
+                of_bytes(a, &longer),
+                "{a:?}"
+            );
         }
     }
 
@@ -542,7 +560,10 @@ mod tests {
             other => panic!("expected a backend error, got {other:?}"),
         };
         assert_eq!(
-            kind(sums.of(&location(backend.clone(), "nope"), Algorithm::Md5).await),
+            kind(
+                sums.of(&location(backend.clone(), "nope"), Algorithm::Md5)
+                    .await
+            ),
             backends::ErrorKind::NotFound
         );
         assert_eq!(

@@ -279,7 +279,11 @@ async fn checksums(
             Err(why) => {
                 status = EXIT_FAILED;
                 let err = format!("{}: {name}: {why}\n", algorithm.command());
-                if channel.extended_data_bytes(1, err.into_bytes()).await.is_err() {
+                if channel
+                    .extended_data_bytes(1, err.into_bytes())
+                    .await
+                    .is_err()
+                {
                     return EXIT_FAILED;
                 }
             }
@@ -402,7 +406,10 @@ mod tests {
             split_words("md5sum \"a"),
             Err(SplitError::UnterminatedQuote("double"))
         );
-        assert_eq!(split_words("md5sum a\\"), Err(SplitError::TrailingBackslash));
+        assert_eq!(
+            split_words("md5sum a\\"),
+            Err(SplitError::TrailingBackslash)
+        );
     }
 
     #[test]
@@ -412,8 +419,14 @@ mod tests {
             files: files.iter().map(|s| s.to_string()).collect(),
         };
         assert_eq!(parse("md5sum"), sum(Algorithm::Md5, &["-"]));
-        assert_eq!(parse("sha1sum a 'b c'"), sum(Algorithm::Sha1, &["a", "b c"]));
-        assert_eq!(parse("sha256sum -- -n -"), sum(Algorithm::Sha256, &["-n", "-"]));
+        assert_eq!(
+            parse("sha1sum a 'b c'"),
+            sum(Algorithm::Sha1, &["a", "b c"])
+        );
+        assert_eq!(
+            parse("sha256sum -- -n -"),
+            sum(Algorithm::Sha256, &["-n", "-"])
+        );
         assert_eq!(parse("crc32 /x"), sum(Algorithm::Crc32, &["/x"]));
         let refused = |line: &str| match parse(line) {
             Request::Refuse { message, status } => (message, status),
@@ -440,7 +453,10 @@ mod tests {
     #[test]
     fn formats_like_the_real_tools() {
         let h = "d41d8cd98f00b204e9800998ecf8427e";
-        assert_eq!(format_line(Algorithm::Md5, h, "-", false), format!("{h}  -\n"));
+        assert_eq!(
+            format_line(Algorithm::Md5, h, "-", false),
+            format!("{h}  -\n")
+        );
         assert_eq!(
             format_line(Algorithm::Md5, h, "/a b", true),
             format!("{h}  /a b\n")
@@ -450,7 +466,10 @@ mod tests {
             format_line(Algorithm::Sha1, "ab", "a\\b\nc", false),
             "\\ab  a\\\\b\\nc\n"
         );
-        assert_eq!(format_line(Algorithm::Crc32, "363a3020", "/x", false), "363a3020\n");
+        assert_eq!(
+            format_line(Algorithm::Crc32, "363a3020", "/x", false),
+            "363a3020\n"
+        );
         assert_eq!(
             format_line(Algorithm::Crc32, "363a3020", "/x", true),
             "363a3020\t/x\n"
