@@ -213,6 +213,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = (path, kind);
         Ok(None)
     }
+    /// The file on this machine's file system that `path` names, when this
+    /// backend is a local folder: lets callers key caches by the real
+    /// file. `None` for every remote storage. The returned path is for
+    /// identifying the file only; opening it would bypass the backend's
+    /// confinement, so reads still go through the backend.
+    fn local_file(&self, path: &StoragePath) -> Option<std::path::PathBuf> {
+        let _ = path;
+        None
+    }
 }
 
 /// The error for an operation a backend does not offer.

@@ -528,6 +528,10 @@ impl Backend for LocalBackend {
         })
         .await
     }
+
+    fn local_file(&self, path: &StoragePath) -> Option<PathBuf> {
+        Some(self.root_path.join(path.as_str()))
+    }
 }
 
 /// A file of the local storage open for reading.

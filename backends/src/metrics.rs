@@ -501,6 +501,10 @@ impl Backend for Instrumented {
         self.timed(Operation::Checksum, self.inner.checksum(path, kind))
             .await
     }
+
+    fn local_file(&self, path: &StoragePath) -> Option<std::path::PathBuf> {
+        self.inner.local_file(path)
+    }
 }
 
 /// A reader that counts the bytes it delivers and times each read.

@@ -8,6 +8,9 @@
 //! - [`ssh`]: one SSH connection: authentication via `policy`, the
 //!   login throttle, and the `sftp` subsystem; [`ssh::Live`] is the part
 //!   of the config a reload swaps.
+//! - [`exec`]: SSH commands: the checksum commands (`md5sum`, ...) on
+//!   the user's tree, computed by [`checksums`] (cached for the gateway's
+//!   own files; also used for the S3 endpoint's ETags).
 //! - [`sftp`]: one SFTP session: packet decoding, many requests in flight,
 //!   handles, and the mapping of errors to SFTP statuses.
 //! - [`tree`]: path resolution (the only place a client path is turned
@@ -29,8 +32,10 @@
 //!   (its remote, key and sync commands) and log output.
 
 pub mod admin;
+pub mod checksums;
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod logging;
 pub mod ops;
 pub mod remote_cli;

@@ -99,7 +99,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     let settings = Arc::new(settings);
     let table = running::sync_table(&settings, &remotes, &sync_storage);
     let live = running::live_config(settings, remotes, &host_keys, store.as_ref())?;
-    let shared = Arc::new(Shared::new(live, throttle, storage));
+    let checksums = Arc::new(crate::checksums::Checksums::new(store.clone()));
+    let shared = Arc::new(Shared::new(live, throttle, storage, checksums));
 
     let mut listeners = Vec::new();
     for addr in &listen {

@@ -1,6 +1,7 @@
 //! The SSH side of a connection: authentication against policy, the login
 //! throttle and address allow-lists, and handing the `sftp` subsystem to
-//! [`crate::sftp`]. Shells, commands and forwarding are refused.
+//! [`crate::sftp`], and SSH commands to [`crate::exec`] (the checksum
+//! commands; any other is refused there). Shells and forwarding are refused.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -14,7 +15,9 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
+use crate::checksums::Checksums;
 use crate::config::Settings;
+use crate::exec::{self, ExecContext};
 use crate::remotes::Remotes;
 use crate::sessions::{LimitRefusal, SessionGuard, Sessions};
 use crate::sftp::{self, SessionContext};
@@ -33,6 +36,9 @@ pub struct Shared {
     pub transfers: ActiveTransfers,
     /// The connections open now, and their limits.
     pub sessions: Sessions,
+    /// Checksums of files (SSH checksum commands, S3 ETags), cached for
+    /// the gateway's own storage.
+    pub checksums: Arc<Checksums>,
 }
 
 /// A user's tree could not be set up (their home folder is unusable).
@@ -61,13 +67,19 @@ pub struct Live {
 
 impl Shared {
     /// Shared state starting from `live`.
-    pub fn new(live: Live, throttle: LoginThrottle, storage: LocalBackend) -> Self {
+    pub fn new(
+        live: Live,
+        throttle: LoginThrottle,
+        storage: LocalBackend,
+        checksums: Arc<Checksums>,
+    ) -> Self {
         Shared {
             live: std::sync::RwLock::new(Arc::new(live)),
             throttle,
             storage,
             transfers: ActiveTransfers::default(),
             sessions: Sessions::default(),
+            checksums,
         }
     }
 
@@ -397,14 +409,38 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    /// A command: run by [`exec`] (which refuses all but the checksum
+    /// commands with a message and an exit status, like a shell would).
     async fn exec_request(
         &mut self,
-        channel: ChannelId,
+        channel_id: ChannelId,
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!(addr = %self.peer.ip(), command = %String::from_utf8_lossy(data), "refused a command: only SFTP is served");
-        session.channel_failure(channel)?;
+        let (Some(user), Some(channel)) = (self.user.clone(), self.channels.remove(&channel_id))
+        else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let tree = match self.shared.tree_for(&user).await {
+            Ok(tree) => tree,
+            Err(e) => {
+                tracing::error!(user = %user.name, "{e}");
+                session.channel_failure(channel_id)?;
+                return Ok(());
+            }
+        };
+        session.channel_success(channel_id)?;
+        let line = String::from_utf8_lossy(data).into_owned();
+        let ctx = ExecContext {
+            tree,
+            user,
+            peer: self.peer,
+            checksums: self.shared.checksums.clone(),
+        };
+        tokio::spawn(async move {
+            exec::run(channel, &line, ctx).await;
+        });
         Ok(())
     }
 
