@@ -22,6 +22,7 @@ use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
 use super::paths::{parse_key, KeyTarget};
 use super::uploads::{self, UploadInfo, Uploads};
+use crate::checksums::Algorithm;
 use crate::ssh::Shared;
 use crate::tree::{Location, Tree, VirtualPath};
 
@@ -482,12 +483,40 @@ impl Endpoint {
                 }
             }
         }
+        // The MD5 was computed on the way in: keep it, so HEAD and GET can
+        // give it as the ETag (and `md5sum` over SSH need not read the file).
+        if loc.backend.local_file(&loc.path).is_some() {
+            if let Ok(meta) = loc.backend.stat(&loc.path).await {
+                let checksums = self.shared.checksums.clone();
+                let (loc, hex) = (loc.clone(), hex.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    checksums.remember(&loc, &meta, Algorithm::Md5, &hex)
+                })
+                .await;
+            }
+        }
         Ok((hex, size))
     }
 
-    /// The ETag of a file as listed or stat'ed.
+    /// The ETag of a file as listed: a stand-in that follows its size
+    /// and time (a listing cannot afford a lookup per object).
     fn etag(&self, meta: &Metadata) -> ETag {
         ETag::Strong(version_etag(meta))
+    }
+
+    /// The ETag of one file: its MD5 when one is known for its current
+    /// size and time (computed on upload or by `md5sum`), else the
+    /// stand-in.
+    async fn etag_of(&self, loc: &Location, meta: &Metadata) -> ETag {
+        if loc.backend.local_file(&loc.path).is_none() {
+            return self.etag(meta);
+        }
+        let checksums = self.shared.checksums.clone();
+        let (l, m) = (loc.clone(), meta.clone());
+        match tokio::task::spawn_blocking(move || checksums.cached(&l, &m, Algorithm::Md5)).await {
+            Ok(Some(md5)) => ETag::Strong(md5),
+            _ => self.etag(meta),
+        }
     }
 
     async fn caller_for_bucket<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<Caller> {
@@ -642,7 +671,7 @@ impl s3s::S3 for Endpoint {
         let caller = self.caller_for_bucket(&req, &req.input.bucket).await?;
         let target = key_target(&req.input.key)?;
         let path = target.path().clone();
-        let (_, meta) = self.visible(&caller, &path).await?;
+        let (loc, meta) = self.visible(&caller, &path).await?;
         let output = match (&target, meta.kind) {
             (KeyTarget::Folder(_), EntryKind::Dir) => HeadObjectOutput {
                 content_length: Some(0),
@@ -653,7 +682,7 @@ impl s3s::S3 for Endpoint {
             },
             (KeyTarget::File(_), EntryKind::File) => HeadObjectOutput {
                 content_length: Some(meta.size as i64),
-                e_tag: Some(self.etag(&meta)),
+                e_tag: Some(self.etag_of(&loc, &meta).await),
                 last_modified: timestamp(meta.modified),
                 metadata: mtime_metadata(meta.modified),
                 ..Default::default()
@@ -711,6 +740,7 @@ impl s3s::S3 for Endpoint {
                     .map_err(|e| storage_error(&path, e))?,
             );
             let length = range.end - range.start;
+            let etag = self.etag_of(&loc, &meta).await;
             let transfer = self.shared.transfers.begin();
             let stream = download_stream(reader, range, path.clone()).inspect(move |_| {
                 let _ = &transfer;
@@ -720,7 +750,7 @@ impl s3s::S3 for Endpoint {
                 content_length: Some(length as i64),
                 content_range,
                 accept_ranges: Some("bytes".to_string()),
-                e_tag: Some(self.etag(&meta)),
+                e_tag: Some(etag),
                 last_modified: timestamp(meta.modified),
                 metadata: mtime_metadata(meta.modified),
                 ..Default::default()
