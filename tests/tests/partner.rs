@@ -37,10 +37,10 @@ impl Sites {
         let b_env = TestEnv::new().context("B's test env")?;
         let mut b_cfg = b_env.config();
         b_cfg.s3_listen = Some("127.0.0.1:0".into());
-        let key_a = client_key(&b_env.path("site-a-key"))?;
         let key_b = client_key(&b_env.path("site-b-key"))?;
+        // Site A's user has no SFTP credentials: only its S3 key reaches it.
         b_cfg.users = vec![
-            UserConfig::new(PARTNER_USER).key(&key_a).home(PARTNER_HOME),
+            UserConfig::new(PARTNER_USER).home(PARTNER_HOME),
             UserConfig::new("site-b")
                 .key(&key_b)
                 .home("exchange/site-b"),

@@ -422,6 +422,7 @@ fn load_from(
     let mut settings = validate(file, path, base.as_deref(), &mut secrets, &mut reporter);
     if reporter.problems.is_empty() {
         settings.warnings = secrets::exposure_warnings(&secrets.files);
+        settings.warnings.extend(s3_only_warnings(&settings));
         Ok(settings)
     } else {
         Err(ConfigError(reporter.problems))
@@ -468,6 +469,27 @@ fn describe_io(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     }
+}
+
+/// Users who cannot log in over SFTP (no password, no keys): they are
+/// meant for the S3 endpoint, which needs `[s3]`.
+fn s3_only_warnings(settings: &Settings) -> Vec<String> {
+    settings
+        .users
+        .iter()
+        .filter(|u| u.password_hash.is_none() && u.authorized_keys.is_empty())
+        .map(|u| {
+            let reach = if settings.s3_endpoint.is_some() {
+                "it can be reached only with S3 access keys (`gateway user s3-key create`)"
+            } else {
+                "and [s3] is off, so nothing can reach it"
+            };
+            format!(
+                "user `{}` has neither password_hash nor authorized_keys, so cannot log in over SFTP; {reach}",
+                u.name
+            )
+        })
+        .collect()
 }
 
 fn resolve(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -559,15 +581,8 @@ fn validate(
                 ),
             }
         }
-        if u.password_hash.is_none() && keys.is_empty() && u.authorized_keys_file.is_none() {
-            r.at_key(
-                &at("name"),
-                format!(
-                    "user `{}` has neither password_hash nor authorized_keys, so cannot log in",
-                    u.name
-                ),
-            );
-        }
+        // A user without SFTP credentials is reached only with S3 access
+        // keys (a partner site's user); `s3_only_warnings` says so.
         let home = u.home.clone().unwrap_or_else(|| u.name.clone());
         if let Err(e) = StoragePath::parse(&home) {
             r.at_key(&at("home"), format!("not a usable folder name: {e}"));
