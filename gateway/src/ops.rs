@@ -89,6 +89,10 @@ fn describe() {
         "When each sync last ended a run without failures"
     );
     describe_counter!("gateway_reloads_total", "Config reloads by outcome");
+    describe_counter!(
+        "gateway_s3_requests_total",
+        "Requests to the S3 endpoint by HTTP method and status class (2xx, 4xx, 5xx)"
+    );
 }
 
 /// The readiness check of a running gateway: it listens (it would not be

@@ -37,6 +37,7 @@ impl Sites {
         let b_env = TestEnv::new().context("B's test env")?;
         let mut b_cfg = b_env.config();
         b_cfg.s3_listen = Some("127.0.0.1:0".into());
+        b_cfg.metrics_listen = Some("127.0.0.1:0".into());
         let key_b = client_key(&b_env.path("site-b-key"))?;
         // Site A's user has no SFTP credentials: only its S3 key reaches it.
         b_cfg.users = vec![
@@ -196,6 +197,22 @@ fn through_a_mount_site_a_works_in_its_folder_on_b_and_sees_nothing_else() {
         "site A's folder on B"
     );
     assert_eq!(s.uploads_on_b(), 0, "multipart uploads left on B");
+
+    // B's operators see the endpoint's traffic.
+    let metrics = e2e::ops::logged_http_address(&s.b, "metrics on ").expect("B's metrics address");
+    let scrape = e2e::ops::scrape(metrics).unwrap();
+    for (method, at_least) in [("GET", 3.0), ("PUT", 2.0), ("DELETE", 2.0)] {
+        let n = scrape
+            .value(
+                "gateway_s3_requests_total",
+                &[("method", method), ("status", "2xx")],
+            )
+            .unwrap_or(0.0);
+        assert!(
+            n >= at_least,
+            "gateway_s3_requests_total {method} 2xx = {n}"
+        );
+    }
 }
 
 #[test]

@@ -138,18 +138,25 @@ pub async fn serve_s3(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(endpoint::PeerAddr(peer));
                     let service = service.clone();
+                    let method = req.method().to_string();
                     async move {
-                        Ok::<_, Infallible>(
-                            match hyper::service::Service::call(&service, req).await {
-                                Ok(resp) => resp,
-                                Err(e) => {
-                                    tracing::warn!(%peer, "S3 request failed: {e:?}");
-                                    let mut resp = hyper::Response::new(s3s::Body::empty());
-                                    *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                                    resp
-                                }
-                            },
+                        let resp = match hyper::service::Service::call(&service, req).await {
+                            Ok(resp) => resp,
+                            Err(e) => {
+                                tracing::warn!(%peer, "S3 request failed: {e:?}");
+                                let mut resp = hyper::Response::new(s3s::Body::empty());
+                                *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                resp
+                            }
+                        };
+                        let status = format!("{}xx", resp.status().as_u16() / 100);
+                        metrics::counter!(
+                            "gateway_s3_requests_total",
+                            "method" => method,
+                            "status" => status
                         )
+                        .increment(1);
+                        Ok::<_, Infallible>(resp)
                     }
                 },
             );
