@@ -194,6 +194,38 @@ fn remote_changes_on_remote_disk_are_seen_at_once() {
 
 /// A mount on a sub-path of the remote root (`remote_path`) shows only that sub-folder.
 #[test]
+fn rmdir_of_the_mount_point_is_refused_and_the_remote_folder_stays() {
+    let mut s = MountSetup::new().unwrap();
+    s.start_gateway().unwrap();
+    assert!(s.root.is_dir());
+    let out = s
+        .client()
+        .sftp(&format!(
+            "rmdir {MOUNT}
+"
+        ))
+        .unwrap();
+    assert!(
+        !out.success(),
+        "rmdir of the (empty) mount point succeeded\n{out}"
+    );
+    assert!(
+        s.root.is_dir(),
+        "rmdir of the mount point removed the mounted folder on the remote\n{out}"
+    );
+    // Folders inside the mount still go.
+    let out = s
+        .client()
+        .sftp(&format!("mkdir {MOUNT}/sub\nrmdir {MOUNT}/sub\n"))
+        .unwrap();
+    assert_ok(
+        &out,
+        &format!("mkdir and rmdir inside the mount\n{}", s.logs()),
+    );
+    assert!(!s.root.join("sub").exists());
+}
+
+#[test]
 fn remote_mount_of_a_remote_sub_path() {
     let mut s = MountSetup::new().unwrap();
     fs::create_dir_all(s.root.join("in/box")).unwrap();

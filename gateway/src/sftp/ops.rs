@@ -529,6 +529,14 @@ impl Session {
                 });
             }
             let loc = self.ctx.tree.locate(&path);
+            if self.ctx.tree.locate(&path.parent()).mount != loc.mount {
+                // A mount point: removing it would remove the mounted
+                // folder on the remote, which the user does not own.
+                return Err(RequestError::Denied {
+                    path: path.clone(),
+                    permission: Permission::Delete,
+                });
+            }
             loc.backend
                 .rmdir(&loc.path)
                 .await
