@@ -263,6 +263,32 @@ impl Connection {
         self.user = Some(user);
     }
 
+    /// Takes the logged-in user's open channel for a subsystem or command
+    /// and builds their tree; answers success, or failure and `None` when
+    /// there is no user, no such channel or no usable home.
+    async fn accept_channel(
+        &mut self,
+        channel_id: ChannelId,
+        session: &mut Session,
+    ) -> Result<Option<(Arc<User>, Channel<Msg>, Tree)>, russh::Error> {
+        let (Some(user), Some(channel)) = (self.user.clone(), self.channels.remove(&channel_id))
+        else {
+            session.channel_failure(channel_id)?;
+            return Ok(None);
+        };
+        match self.shared.tree_for(&user).await {
+            Ok(tree) => {
+                session.channel_success(channel_id)?;
+                Ok(Some((user, channel, tree)))
+            }
+            Err(e) => {
+                tracing::error!(user = %user.name, "{e}");
+                session.channel_failure(channel_id)?;
+                Ok(None)
+            }
+        }
+    }
+
     fn banned_metric(&self, method: &str) {
         metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "banned")
             .increment(1);
@@ -373,23 +399,13 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(user), true) = (self.user.clone(), name == "sftp") else {
+        if name != "sftp" {
             session.channel_failure(channel_id)?;
             return Ok(());
-        };
-        let Some(channel) = self.channels.remove(&channel_id) else {
-            session.channel_failure(channel_id)?;
+        }
+        let Some((user, channel, tree)) = self.accept_channel(channel_id, session).await? else {
             return Ok(());
         };
-        let tree = match self.shared.tree_for(&user).await {
-            Ok(tree) => tree,
-            Err(e) => {
-                tracing::error!(user = %user.name, "{e}");
-                session.channel_failure(channel_id)?;
-                return Ok(());
-            }
-        };
-        session.channel_success(channel_id)?;
         let ctx = SessionContext {
             tree,
             user,
@@ -417,20 +433,9 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(user), Some(channel)) = (self.user.clone(), self.channels.remove(&channel_id))
-        else {
-            session.channel_failure(channel_id)?;
+        let Some((user, channel, tree)) = self.accept_channel(channel_id, session).await? else {
             return Ok(());
         };
-        let tree = match self.shared.tree_for(&user).await {
-            Ok(tree) => tree,
-            Err(e) => {
-                tracing::error!(user = %user.name, "{e}");
-                session.channel_failure(channel_id)?;
-                return Ok(());
-            }
-        };
-        session.channel_success(channel_id)?;
         let line = String::from_utf8_lossy(data).into_owned();
         let ctx = ExecContext {
             tree,
