@@ -318,7 +318,7 @@ fn run_ok(cmd: Command, what: &str) -> Result<String> {
 }
 
 /// Makes the test CA and the three server certificates in `dir`.
-fn make_certs(dir: &Path) -> Result<()> {
+pub fn make_certs(dir: &Path) -> Result<()> {
     let ec = [
         "-newkey",
         "ec",

@@ -25,9 +25,9 @@ pub mod mount;
 pub mod ops;
 pub mod peers;
 pub mod relay;
+pub mod s3_endpoint;
 pub mod s3d;
 pub mod sshd;
-pub mod s3_endpoint;
 pub mod sync;
 
 /// How long to wait for the gateway's `listening on` line (RSA-4096 host-key

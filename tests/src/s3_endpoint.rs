@@ -28,7 +28,10 @@ pub fn endpoint_addr(gw: &Gateway) -> Result<SocketAddr> {
 /// `gateway user s3-key ARGS -c CONFIG`.
 pub fn s3_key_command(config: &Path, args: &[&str]) -> Result<CmdOutput> {
     let mut cmd = Command::new(gateway_bin()?);
-    cmd.args(["user", "s3-key"]).args(args).arg("-c").arg(config);
+    cmd.args(["user", "s3-key"])
+        .args(args)
+        .arg("-c")
+        .arg(config);
     run_with_timeout(cmd, Duration::from_secs(60))
 }
 
@@ -71,7 +74,10 @@ pub fn aws(endpoint: &str, key: &S3Key, args: &[&str], scratch: &Path) -> Result
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", scratch)
         .env("AWS_CONFIG_FILE", scratch.join("aws-config-none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", scratch.join("aws-credentials-none"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            scratch.join("aws-credentials-none"),
+        )
         .env("AWS_ACCESS_KEY_ID", &key.id)
         .env("AWS_SECRET_ACCESS_KEY", &key.secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")

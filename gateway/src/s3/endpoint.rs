@@ -35,6 +35,8 @@ const READS_IN_FLIGHT: usize = 8;
 /// User metadata key holding a file's modification time (what rclone and
 /// our own S3 remotes write): Unix seconds with an optional fraction.
 const MTIME_KEY: &str = "mtime";
+/// Longest pause allowed between two pieces of a request body.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Content type of a folder marker.
 const FOLDER_TYPE: &str = "application/x-directory";
 /// MD5 of nothing: the ETag of a folder marker.
@@ -169,7 +171,7 @@ fn version_etag(meta: &Metadata) -> String {
 fn metadata_mtime(metadata: Option<&s3s::dto::Metadata>) -> Option<SystemTime> {
     let text = metadata?.get(MTIME_KEY)?;
     let secs: f64 = text.trim().parse().ok()?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e11 {
+    if !secs.is_finite() || !(0.0..=1e11).contains(&secs) {
         return None;
     }
     Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
@@ -212,13 +214,29 @@ fn content_md5_hex(header: &str) -> S3Result<String> {
 }
 
 /// The request body as a stream of byte chunks.
+/// A client that stops sending mid-body for [`BODY_IDLE_TIMEOUT`] fails
+/// the request, so it cannot hold an upload open forever.
 fn body_stream(
     body: Option<StreamingBlob>,
 ) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin {
-    match body {
+    let inner = match body {
         Some(b) => b.map_err(|e| e.to_string()).left_stream(),
         None => futures::stream::empty().right_stream(),
-    }
+    };
+    Box::pin(futures::stream::unfold(Some(inner), |state| async move {
+        let mut inner = state?;
+        match tokio::time::timeout(BODY_IDLE_TIMEOUT, inner.next()).await {
+            Ok(Some(item)) => Some((item, Some(inner))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(format!(
+                    "the client sent nothing for {} s in the middle of the body",
+                    BODY_IDLE_TIMEOUT.as_secs()
+                )),
+                None,
+            )),
+        }
+    }))
 }
 
 /// Reads exactly `len` bytes at `offset` (fewer only at end of file).
@@ -660,6 +678,53 @@ impl s3s::S3 for Endpoint {
             encoding_type: input.encoding_type,
             contents: (!contents.is_empty()).then_some(contents),
             common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            ..Default::default()
+        }))
+    }
+
+    /// No object has tags; the AWS CLI asks before any multipart copy
+    /// (`aws s3 cp s3://… s3://…` over 8 MiB) and fails on an error.
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let caller = self.caller_for_bucket(&req, &req.input.bucket).await?;
+        let KeyTarget::File(path) = key_target(&req.input.key)? else {
+            return Ok(S3Response::new(GetObjectTaggingOutput::default()));
+        };
+        self.readable_file(&caller, &path).await?;
+        Ok(S3Response::new(GetObjectTaggingOutput::default()))
+    }
+
+    /// ListObjects (v1), what rclone's `provider = Other` uses: the v2
+    /// listing with `marker` as its start, and `NextMarker` the last key.
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let url = req
+            .input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let marker = req.input.marker.clone();
+        let v2 = self
+            .list_objects_v2(req.map_input(Into::into))
+            .await?
+            .output;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: v2.name,
+            prefix: v2.prefix,
+            marker: marker.map(|m| if url { url_encode(&m) } else { m }),
+            max_keys: v2.max_keys,
+            is_truncated: v2.is_truncated,
+            next_marker: v2
+                .next_continuation_token
+                .map(|k| if url { url_encode(&k) } else { k }),
+            contents: v2.contents,
+            common_prefixes: v2.common_prefixes,
+            delimiter: v2.delimiter,
+            encoding_type: v2.encoding_type,
             ..Default::default()
         }))
     }
