@@ -14,6 +14,8 @@
 //! - [`metrics`]: what the pools and remotes report (names and labels),
 //!   and [`metrics::Instrumented`], which measures any backend.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
+//! - `pending`: partial uploads a broken connection left on a remote,
+//!   removed through the next connection that works (FTP and SFTP).
 //! - [`sftp`]: a folder on a remote SFTP server.
 //! - [`ftp`]: a folder on a remote FTP or FTPS server.
 //! - [`s3`]: a folder (key prefix) of a bucket on an S3-compatible server.
@@ -29,6 +31,7 @@ pub mod hash;
 pub mod local;
 pub mod metrics;
 pub mod path;
+mod pending;
 pub mod pool;
 pub mod s3;
 pub mod sftp;

@@ -35,6 +35,7 @@ use crate::backend::{
 };
 use crate::dial::{dial, SourceAddresses};
 use crate::local::{hidden_upload_path, UPLOAD_PREFIX};
+use crate::pending::{PendingRemovals, Removal, Remover};
 use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
 use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 
@@ -42,6 +43,9 @@ use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 const CHUNK: usize = 255 * 1024;
 /// Writes of one file in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
+/// Connections tried at checkout before giving up on removing the
+/// temporary files that broken uploads left.
+const CHECKOUT_ATTEMPTS: usize = 3;
 /// How long a single SFTP request may take by default
 /// ([`SftpSettings::io_timeout`]).
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -170,6 +174,9 @@ impl SftpConnection {
 /// Opens SFTP connections for the pool.
 pub struct SftpConnector {
     settings: SftpSettings,
+    /// Temporary files of failed uploads to remove through the next
+    /// working connection.
+    removals: PendingRemovals,
 }
 
 /// russh's client callbacks: host key verification.
@@ -437,7 +444,14 @@ impl SftpBackend {
         let name = settings.name.clone();
         let pool_settings = settings.pool;
         SftpBackend {
-            pool: Pool::new(name, SftpConnector { settings }, pool_settings),
+            pool: Pool::new(
+                name,
+                SftpConnector {
+                    removals: PendingRemovals::new(&settings.name),
+                    settings,
+                },
+                pool_settings,
+            ),
             exec: Arc::default(),
         }
     }
@@ -508,7 +522,7 @@ impl SftpBackend {
     async fn md5_on_server(&self, path: &StoragePath) -> Result<Option<String>> {
         const OP: &str = "checksum";
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.checkout().await?;
         let result = async {
             let meta = conn
                 .sftp
@@ -577,6 +591,30 @@ impl SftpBackend {
 
     /// Checks out a connection (for `remote test`: it reports where it came from).
     pub async fn connection(&self) -> Result<Pooled<SftpConnector>> {
+        self.checkout().await
+    }
+
+    /// Temporary files of failed uploads waiting to be removed (remote
+    /// paths): those a broken connection could not remove.
+    pub fn pending_removals(&self) -> Vec<String> {
+        self.removals().list()
+    }
+
+    fn removals(&self) -> &PendingRemovals {
+        &self.pool.connector().removals
+    }
+
+    /// A connection from the pool, through which the temporary files that
+    /// broken connections left behind are removed first; one that breaks
+    /// doing so is dropped and another one tried.
+    async fn checkout(&self) -> Result<Pooled<SftpConnector>> {
+        for _ in 0..CHECKOUT_ATTEMPTS {
+            let mut conn = self.pool.get().await?;
+            if self.removals().run(&*conn).await.is_ok() {
+                return Ok(conn);
+            }
+            conn.mark_broken();
+        }
         self.pool.get().await
     }
 
@@ -630,7 +668,7 @@ impl SftpBackend {
     /// Checks out a connection, runs `op` on it, and drops the connection
     /// instead of reusing it if `op` found it broken.
     async fn with_conn<T>(&self, op: impl AsyncFnOnce(&SftpConnection) -> Result<T>) -> Result<T> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.checkout().await?;
         let result = op(&conn).await;
         settle(&mut conn, &result);
         result
@@ -880,6 +918,31 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 }
 
+/// Remembered temporary files are removed with SSH_FXP_REMOVE.
+impl Remover for &SftpConnection {
+    type Error = SftpError;
+
+    async fn remove(&mut self, path: &str) -> Removal<SftpError> {
+        removal(self.guard(self.sftp.remove(path)).await.map(|_| ()))
+    }
+}
+
+/// How removing a temporary file went.
+fn removal(removed: std::result::Result<(), SftpError>) -> Removal<SftpError> {
+    match removed {
+        Ok(()) => Removal::Removed,
+        Err(e) if connection_broke(&e) => Removal::Broken(e),
+        Err(SftpError::Status(st)) if st.status_code == StatusCode::NoSuchFile => Removal::Gone,
+        Err(e) => Removal::Refused(e.to_string()),
+    }
+}
+
+/// Whether `e` means the connection is lost or stalled (the server did
+/// not refuse the request: it did not answer it).
+fn connection_broke(e: &SftpError) -> bool {
+    !matches!(e, SftpError::Status(_) | SftpError::Limited(_))
+}
+
 /// Drops a connection that broke during an operation instead of reusing it.
 fn settle<T>(conn: &mut Pooled<SftpConnector>, result: &Result<T>) {
     if let Err(e) = result {
@@ -956,7 +1019,7 @@ impl Backend for SftpBackend {
 
     async fn list(&self, path: &StoragePath) -> Result<ListStream> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.checkout().await?;
         let handle = match conn.sftp.opendir(remote.clone()).await {
             Ok(h) => h.handle,
             Err(e) => {
@@ -1025,7 +1088,7 @@ impl Backend for SftpBackend {
 
     async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
         let remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.checkout().await?;
         match conn
             .sftp
             .open(remote.clone(), OpenFlags::READ, FileAttributes::default())
@@ -1071,7 +1134,7 @@ impl Backend for SftpBackend {
             ));
         }
         let final_remote = self.remote(path);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.checkout().await?;
         let (target, position, publish) = match mode {
             WriteMode::Replace { exclusive } => {
                 // Only an exclusive create needs to look first; a folder in
@@ -1102,6 +1165,9 @@ impl Backend for SftpBackend {
             }
             WriteMode::Resume { offset } => (final_remote, offset, None),
         };
+        // A temporary file of an earlier attempt waiting to be removed is
+        // written again now: it must not be removed afterwards.
+        self.removals().forget(&target).await;
         let flags = if publish.is_some() {
             OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE
         } else {
@@ -1171,6 +1237,7 @@ impl Backend for SftpBackend {
 
     async fn remove(&self, path: &StoragePath) -> Result<()> {
         let remote = self.remote(path);
+        self.removals().forget(&remote).await;
         self.with_conn(
             async |c: &SftpConnection| match c.sftp.remove(remote.clone()).await {
                 Ok(_) => Ok(()),
@@ -1232,6 +1299,7 @@ impl Backend for SftpBackend {
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath, mode: RenameMode) -> Result<()> {
         let (src, dst) = (self.remote(from), self.remote(to));
+        self.removals().forget(&dst).await;
         self.with_conn(async |c: &SftpConnection| {
             let result = match mode {
                 RenameMode::Replace => rename_replacing(c, &src, &dst).await,
@@ -1839,6 +1907,7 @@ impl FileWriter for SftpWriter {
                     "the file is closed",
                 )
             })?;
+            self.backend.removals().forget(&final_remote).await;
             let result = if exclusive {
                 conn.sftp
                     .rename(self.target.clone(), final_remote)
@@ -1849,8 +1918,8 @@ impl FileWriter for SftpWriter {
             };
             if let Err(e) = result {
                 let err = self.fail(e);
-                if let Some(c) = self.conn.as_ref() {
-                    let _ = c.sftp.remove(self.target.clone()).await;
+                if let Some(conn) = self.conn.as_mut() {
+                    remove_temporary(&self.backend, conn, &self.target).await;
                 }
                 return Err(err);
             }
@@ -1865,41 +1934,88 @@ impl FileWriter for SftpWriter {
 }
 
 impl SftpWriter {
-    /// Closes the handle and, for a `Replace`, removes the temporary file.
+    /// Closes the handle and, for a `Replace`, removes the temporary file
+    /// (or remembers it, if the connection is broken).
     async fn discard(&mut self) {
         while self.in_flight.next().await.is_some() {}
-        // A broken connection is not asked to clean up: it would only wait
-        // for the request timeout again. The hidden temporary file stays
-        // (never under the final name).
-        if let Some(conn) = self.conn.as_ref().filter(|c| !c.is_broken()) {
-            let _ = conn.sftp.close(self.handle.clone()).await;
-            if self.publish.take().is_some() {
-                let _ = conn.sftp.remove(self.target.clone()).await;
+        let temporary = self.publish.take().map(|_| self.target.as_str());
+        if let Some(conn) = self.conn.as_mut() {
+            clean_up(&self.backend, conn, &self.handle, temporary).await;
+        }
+    }
+}
+
+/// Closes the handle of a discarded upload and removes its temporary file
+/// `temporary`, if any. A broken connection is not asked to: it would
+/// only wait for the timeouts again; the temporary file (never under the
+/// final name) is then removed through the next working connection.
+async fn clean_up(
+    backend: &SftpBackend,
+    conn: &mut Pooled<SftpConnector>,
+    handle: &str,
+    temporary: Option<&str>,
+) {
+    if !conn.is_broken() && !handle.is_empty() {
+        if let Err(e) = conn.guard(conn.sftp.close(handle)).await {
+            if connection_broke(&e) {
+                conn.mark_broken();
             }
         }
     }
+    if let Some(temporary) = temporary {
+        remove_temporary(backend, conn, temporary).await;
+    }
+}
+
+/// Removes the temporary file `temporary` of a failed upload through
+/// `conn`, or remembers it for the next working connection when `conn` is
+/// (or turns out) broken.
+async fn remove_temporary(
+    backend: &SftpBackend,
+    conn: &mut Pooled<SftpConnector>,
+    temporary: &str,
+) {
+    let why = if conn.is_broken() {
+        "the connection to the remote broke".to_string()
+    } else {
+        match (&**conn).remove(temporary).await {
+            Removal::Broken(e) => {
+                conn.mark_broken();
+                e.to_string()
+            }
+            // Removed, never created, or not ours to remove.
+            _ => return,
+        }
+    };
+    backend.removals().remember(temporary, &why);
 }
 
 impl Drop for SftpWriter {
     fn drop(&mut self) {
         // Dropped without close (client vanished): discard in the background.
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let backend = self.backend.clone();
         let in_flight = std::mem::take(&mut self.in_flight);
-        let (handle, target, publish) = (
-            std::mem::take(&mut self.handle),
-            self.target.clone(),
-            self.publish.take(),
-        );
-        spawn_cleanup(async move {
-            in_flight.for_each(|_| async {}).await;
-            if !handle.is_empty() {
-                let _ = conn.sftp.close(handle).await;
+        let handle = std::mem::take(&mut self.handle);
+        let temporary = self.publish.take().map(|_| self.target.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    in_flight.for_each(|_| async {}).await;
+                    clean_up(&backend, &mut conn, &handle, temporary.as_deref()).await;
+                });
             }
-            if publish.is_some() {
-                let _ = conn.sftp.remove(target).await;
+            Err(_) => {
+                if let Some(temporary) = temporary {
+                    backend
+                        .removals()
+                        .remember(&temporary, "the upload was dropped outside a runtime");
+                }
+                conn.mark_broken();
             }
-            drop(conn);
-        });
+        }
     }
 }
 

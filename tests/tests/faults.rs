@@ -8,7 +8,9 @@
 //! no partial file is visible under its final name, every pool slot came
 //! back (`gateway_remote_connections_in_use` and `_waiters` are 0), a
 //! transfer running at the same time through the same remote succeeded,
-//! and the same operation works again once the fault is gone.
+//! and the same operation works again once the fault is gone. An SFTP
+//! upload cut mid-transfer leaves its hidden temporary file only until
+//! the next operation through the remote.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -252,9 +254,55 @@ fn cut_upload(kind: Kind, n: u8) {
     assert_ok(outs[1].as_ref().unwrap(), "a download at the same time");
     assert_same_file(&side, &s.mount.env.path("side-back.bin"));
     s.assert_slots_return();
+    if kind == Kind::Sftp {
+        assert_failed(upload, "an SFTP upload whose connection was cut");
+        temporary_file_removed_later(&s);
+    }
     // Back to normal: the same upload works.
     s.upload(&src, "big.bin");
     assert_same_file(&src, &s.remote_file("big.bin"));
+    s.assert_slots_return();
+}
+
+/// After an SFTP upload was cut (its connection broke, so the gateway
+/// could not remove the upload's hidden temporary file at once): the next
+/// operation through the remote, once the fault is gone, has the file
+/// removed from the server's disk, and leaves alone the file written
+/// meanwhile under the upload's final name.
+fn temporary_file_removed_later(s: &FaultSetup) {
+    let written = s.remote_file("big.bin");
+    fs::write(&written, "written meanwhile\n").unwrap();
+    chown_to_test_user(&written).unwrap();
+    let out = s.client(3).sftp(&format!("ls {MOUNT}\n")).unwrap();
+    assert_ok(&out, "a listing once the fault is gone");
+    let temporary_files = || -> Vec<String> {
+        s.remote_names()
+            .into_iter()
+            .filter(|n| n.starts_with(".gw-upload-"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !temporary_files().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        temporary_files().is_empty(),
+        "the cut upload's temporary file is still on the remote: {:?}\n{}",
+        temporary_files(),
+        s.logs()
+    );
+    // It was there, and the gateway removed it (not just never wrote it).
+    assert!(
+        s.logs().contains("removed the partial upload `") && s.logs().contains(".gw-upload-"),
+        "the gateway did not say it removed the temporary file\n{}",
+        s.logs()
+    );
+    assert_eq!(
+        fs::read_to_string(&written).unwrap(),
+        "written meanwhile\n",
+        "the file under the final name was touched\n{}",
+        s.logs()
+    );
     s.assert_slots_return();
 }
 

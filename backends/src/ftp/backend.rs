@@ -14,7 +14,6 @@ use super::control::Control;
 use super::error::FtpError;
 use super::listing_stream::list_pages;
 use super::ops::ListFormat;
-use super::pending::PendingRemovals;
 use super::probe::FtpProbe;
 use super::reader::FtpReader;
 use super::tls::TlsSetup;
@@ -24,6 +23,7 @@ use crate::backend::{
     unsupported, Backend, Capabilities, FileReader, FileWriter, HashKind, ListStream, Metadata,
     RenameMode, WriteMode,
 };
+use crate::pending::{PendingRemovals, Removal, Remover};
 use crate::pool::{Pool, PoolSettings, PoolStats, Pooled};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
@@ -124,7 +124,7 @@ impl FtpBackend {
                 let suspicious =
                     c.health() != super::stream::Health::Quiet || c.idle_for() >= NOOP_AFTER;
                 (!suspicious || c.expect_success("NOOP").await.is_ok())
-                    && self.removals().run(&mut c).await.is_ok()
+                    && self.removals().run(&mut *c).await.is_ok()
             };
             if healthy {
                 return Ok(conn);
@@ -173,6 +173,20 @@ pub(super) fn settle<T>(conn: &mut Pooled<FtpConnector>, result: &Result<T>) {
     if let Err(e) = result {
         if e.is_temporary() {
             conn.mark_broken();
+        }
+    }
+}
+
+/// Remembered partial uploads are removed with DELE.
+impl Remover for &mut Control {
+    type Error = FtpError;
+
+    async fn remove(&mut self, path: &str) -> Removal<FtpError> {
+        match self.delete(path).await {
+            Ok(()) => Removal::Removed,
+            Err(e) if e.kind().is_temporary() => Removal::Broken(e),
+            Err(e) if e.kind() == ErrorKind::NotFound => Removal::Gone,
+            Err(e) => Removal::Refused(e.to_string()),
         }
     }
 }

@@ -8,10 +8,10 @@ use tokio::sync::MutexGuard;
 
 use super::control::Control;
 use super::features::Features;
-use super::pending::PendingRemovals;
 use super::stream::Health;
 use super::tls::TlsSetup;
 use super::FtpSettings;
+use crate::pending::PendingRemovals;
 use crate::pool::Connector;
 use crate::Result;
 

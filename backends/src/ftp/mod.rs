@@ -16,9 +16,8 @@
 //!   configuration, handshakes and their failure reasons.
 //! - `control`: one logged-in control connection and its data connections.
 //! - `ops`: file operations in FTP terms (MLST/SIZE/MDTM, MLSD/LIST, ...).
-//! - `connector`: connections for the generic pool.
-//! - `pending`: partial uploads left by broken connections, removed through
-//!   the next connection that works.
+//! - `connector`: connections for the generic pool, with the remote's
+//!   partial uploads left by broken connections ([`crate::pending`]).
 //! - `backend`, `listing_stream`, `reader`, `writer`: the [`Backend`](crate::Backend).
 //! - `probe`: what `gateway remote test` reports.
 
@@ -36,7 +35,6 @@ mod listing;
 mod listing_stream;
 mod ops;
 mod passive;
-mod pending;
 mod probe;
 mod reader;
 mod reply;
