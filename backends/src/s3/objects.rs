@@ -269,10 +269,17 @@ impl Bucket {
                     if let Some(folder) = self.folder(path, op).await? {
                         return Ok(Some(Found::Dir(folder)));
                     }
-                    return Ok(self
-                        .head_with(&key, op, path, checksums)
-                        .await?
-                        .map(|f| Found::File(Box::new(f))));
+                    return match self.head_with(&key, op, path, checksums).await {
+                        Ok(file) => Ok(file.map(|f| Found::File(Box::new(f)))),
+                        // Some servers (s3s-fs) answer HEAD on a folder with
+                        // an error, and a folder whose first object is still
+                        // being written lists empty: look once more before
+                        // reporting the error.
+                        Err(e) => match self.folder(path, op).await? {
+                            Some(folder) => Ok(Some(Found::Dir(folder))),
+                            None => Err(e),
+                        },
+                    };
                 }
                 Some(_) => return Err(self.info.sdk(op, path.as_str(), e)),
                 // A connection that broke is worth the retries; a timeout is final.
