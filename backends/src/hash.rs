@@ -66,8 +66,8 @@ pub fn of_bytes(kind: HashKind, data: &[u8]) -> String {
     h.finish()
 }
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes` (how every checksum and key is written).
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

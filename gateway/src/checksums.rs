@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use backends::hash::Hasher as BackendHasher;
+use backends::hash::{hex, Hasher as BackendHasher};
 use backends::{BackendError, ErrorKind, FileReader, HashKind, Metadata};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -165,15 +165,6 @@ pub fn of_bytes(algorithm: Algorithm, data: &[u8]) -> String {
     let mut h = Hasher::new(algorithm);
     h.update(data);
     h.finish()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// Why a checksum could not be computed.

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use backends::hash::hex;
+
 use super::auth::hash_key;
 
 /// What every key starts with, so a leaked key is recognisable (secret
@@ -79,14 +81,6 @@ pub fn print_new_key(name: &str, expires: Option<&str>) -> anyhow::Result<()> {
     println!();
     println!("Clients send it as `Authorization: Bearer <key>` (or `X-FilesAPI-Key: <key>`).");
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// A TOML basic string.

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use backends::{BackendError, EntryKind, ErrorKind, FileReader, Metadata, WriteMode};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use md5::Digest;
 use policy::{Permission, User};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
@@ -22,7 +21,7 @@ use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
 use super::paths::{parse_key, KeyTarget};
 use super::uploads::{self, UploadInfo, Uploads};
-use crate::checksums::Algorithm;
+use crate::checksums::{Algorithm, Hasher};
 use crate::ssh::Shared;
 use crate::tree::{Location, Tree, VirtualPath};
 
@@ -162,14 +161,18 @@ fn version_etag(meta: &Metadata) -> String {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let mut md5 = md5::Md5::new();
-    md5.update(format!("{}:{nanos}", meta.size).as_bytes());
-    format!("{}-1", uploads::hex(&md5.finalize()))
+    let stamp =
+        crate::checksums::of_bytes(Algorithm::Md5, format!("{}:{nanos}", meta.size).as_bytes());
+    format!("{stamp}-1")
 }
 
 /// The modification time in `mtime` user metadata.
 fn metadata_mtime(metadata: Option<&s3s::dto::Metadata>) -> Option<SystemTime> {
-    let text = metadata?.get(MTIME_KEY)?;
+    parse_mtime(metadata?.get(MTIME_KEY)?)
+}
+
+/// An `mtime` value: Unix seconds with an optional fraction.
+fn parse_mtime(text: &str) -> Option<SystemTime> {
     let secs: f64 = text.trim().parse().ok()?;
     if !secs.is_finite() || !(0.0..=1e11).contains(&secs) {
         return None;
@@ -210,7 +213,7 @@ fn content_md5_hex(header: &str) -> S3Result<String> {
     if raw.len() != 16 {
         return Err(s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"));
     }
-    Ok(uploads::hex(&raw))
+    Ok(backends::hash::hex(&raw))
 }
 
 /// The request body as a stream of byte chunks.
@@ -460,7 +463,7 @@ impl Endpoint {
             .open_write(&loc.path, WriteMode::Replace { exclusive: false })
             .await
             .map_err(|e| storage_error(path, e))?;
-        let mut md5 = md5::Md5::new();
+        let mut md5 = Hasher::new(Algorithm::Md5);
         let mut size = 0u64;
         let written: S3Result<()> = async {
             while let Some(chunk) = body.next().await {
@@ -475,7 +478,7 @@ impl Endpoint {
             Ok(())
         }
         .await;
-        let hex = uploads::hex(&md5.finalize());
+        let hex = md5.finish();
         let problem = match written {
             Err(e) => Some(e),
             Ok(()) if expect_len.is_some_and(|n| n != size) => Some(s3_error!(
@@ -1250,11 +1253,7 @@ impl s3s::S3 for Endpoint {
         }
         let etag = uploads::multipart_etag(&chosen);
         let total: u64 = chosen.iter().map(|p| p.size).sum();
-        let mtime = info.mtime.as_ref().and_then(|t| {
-            let mut m = s3s::dto::Metadata::new();
-            m.insert(MTIME_KEY.to_string(), t.clone());
-            metadata_mtime(Some(&m))
-        });
+        let mtime = info.mtime.as_deref().and_then(parse_mtime);
         let files: Vec<_> = chosen.iter().map(|p| p.file.clone()).collect();
         let body = parts_stream(files);
         let result = self

@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use md5::Digest;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+
+use crate::checksums::{Algorithm, Hasher};
 
 /// Highest part number S3 allows.
 pub const MAX_PART_NUMBER: i32 = 10_000;
@@ -134,7 +135,7 @@ impl Uploads {
         ));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut md5 = md5::Md5::new();
+            let mut md5 = Hasher::new(Algorithm::Md5);
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| PartError::Body(e.to_string()))?;
@@ -143,7 +144,7 @@ impl Uploads {
                 file.write_all(&chunk).await?;
             }
             file.sync_all().await?;
-            Ok::<_, PartError>((size, hex(&md5.finalize())))
+            Ok::<_, PartError>((size, md5.finish()))
         }
         .await;
         let (size, md5) = match result {
@@ -245,15 +246,10 @@ impl Uploads {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The ETag S3 gives a multipart object: the MD5 of the parts' MD5s,
 /// `-` and the number of parts.
 pub fn multipart_etag(parts: &[PartInfo]) -> String {
-    let mut md5 = md5::Md5::new();
+    let mut md5 = Hasher::new(Algorithm::Md5);
     for p in parts {
         let mut raw = [0u8; 16];
         for (i, byte) in raw.iter_mut().enumerate() {
@@ -263,9 +259,9 @@ pub fn multipart_etag(parts: &[PartInfo]) -> String {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .unwrap_or(0);
         }
-        md5.update(raw);
+        md5.update(&raw);
     }
-    format!("{}-{}", hex(&md5.finalize()), parts.len())
+    format!("{}-{}", md5.finish(), parts.len())
 }
 
 /// The creation time to record for a new upload.
