@@ -214,7 +214,21 @@ impl S3Backend {
         if let Some(parent) = path.parent() {
             if self.bucket.folder(&parent, OP).await?.is_none() {
                 let parent_key = self.bucket.keys.object(&parent);
-                return Err(match self.bucket.head(&parent_key, OP, path).await? {
+                let parent_file = match self.bucket.head(&parent_key, OP, path).await {
+                    Ok(found) => found,
+                    // Some servers (s3s-fs) answer HEAD on a folder with a
+                    // server error, and show no empty folder in listings: a
+                    // parent that cannot be told apart is not refused, since
+                    // S3 needs no parent to hold a marker.
+                    Err(e) if matches!(e.kind(), ErrorKind::Other | ErrorKind::ConnectionLost) => {
+                        tracing::debug!(
+                            "mkdir {path}: the containing folder could not be checked: {e}"
+                        );
+                        return self.bucket.put_marker(path, OP).await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                return Err(match parent_file {
                     Some(_) => self.error(
                         ErrorKind::NotADirectory,
                         OP,
