@@ -13,6 +13,8 @@
 //!   whose limits can change while it is in use.
 //! - [`metrics`]: what the pools and remotes report (names and labels),
 //!   and [`metrics::Instrumented`], which measures any backend.
+//! - [`slots`]: connection slots shared by several gateway nodes, so a
+//!   remote's cap holds across a cluster.
 //! - [`dial`]: outbound TCP from the dedicated source addresses.
 //! - `pending`: partial uploads a broken connection left on a remote,
 //!   removed through the next connection that works (FTP and SFTP).
@@ -35,6 +37,7 @@ mod pending;
 pub mod pool;
 pub mod s3;
 pub mod sftp;
+pub mod slots;
 pub mod tls;
 
 pub use backend::{

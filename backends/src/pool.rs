@@ -20,17 +20,24 @@
 //! timeouts and connect attempts and failures are counted
 //! ([`crate::metrics`]).
 //!
+//! With a [`SlotGate`] ([`Pool::use_slot_gate`], for several gateway
+//! nodes) the cap also holds across nodes: the pool holds one cluster-wide
+//! lease for each slot it has open, taken before a connection is opened
+//! and dropped when the slot is freed, and gives a connection back when
+//! another node asks for one (see [`crate::slots`]).
+//!
 //! One operation must never hold two connections of one pool: with every
 //! slot taken by such operations, all of them would wait forever.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::{PoolFigures, PoolMetrics};
+use crate::slots::{SlotGate, SlotLease};
 use crate::{BackendError, ErrorKind, Result};
 
 /// Opens connections for a pool and tells whether one still works.
@@ -101,6 +108,14 @@ struct State<T> {
     closing: usize,
     idle: VecDeque<(T, Instant)>,
     waiters: VecDeque<oneshot::Sender<Grant<T>>>,
+    /// Cluster-wide leases held (with a gate): never more than `open`;
+    /// fewer while slots wait for theirs (`leasing`).
+    leases: Vec<SlotLease>,
+    /// Slots whose lease is being asked for.
+    leasing: usize,
+    /// Connections to give back to the cluster (another node waits) as
+    /// they are returned, instead of reusing them.
+    give_back: usize,
 }
 
 struct Inner<C: Connector> {
@@ -110,6 +125,8 @@ struct Inner<C: Connector> {
     metrics: PoolMetrics,
     /// Wakes the idle reaper when the settings change.
     reaper: Arc<Notify>,
+    /// The cluster's slots, when several nodes share the cap.
+    gate: OnceLock<Arc<dyn SlotGate>>,
 }
 
 /// A capped pool of connections to one remote.
@@ -152,12 +169,26 @@ impl<C: Connector> Pool<C> {
                 closing: 0,
                 idle: VecDeque::new(),
                 waiters: VecDeque::new(),
+                leases: Vec::new(),
+                leasing: 0,
+                give_back: 0,
             }),
             reaper: reaper.clone(),
+            gate: OnceLock::new(),
         });
         inner.publish(&inner.lock());
         tokio::spawn(reap_idle(Arc::downgrade(&inner), reaper));
         Pool { inner }
+    }
+
+    /// Makes the cap cluster-wide: from now on every connection opened
+    /// also holds a lease from `gate`, and a connection is given back when
+    /// another node asks for one. Set once, before the pool is used.
+    pub fn use_slot_gate(&self, gate: Arc<dyn SlotGate>) {
+        let demand = gate.demand(&self.inner.name);
+        if self.inner.gate.set(gate).is_ok() {
+            tokio::spawn(give_back_on_demand(Arc::downgrade(&self.inner), demand));
+        }
     }
 
     /// The connector (for settings it carries).
@@ -279,6 +310,11 @@ impl<C: Connector> Pool<C> {
                     pool: inner.clone(),
                     armed: true,
                 };
+                if let Err(e) = inner.lease_slot(settings.wait).await {
+                    inner.metrics.connect.failed(&e);
+                    // Dropping `slot` frees it.
+                    return Err(e);
+                }
                 inner.metrics.connect.attempt();
                 match inner.connector.connect().await {
                     Ok(conn) => {
@@ -327,7 +363,7 @@ impl<C: Connector> Inner<C> {
 
     /// A slot is free (its connection closed, or a connect failed or was
     /// given up): it goes to the oldest waiter if the cap allows one more
-    /// connection, else it is given up.
+    /// connection, else it is given up, and with it a cluster lease.
     fn release_slot(&self, st: &mut State<C::Connection>) {
         // `open` still counts this slot.
         if st.open <= st.settings.max {
@@ -338,28 +374,85 @@ impl<C: Connector> Inner<C> {
             }
         }
         st.open -= 1;
+        if st.leases.len() > st.open {
+            st.leases.pop();
+        }
+    }
+
+    /// With a gate, makes sure the slot just granted (counted in `open`)
+    /// is covered by a cluster lease before its connection is opened:
+    /// one freed by a connection that closed meanwhile, or a new one.
+    async fn lease_slot(&self, wait: Duration) -> Result<()> {
+        let Some(gate) = self.gate.get() else {
+            return Ok(());
+        };
+        let max = {
+            let mut st = self.lock();
+            if st.leases.len() + st.leasing >= st.open {
+                return Ok(());
+            }
+            st.leasing += 1;
+            st.settings.max
+        };
+        let leased = gate.acquire(&self.name, max, wait).await;
+        let mut st = self.lock();
+        st.leasing -= 1;
+        let lease = leased?;
+        if st.leases.len() < st.open {
+            st.leases.push(lease);
+        }
+        Ok(())
     }
 
     /// Closes `conn` (in the background) and frees its slot afterwards.
     fn retire(self: &Arc<Self>, st: &mut State<C::Connection>, conn: C::Connection) {
+        self.retire_as(st, conn, false);
+    }
+
+    /// [`Inner::retire`]; with `to_cluster`, the slot's cluster lease is
+    /// given back too, so a waiter of this pool must take a new one and
+    /// another node can get the slot first.
+    fn retire_as(
+        self: &Arc<Self>,
+        st: &mut State<C::Connection>,
+        conn: C::Connection,
+        to_cluster: bool,
+    ) {
         st.closing += 1;
+        let freed = move |inner: &Self, st: &mut State<C::Connection>| {
+            st.closing -= 1;
+            if to_cluster {
+                st.leases.pop();
+            }
+            inner.release_slot(st);
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let inner = self.clone();
                 rt.spawn(async move {
                     inner.connector.close(conn).await;
                     let mut st = inner.lock();
-                    st.closing -= 1;
-                    inner.release_slot(&mut st);
+                    freed(&inner, &mut st);
                     inner.publish(&st);
                 });
             }
             Err(_) => {
                 drop(conn);
-                st.closing -= 1;
-                self.release_slot(st);
+                freed(self, st);
             }
         }
+    }
+
+    /// Another node waits for a slot: give one connection back, an idle
+    /// one at once, else the next one returned.
+    fn give_back_one(self: &Arc<Self>) {
+        let mut st = self.lock();
+        if let Some((conn, _)) = st.idle.pop_front() {
+            self.retire_as(&mut st, conn, true);
+        } else if st.give_back < st.in_use {
+            st.give_back += 1;
+        }
+        self.publish(&st);
     }
 
     /// A checked-out connection comes back: it goes to the oldest waiter,
@@ -374,6 +467,11 @@ impl<C: Connector> Inner<C> {
         st.in_use -= 1;
         if !usable || st.open - st.closing > st.settings.max {
             self.retire(st, conn);
+            return;
+        }
+        if st.give_back > 0 {
+            st.give_back -= 1;
+            self.retire_as(st, conn, true);
             return;
         }
         let mut grant = Grant::Connection(conn);
@@ -493,6 +591,17 @@ impl<C: Connector> Drop for Pooled<C> {
         let mut st = self.pool.lock();
         self.pool.check_in(&mut st, conn, usable);
         self.pool.publish(&st);
+    }
+}
+
+/// Gives a connection back each time the gate says another node waits.
+async fn give_back_on_demand<C: Connector>(
+    pool: Weak<Inner<C>>,
+    mut demand: tokio::sync::watch::Receiver<u64>,
+) {
+    while demand.changed().await.is_ok() {
+        let Some(inner) = pool.upgrade() else { return };
+        inner.give_back_one();
     }
 }
 
@@ -949,5 +1058,153 @@ mod tests {
             1
         );
         assert_eq!(gauge(CONNECTIONS), 2.0, "the failed connect freed its slot");
+    }
+
+    /// Slots shared by several pools, as a cluster's nodes share a cap.
+    struct SharedSlots {
+        free: Arc<Mutex<usize>>,
+        demand: tokio::sync::watch::Sender<u64>,
+        refuse: AtomicBool,
+    }
+
+    struct Release(Arc<Mutex<usize>>);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+
+    #[async_trait]
+    impl SlotGate for SharedSlots {
+        async fn acquire(&self, _: &str, _: usize, wait: Duration) -> Result<SlotLease> {
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(BackendError::new(
+                    ErrorKind::Other,
+                    "connect",
+                    "",
+                    "gate down",
+                ));
+            }
+            let deadline = Instant::now() + wait;
+            loop {
+                {
+                    let mut free = self.free.lock().unwrap();
+                    if *free > 0 {
+                        *free -= 1;
+                        return Ok(SlotLease::new(Release(self.free.clone())));
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(BackendError::new(ErrorKind::Timeout, "connect", "", "busy"));
+                }
+                self.demand.send_modify(|n| *n += 1);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+
+        fn demand(&self, _: &str) -> tokio::sync::watch::Receiver<u64> {
+            self.demand.subscribe()
+        }
+    }
+
+    fn shared_slots(n: usize) -> Arc<SharedSlots> {
+        Arc::new(SharedSlots {
+            free: Arc::new(Mutex::new(n)),
+            demand: tokio::sync::watch::Sender::new(0),
+            refuse: AtomicBool::new(false),
+        })
+    }
+
+    /// Two pools (two nodes) of one remote, each allowed 3 connections
+    /// locally, sharing 3 slots: never more than 3 connections together,
+    /// everyone is served, both pools get work done, and every slot not
+    /// held by an open connection is free afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gate_holds_the_cap_across_pools() {
+        let gate = shared_slots(3);
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let make = || {
+            let pool = Pool::new(
+                "shared",
+                Counting {
+                    live: live.clone(),
+                    peak: peak.clone(),
+                    fail: AtomicBool::new(false),
+                },
+                settings(3),
+            );
+            pool.use_slot_gate(gate.clone());
+            pool
+        };
+        let (a, b) = (make(), make());
+        let served = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let pool = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let served = served.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = pool.get().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                drop(c);
+                served.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 60);
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
+        eventually("leases match open connections", || {
+            let open = a.stats().open + b.stats().open;
+            *gate.free.lock().unwrap() + open == 3 && a.stats().in_use + b.stats().in_use == 0
+        })
+        .await;
+    }
+
+    /// A pool that holds every slot gives one back (an idle one at once)
+    /// when another node asks for one.
+    #[tokio::test]
+    async fn a_pool_gives_a_connection_back_on_demand() {
+        let gate = shared_slots(2);
+        let (pool, live, _) = pool(2, Duration::from_secs(5), Duration::from_secs(60));
+        pool.use_slot_gate(gate.clone());
+        let (c1, c2) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        drop(c1);
+        drop(c2);
+        assert_eq!(*gate.free.lock().unwrap(), 0);
+        // Another node's waiter: the idle connections go back one by one.
+        let lease = gate
+            .acquire("shared", 2, Duration::from_secs(5))
+            .await
+            .unwrap();
+        eventually("one connection given back", || {
+            live.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        drop(lease);
+    }
+
+    /// When the gate cannot grant a slot, the request fails with its
+    /// reason and the local slot is free again.
+    #[tokio::test]
+    async fn a_refused_lease_frees_the_local_slot() {
+        let gate = shared_slots(2);
+        gate.refuse.store(true, Ordering::SeqCst);
+        let (pool, live, _) = pool(2, Duration::from_secs(5), Duration::from_secs(60));
+        pool.use_slot_gate(gate.clone());
+        let err = pool.get().await.err().unwrap();
+        assert!(err.to_string().contains("gate down"), "{err}");
+        assert_eq!(pool.stats().open, 0);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+        gate.refuse.store(false, Ordering::SeqCst);
+        let c = pool.get().await.unwrap();
+        assert_eq!(*gate.free.lock().unwrap(), 1);
+        drop(c);
     }
 }

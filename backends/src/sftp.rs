@@ -589,6 +589,12 @@ impl SftpBackend {
         self.pool.set_settings(settings);
     }
 
+    /// Makes the remote's cap hold across gateway nodes (see
+    /// [`crate::slots`]); call once, before use.
+    pub fn use_slot_gate(&self, gate: std::sync::Arc<dyn crate::slots::SlotGate>) {
+        self.pool.use_slot_gate(gate);
+    }
+
     /// Checks out a connection (for `remote test`: it reports where it came from).
     pub async fn connection(&self) -> Result<Pooled<SftpConnector>> {
         self.checkout().await

@@ -89,6 +89,12 @@ impl FtpBackend {
         self.pool.set_settings(settings);
     }
 
+    /// Makes the remote's cap hold across gateway nodes (see
+    /// [`crate::slots`]); call once, before use.
+    pub fn use_slot_gate(&self, gate: std::sync::Arc<dyn crate::slots::SlotGate>) {
+        self.pool.use_slot_gate(gate);
+    }
+
     /// Partial uploads waiting to be removed (absolute remote paths): those
     /// a failed upload could not remove because its connection was gone.
     pub fn pending_removals(&self) -> Vec<String> {
