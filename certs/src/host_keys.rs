@@ -31,7 +31,7 @@ impl HostKey {
 }
 
 /// The host keys the gateway keeps, by file name and algorithm.
-const HOST_KEYS: [(&str, Algorithm); 2] = [
+pub const HOST_KEYS: [(&str, Algorithm); 2] = [
     ("ssh_host_ed25519_key", Algorithm::Ed25519),
     ("ssh_host_rsa_key", Algorithm::Rsa { hash: None }),
 ];

@@ -53,6 +53,15 @@ pub enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Several nodes on one PostgreSQL state database.
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        command: ClusterCommand,
+        /// The TOML config file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Admin API tools.
     Admin {
         /// What to do.
@@ -67,6 +76,18 @@ pub enum Command {
         /// Comment stored with the key.
         #[arg(long, default_value = "gateway")]
         comment: String,
+    },
+}
+
+/// `gateway cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The nodes seen recently and, per remote, the connection slots each
+    /// node holds.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 

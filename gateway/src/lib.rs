@@ -4,6 +4,8 @@
 //! Layout, in the order a connection meets it:
 //! - [`serve`]: start-up (storage, state, host keys, first user), the
 //!   accept loop, graceful shutdown.
+//! - [`proxy_protocol`]: the PROXY protocol header a trusted load balancer
+//!   puts before a connection, naming the real client.
 //! - [`sessions`]: the open connections and the session limits on them.
 //! - [`ssh`]: one SSH connection: authentication via `policy`, the
 //!   login throttle, and the `sftp` subsystem; [`ssh::Live`] is the part
@@ -19,6 +21,8 @@
 //!   host key pinning.
 //! - [`config`]: the TOML file and environment overrides, validated once.
 //! - [`state`]: what the gateway learns while running (embedded redb).
+//! - [`cluster`]: several nodes as one: the state in PostgreSQL, remotes'
+//!   connection caps across nodes, heartbeats and `gateway cluster status`.
 //! - [`sync`]: syncs between the gateway's storage and remotes: planning,
 //!   verified copies, run records, the scheduler.
 //! - [`transfers`]: the count of transfers in flight, for shutdown.
@@ -28,16 +32,19 @@
 //!   HTTP server they share with [`admin`], the admin HTTP API.
 //! - [`s3`]: the S3-compatible endpoint over the same trees, with
 //!   per-user access keys.
-//! - [`cli`], [`s3_cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
+//! - [`cli`], [`cluster_cli`], [`s3_cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
 //!   (its remote, key and sync commands) and log output.
 
 pub mod admin;
 pub mod checksums;
 pub mod cli;
+pub mod cluster;
+pub mod cluster_cli;
 pub mod config;
 pub mod exec;
 pub mod logging;
 pub mod ops;
+pub mod proxy_protocol;
 pub mod remote_cli;
 pub mod remotes;
 pub mod running;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gateway::cli::{
-    AdminCommand, Cli, Command, ConfigCommand, RemoteCommand, S3KeyCommand, SyncCommand,
-    UserCommand,
+    AdminCommand, Cli, ClusterCommand, Command, ConfigCommand, RemoteCommand, S3KeyCommand,
+    SyncCommand, UserCommand,
 };
 use gateway::{config, logging, remote_cli, s3_cli, serve, sync_cli};
 
@@ -77,6 +77,17 @@ fn main() -> ExitCode {
                     runtime.block_on(remote_cli::trust(&settings, &name))
                 }
             })
+        }
+        Command::Cluster { command, config } => {
+            let (settings, runtime) = match tool_setup(config.as_deref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match command {
+                ClusterCommand::Status { json } => {
+                    report(runtime.block_on(gateway::cluster_cli::status(&settings, json)))
+                }
+            }
         }
         Command::Sync { command, config } => {
             let (settings, runtime) = match tool_setup(config.as_deref()) {

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use backends::sftp::HostKeyPolicy;
 use backends::{BackendError, ErrorKind, StoragePath};
 use certs::host_keys::fingerprint;
@@ -13,19 +13,11 @@ use russh::keys::PublicKey;
 use crate::admin::control::{ControlError, RemoteTestReport, TrustReport};
 use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings};
 use crate::remotes::{connect_remote, host_keys, source_addresses, RemoteAccess};
-use crate::state::{RedbStore, StateStore};
+use crate::state::StateStore;
 
-/// The state store of `settings`, creating its folder if needed.
+/// The state store of `settings` (see [`crate::state::open`]).
 pub(crate) fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
-    std::fs::create_dir_all(&settings.state).with_context(|| {
-        format!(
-            "cannot create the state folder {}",
-            settings.state.display()
-        )
-    })?;
-    Ok(Arc::new(
-        RedbStore::open(&settings.state).context("cannot open the state database")?,
-    ))
+    crate::state::open(settings)
 }
 
 fn find<'s>(settings: &'s Settings, name: &str) -> Result<&'s RemoteSettings> {

@@ -231,7 +231,8 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     if old.storage != new.storage {
         v.push("server.storage".to_string());
     }
-    if old.state != new.state {
+    let database = |s: &Settings| s.state_database.as_ref().map(|d| d.shown().to_string());
+    if old.state != new.state || database(old) != database(new) {
         v.push("server.state".to_string());
     }
     if old.log_format != new.log_format {

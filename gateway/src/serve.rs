@@ -4,18 +4,21 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use backends::LocalBackend;
+use ipnet::IpNet;
 use policy::LoginThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::proxy_protocol::{self, ProxiedAddress, ProxyHeaderError};
 use crate::remotes::Remotes;
 use crate::running::{self, Running};
 use crate::ssh::{Connection, Shared};
-use crate::state::{self, RedbStore, StoredUser};
+use crate::state::{self, StateStore, StoredUser};
 use crate::sync::scheduler;
 
 /// Runs the gateway until it is told to stop.
@@ -37,8 +40,16 @@ pub async fn run(settings: Settings) -> Result<()> {
         )
     })?;
 
-    let host_keys = certs::host_keys::load_or_generate(&settings.state.join("host_keys"))
-        .context("cannot load or create the host keys")?;
+    let (store, shared_store) = state::open_shared(&settings)?;
+    let host_keys = match &shared_store {
+        Some(_) => crate::cluster::host_keys::load_or_share(
+            store.as_ref(),
+            &settings.state.join("host_keys"),
+        ),
+        None => certs::host_keys::load_or_generate(&settings.state.join("host_keys"))
+            .map_err(anyhow::Error::from),
+    }
+    .context("cannot load or create the host keys")?;
     for key in &host_keys {
         let verb = if key.generated { "generated" } else { "loaded" };
         tracing::info!(
@@ -48,8 +59,15 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
 
-    let store: Arc<dyn state::StateStore> =
-        Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?);
+    if let (Some(shared), Some(database)) = (&shared_store, &settings.state_database) {
+        let (_, host) = crate::cluster::node_identity();
+        shared.start_slots(database, host);
+        tracing::info!(
+            node = shared.node_id().unwrap_or_default(),
+            "state shared with the cluster's nodes in {}; remotes' connection limits hold across them",
+            database.shown()
+        );
+    }
     // The recorder comes before the remotes: their pools and connectors
     // register their metric handles when they are built.
     let recorder = match settings.ops.metrics_listen {
@@ -220,7 +238,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => start_connection(socket, peer, &shared),
+                Ok((socket, peer)) => accept_connection(socket, peer, &shared),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -229,6 +247,79 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The longest a trusted load balancer may take to send its PROXY header
+/// (at most `login.grace_time`): a load balancer sends it as soon as it
+/// has connected.
+const PROXY_HEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// A new connection: from a load balancer in `server.proxy_protocol_from`
+/// it must start with a PROXY protocol header, read on its own task, and
+/// the client the header names becomes the connection's address; any
+/// other connection starts at once (a header from it is never honoured).
+fn accept_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let live = shared.live();
+    let trusted = &live.settings.proxy_protocol_from;
+    if !trusted.is_empty() && address_in(trusted, peer.ip()) {
+        let wait = live.settings.limits.grace_time.min(PROXY_HEADER_WAIT);
+        tokio::spawn(start_proxied_connection(socket, peer, shared.clone(), wait));
+    } else {
+        start_connection(socket, peer, shared);
+    }
+}
+
+/// Whether `ip` (or the IPv4 address it maps) is in one of `networks`.
+fn address_in(networks: &[IpNet], ip: IpAddr) -> bool {
+    let canonical = ip.to_canonical();
+    networks
+        .iter()
+        .any(|net| net.contains(&ip) || net.contains(&canonical))
+}
+
+/// Reads the PROXY header of a connection from the load balancer `proxy`,
+/// then serves it as a connection from the client the header names.
+async fn start_proxied_connection(
+    mut socket: TcpStream,
+    proxy: SocketAddr,
+    shared: Arc<Shared>,
+    wait: Duration,
+) {
+    let header = tokio::time::timeout(wait, proxy_protocol::read_header(&mut socket)).await;
+    let problem = match header {
+        Ok(Ok(header)) => {
+            let client = header.client_or(proxy);
+            match header {
+                ProxiedAddress::Proxied { .. } => {
+                    tracing::debug!(proxy = %proxy, client = %client, "PROXY header read");
+                }
+                ProxiedAddress::Local => {
+                    tracing::debug!(proxy = %proxy, "PROXY header LOCAL: the load balancer's own connection");
+                }
+                ProxiedAddress::Unknown => {
+                    tracing::info!("the load balancer {proxy} does not say who the client is (v1 UNKNOWN, or v2 for other than TCP over IPv4/IPv6): its own address is used");
+                }
+            }
+            start_connection(socket, client, &shared);
+            return;
+        }
+        Ok(Err(ProxyHeaderError::Truncated(0))) => {
+            // Connected and closed without a byte: a plain TCP health
+            // check, which a direct connection does too.
+            tracing::debug!(proxy = %proxy, "the load balancer closed a connection before sending anything");
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "no PROXY protocol header within {}",
+            humantime::format_duration(wait)
+        ),
+    };
+    // Dropping the socket closes it. The load balancer is not throttled
+    // for it: banning it would refuse every client behind it.
+    tracing::warn!("closed a connection from the load balancer {proxy} (server.proxy_protocol_from): {problem}");
+    tracing::info!(target: "audit", addr = %proxy.ip(), op = "connect", result = "refused", reason = %format!("PROXY header: {problem}"));
+    metrics::counter!("gateway_sessions_refused_total", "reason" => "proxy_header").increment(1);
 }
 
 fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {

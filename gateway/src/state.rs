@@ -6,7 +6,9 @@
 //! committed write transaction is fsynced before `commit` returns, so a
 //! crash right after a write loses nothing.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,15 @@ pub enum StateError {
         /// What failed.
         message: String,
     },
+    /// The shared (PostgreSQL) state database could not be reached or
+    /// refused a statement.
+    #[error("state database {database}: {message}")]
+    Shared {
+        /// The database's URL, without its password.
+        database: String,
+        /// What failed.
+        message: String,
+    },
     /// A stored record could not be decoded.
     #[error("state database: a stored `{table}` record is damaged: {message}")]
     Corrupt {
@@ -33,7 +44,7 @@ pub enum StateError {
 }
 
 /// A key-value namespace in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     /// Users the gateway created itself (the first-start `admin`).
     Users,
@@ -52,10 +63,18 @@ pub enum Table {
     Checksums,
     /// Access keys of the S3 endpoint, by access key id.
     S3Keys,
+    /// The scheduled runs claimed, by `sync/last run id`: the node that
+    /// stores one first starts the run that follows that run, so several
+    /// nodes run each scheduled run once.
+    SyncClaims,
+    /// The gateway's own SSH host keys (OpenSSH private key text), by
+    /// algorithm, when several nodes must show clients the same keys.
+    ServerHostKeys,
 }
 
 impl Table {
-    fn name(self) -> &'static str {
+    /// The table's name in either store.
+    pub fn name(self) -> &'static str {
         match self {
             Table::Users => "users",
             Table::HostKeys => "host_keys",
@@ -65,6 +84,8 @@ impl Table {
             Table::Health => "health",
             Table::Checksums => "checksums",
             Table::S3Keys => "s3_keys",
+            Table::SyncClaims => "sync_claims",
+            Table::ServerHostKeys => "server_host_keys",
         }
     }
 }
@@ -82,6 +103,24 @@ pub trait StateStore: Send + Sync {
     fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StateError>;
     /// Removes `key`; returns whether it was there.
     fn delete(&self, table: Table, key: &str) -> Result<bool, StateError>;
+
+    /// This node's id when the store is shared by several nodes (`None`
+    /// for the embedded store: one node).
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The cluster-wide connection slots of a shared store, once this
+    /// node's lock session runs (`None`: each node's caps are its own).
+    fn slot_gate(&self) -> Option<std::sync::Arc<dyn backends::slots::SlotGate>> {
+        None
+    }
+
+    /// Whether node `node` of a shared store has shown signs of life
+    /// recently (its heartbeat). The embedded store has one node: `None`.
+    fn node_alive(&self, _node: &str) -> Result<Option<bool>, StateError> {
+        Ok(None)
+    }
 }
 
 /// The embedded store: one redb file in the state folder.
@@ -137,6 +176,46 @@ impl RedbStore {
         };
         f(&db)
     }
+}
+
+/// Opens the store `settings` name: the embedded one in the state folder
+/// (created if needed), or the cluster's PostgreSQL database.
+pub fn open(settings: &crate::config::Settings) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(open_shared(settings)?.0)
+}
+
+/// The store, and the same store as PostgreSQL's when it is shared.
+pub type OpenedStore = (
+    Arc<dyn StateStore>,
+    Option<Arc<crate::cluster::store::PgStore>>,
+);
+
+/// [`open`], also returning the PostgreSQL store itself when it is one
+/// (`serve` starts its lock session).
+pub fn open_shared(settings: &crate::config::Settings) -> anyhow::Result<OpenedStore> {
+    use anyhow::Context;
+    if let Some(database) = &settings.state_database {
+        let (node, _) = crate::cluster::node_identity();
+        let store = Arc::new(
+            crate::cluster::store::PgStore::open(database, node)
+                .context("cannot open the shared state database")?,
+        );
+        return Ok((store.clone(), Some(store)));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&settings.state)
+        .with_context(|| {
+            format!(
+                "cannot create the state folder {}",
+                settings.state.display()
+            )
+        })?;
+    Ok((
+        Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?),
+        None,
+    ))
 }
 
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {

@@ -377,6 +377,12 @@ pub fn history(settings: &Settings, name: &str, limit: usize) -> Result<()> {
             c.deleted,
             c.failed
         );
+        if let Some(h) = holder.as_ref().filter(|h| h.run_id == r.id && h.alive()) {
+            match &h.node {
+                Some(node) => println!("  running in pid {} on node {node}", h.pid),
+                None => println!("  running in pid {}", h.pid),
+            }
+        }
         for e in &r.errors {
             if e.path.is_empty() {
                 println!("  error: {}", e.message);

@@ -171,8 +171,12 @@ pub struct ServerSection {
     pub listen: Vec<SocketAddr>,
     /// The gateway's own storage folder.
     pub storage: Option<PathBuf>,
-    /// Where the gateway keeps what it learns (host keys, state database).
+    /// Where the gateway keeps what it learns: a folder (the embedded
+    /// store), or a `postgres://` URL shared by several nodes.
     pub state: Option<PathBuf>,
+    /// With a `postgres://` state: the node's own folder (S3 multipart
+    /// uploads in progress).
+    pub local_state: Option<PathBuf>,
     /// `text` or `json` log lines.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -185,6 +189,10 @@ pub struct ServerSection {
     /// Source networks allowed to connect at all (empty: any).
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
+    /// Load balancers whose connections start with a PROXY protocol
+    /// header (v1 or v2) naming the real client (empty: none).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Source addresses every outbound connection binds to (empty: the system chooses).
     #[serde(default)]
     pub dedicated_ips: Vec<std::net::IpAddr>,
@@ -202,10 +210,12 @@ impl Default for ServerSection {
             listen: default_listen(),
             storage: None,
             state: None,
+            local_state: None,
             log_format: LogFormat::default(),
             shutdown_grace: default_grace(),
             idle_timeout: default_idle(),
             allowed_networks: Vec::new(),
+            proxy_protocol_from: Vec::new(),
             dedicated_ips: Vec::new(),
             max_sessions: default_max_sessions(),
             max_sessions_per_user: default_max_sessions_per_user(),

@@ -43,8 +43,12 @@ pub struct Settings {
     pub listen: Vec<SocketAddr>,
     /// The gateway's own storage folder.
     pub storage: PathBuf,
-    /// The state folder (host keys, state database).
+    /// The node's state folder: the embedded state database and the host
+    /// keys, or (with `state_database`) only node-local files.
     pub state: PathBuf,
+    /// The shared PostgreSQL state database of a cluster (`server.state`
+    /// given as a `postgres://` URL); `None`: the embedded store.
+    pub state_database: Option<crate::cluster::pg::Database>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Grace period for transfers in flight at shutdown.
@@ -53,6 +57,10 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Networks allowed to connect at all (empty: any).
     pub allowed_networks: Vec<IpNet>,
+    /// Load balancers whose connections must start with a PROXY protocol
+    /// header; the client it names is the connection's address (empty:
+    /// no connection is read for one).
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Login throttle figures.
     pub throttle: ThrottleSettings,
     /// Authentication attempts per connection.
@@ -443,6 +451,7 @@ fn with_env(text: &str, env: Vec<(String, String)>) -> Result<ConfigFile, Config
         .list_separator(",")
         .with_list_parse_key("server.listen")
         .with_list_parse_key("server.allowed_networks")
+        .with_list_parse_key("server.proxy_protocol_from")
         .source(Some(env.into_iter().collect()));
     config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -492,6 +501,12 @@ fn s3_only_warnings(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
+/// Whether `server.state` names a PostgreSQL database rather than a folder.
+fn is_database_url(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
 fn resolve(base: Option<&Path>, p: PathBuf) -> PathBuf {
     match base {
         Some(b) if p.is_relative() => b.join(p),
@@ -520,10 +535,35 @@ fn validate(
         .storage
         .map(|p| resolve(base, p))
         .unwrap_or_else(|| PathBuf::from("./gateway-data"));
-    let state = server
-        .state
-        .map(|p| resolve(base, p))
-        .unwrap_or_else(|| PathBuf::from("./gateway-state"));
+    let (state, state_database) = match server.state {
+        Some(p) if is_database_url(&p) => {
+            let url = p.to_string_lossy();
+            let database = match crate::cluster::pg::Database::parse(&url) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    r.at_key("server.state", e);
+                    None
+                }
+            };
+            let local = server
+                .local_state
+                .map(|p| resolve(base, p))
+                .unwrap_or_else(|| PathBuf::from("./gateway-state"));
+            (local, database)
+        }
+        state => {
+            if server.local_state.is_some() {
+                r.at_key(
+                    "server.local_state",
+                    "is only used with a `postgres://` URL in `server.state`",
+                );
+            }
+            let folder = state
+                .map(|p| resolve(base, p))
+                .unwrap_or_else(|| PathBuf::from("./gateway-state"));
+            (folder, None)
+        }
+    };
     let mut names = HashSet::new();
     let mut users = Vec::new();
     let mut mounts_by_user = Vec::new();
@@ -620,10 +660,12 @@ fn validate(
         listen: server.listen,
         storage,
         state,
+        state_database,
         log_format: server.log_format,
         shutdown_grace: server.shutdown_grace,
         idle_timeout: server.idle_timeout,
         allowed_networks: server.allowed_networks,
+        proxy_protocol_from: server.proxy_protocol_from,
         throttle: ThrottleSettings {
             max_failures: file.login.max_failures,
             failure_window: file.login.failure_window,
@@ -1085,6 +1127,33 @@ mod tests {
         let err = load_text(text).unwrap_err().to_string();
         assert!(err.contains("gw.toml:5:"), "{err}");
         assert!(err.contains("users[0].allowed_networks"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_from_is_read_and_checked() {
+        let s =
+            load_text("[server]\nproxy_protocol_from = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+        assert_eq!(
+            s.proxy_protocol_from,
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+        );
+        assert!(load_with_env(None, vec![])
+            .unwrap()
+            .proxy_protocol_from
+            .is_empty());
+        let err = load_text("[server]\nproxy_protocol_from = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gw.toml:2:"), "{err}");
+        assert!(err.contains("server.proxy_protocol_from"), "{err}");
+        let env = vec![(
+            "GATEWAY__SERVER__PROXY_PROTOCOL_FROM".to_string(),
+            "10.1.0.0/16,10.2.0.0/16".to_string(),
+        )];
+        assert_eq!(
+            load_with_env(None, env).unwrap().proxy_protocol_from.len(),
+            2
+        );
     }
 
     #[test]

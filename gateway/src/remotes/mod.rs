@@ -252,14 +252,26 @@ pub fn connect_remote(
     store: Arc<dyn StateStore>,
 ) -> anyhow::Result<Remote> {
     let sources = source_addresses(r, dedicated_ips);
+    // In a cluster, the cap holds over every node's connections.
+    let gate = store.slot_gate();
     let access = match &r.protocol {
-        ProtocolSettings::Sftp(s) => sftp_remote(r, s, sources, store),
-        ProtocolSettings::Ftp(f) => RemoteAccess::Ftp {
-            backend: Arc::new(
-                FtpBackend::new(ftp_settings(r, f, sources))
-                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
-            ),
-        },
+        ProtocolSettings::Sftp(s) => {
+            let access = sftp_remote(r, s, sources, store);
+            if let (RemoteAccess::Sftp { backend, .. }, Some(gate)) = (&access, gate) {
+                backend.use_slot_gate(gate);
+            }
+            access
+        }
+        ProtocolSettings::Ftp(f) => {
+            let backend = FtpBackend::new(ftp_settings(r, f, sources))
+                .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?;
+            if let Some(gate) = gate {
+                backend.use_slot_gate(gate);
+            }
+            RemoteAccess::Ftp {
+                backend: Arc::new(backend),
+            }
+        }
         ProtocolSettings::S3(s3) => RemoteAccess::S3 {
             backend: Arc::new(
                 S3Backend::new(s3_settings(r, s3, sources))

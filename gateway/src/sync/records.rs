@@ -159,20 +159,34 @@ pub struct LockHolder {
     /// That process's start time in clock ticks since boot (guards
     /// against a recycled pid); `None` where `/proc` is unavailable.
     pub process_start: Option<u64>,
+    /// The cluster node of the process, with a shared state store
+    /// (`None`: the embedded store, one machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether another node's heartbeat says it is alive, as found by
+    /// [`Records::holder`] (its process cannot be looked for here).
+    #[serde(skip)]
+    pub node_alive: Option<bool>,
 }
 
 impl LockHolder {
-    fn for_this_process(run_id: String) -> Self {
+    fn for_this_process(run_id: String, node: Option<String>) -> Self {
         let pid = std::process::id();
         LockHolder {
             run_id,
             pid,
             process_start: process_start(pid),
+            node,
+            node_alive: None,
         }
     }
 
-    /// Whether the holding process still runs.
+    /// Whether the holding process still runs (on another node: whether
+    /// that node's heartbeat is recent).
     pub fn alive(&self) -> bool {
+        if let Some(alive) = self.node_alive {
+            return alive;
+        }
         match process_start(self.pid) {
             Some(now) => self.process_start.is_none_or(|then| then == now),
             None => pid_exists(self.pid),
@@ -187,12 +201,14 @@ pub enum RecordError {
     #[error(transparent)]
     State(#[from] StateError),
     /// Another run of the sync is in progress.
-    #[error("sync {sync} is already running (pid {pid}, run {run_id})")]
+    #[error("sync {sync} is already running (pid {pid}{}, run {run_id})", node.as_deref().map(|n| format!(" on node {n}")).unwrap_or_default())]
     AlreadyRunning {
         /// The sync.
         sync: String,
         /// The process running it.
         pid: u32,
+        /// Its cluster node, with a shared store.
+        node: Option<String>,
         /// Its run.
         run_id: String,
     },
@@ -243,7 +259,8 @@ impl<'a> Records<'a> {
             counts: Counts::default(),
             errors: Vec::new(),
         };
-        let holder = LockHolder::for_this_process(record.id.clone());
+        let holder =
+            LockHolder::for_this_process(record.id.clone(), self.store.node_id().map(String::from));
         let value = encode("sync_locks", &holder)?;
         // The record goes first: a process killed right after taking the
         // lock still leaves a run that shows as interrupted.
@@ -262,11 +279,12 @@ impl<'a> Records<'a> {
                     return Err(lost(RecordError::AlreadyRunning {
                         sync: sync.to_string(),
                         pid: h.pid,
+                        node: h.node,
                         run_id: h.run_id,
                     }))
                 }
                 Some(stale) => {
-                    self.mark_interrupted(&stale.run_id)?;
+                    self.mark_interrupted(&stale)?;
                     self.store.delete(Table::SyncLocks, sync)?;
                 }
                 None => {}
@@ -277,6 +295,7 @@ impl<'a> Records<'a> {
             Some(h) => RecordError::AlreadyRunning {
                 sync: sync.to_string(),
                 pid: h.pid,
+                node: h.node,
                 run_id: h.run_id,
             },
             None => RecordError::State(corrupt("sync_locks", "the lock could not be taken")),
@@ -300,14 +319,66 @@ impl<'a> Records<'a> {
         Ok(())
     }
 
-    /// Who holds the lock of `sync`, if anyone.
-    pub fn holder(&self, sync: &str) -> Result<Option<LockHolder>, StateError> {
-        match self.store.get(Table::SyncLocks, sync)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt("sync_locks", e)),
-            None => Ok(None),
+    /// Claims the scheduled run of `sync` that follows `last` (its newest
+    /// run, if any): true for exactly one node of a cluster, the one that
+    /// should start it, so a scheduled run happens once however many
+    /// nodes schedule it. A claim of this node (an earlier attempt) or of
+    /// a node whose heartbeat stopped is taken over.
+    pub fn claim_next(&self, sync: &str, last: Option<&RunRecord>) -> Result<bool, StateError> {
+        let key = format!("{sync}/after/{}", last.map_or("none", |r| r.id.as_str()));
+        let me = self
+            .store
+            .node_id()
+            .map_or_else(|| format!("pid {}", std::process::id()), String::from);
+        for _ in 0..2 {
+            if self
+                .store
+                .put_if_absent(Table::SyncClaims, &key, me.as_bytes())?
+            {
+                self.forget_claims(sync, &key)?;
+                return Ok(true);
+            }
+            let Some(holder) = self.store.get(Table::SyncClaims, &key)? else {
+                continue;
+            };
+            let holder = String::from_utf8_lossy(&holder).into_owned();
+            if holder == me {
+                return Ok(true);
+            }
+            if self.store.node_alive(&holder)? == Some(false) {
+                self.store.put(Table::SyncClaims, &key, me.as_bytes())?;
+                return Ok(true);
+            }
+            return Ok(false);
         }
+        Ok(false)
+    }
+
+    /// Removes the claims of `sync` other than `keep` (older runs').
+    fn forget_claims(&self, sync: &str, keep: &str) -> Result<(), StateError> {
+        let prefix = format!("{sync}/after/");
+        for (key, _) in self.store.list(Table::SyncClaims)? {
+            if key.starts_with(&prefix) && key != keep {
+                self.store.delete(Table::SyncClaims, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Who holds the lock of `sync`, if anyone; for a holder on another
+    /// node, whether that node is alive is asked of the store.
+    pub fn holder(&self, sync: &str) -> Result<Option<LockHolder>, StateError> {
+        let Some(v) = self.store.get(Table::SyncLocks, sync)? else {
+            return Ok(None);
+        };
+        let mut holder: LockHolder =
+            serde_json::from_slice(&v).map_err(|e| corrupt("sync_locks", e))?;
+        if let Some(node) = &holder.node {
+            if self.store.node_id() != Some(node.as_str()) {
+                holder.node_alive = self.store.node_alive(node)?;
+            }
+        }
+        Ok(Some(holder))
     }
 
     /// The runs of `sync`, newest first.
@@ -331,14 +402,27 @@ impl<'a> Records<'a> {
             .put(Table::SyncRuns, &record.id, &encode("sync_runs", record)?)
     }
 
-    fn mark_interrupted(&self, run_id: &str) -> Result<(), StateError> {
-        let Some(v) = self.store.get(Table::SyncRuns, run_id)? else {
+    /// Marks the run of a dead lock holder interrupted, saying why when
+    /// its node stopped (a cluster).
+    fn mark_interrupted(&self, holder: &LockHolder) -> Result<(), StateError> {
+        let Some(v) = self.store.get(Table::SyncRuns, &holder.run_id)? else {
             return Ok(());
         };
         let mut record: RunRecord =
             serde_json::from_slice(&v).map_err(|e| corrupt("sync_runs", e))?;
         if record.outcome == Outcome::Running {
             record.outcome = Outcome::Interrupted;
+            if let Some(node) = &holder.node {
+                let by = self
+                    .store
+                    .node_id()
+                    .map(|me| format!("; taken over by node {me}"))
+                    .unwrap_or_default();
+                record.errors.push(RunError {
+                    path: String::new(),
+                    message: format!("node {node} stopped while running it (no heartbeat){by}"),
+                });
+            }
             self.save(&record)?;
         }
         Ok(())
@@ -417,6 +501,8 @@ mod tests {
             run_id: crashed.id.clone(),
             pid: u32::MAX - 1,
             process_start: Some(1),
+            node: None,
+            node_alive: None,
         };
         store
             .put(Table::SyncLocks, "s", &serde_json::to_vec(&dead).unwrap())
@@ -434,7 +520,7 @@ mod tests {
 
     #[test]
     fn this_process_is_alive_and_a_recycled_pid_is_not() {
-        let me = LockHolder::for_this_process("x".into());
+        let me = LockHolder::for_this_process("x".into(), None);
         assert!(me.alive());
         let recycled = LockHolder {
             process_start: me.process_start.map(|s| s + 1),

@@ -18,6 +18,10 @@ use super::schedule::Schedule;
 use crate::config::SyncSettings;
 use crate::state::StateStore;
 
+/// How long a node waits after another claimed a due run before it looks
+/// at the history again (for that run's record).
+const CLAIMED_ELSEWHERE_PAUSE: Duration = Duration::from_secs(1);
+
 /// When `settings` is next due, given its newest run (if any) and `now`:
 /// `None` for a manual sync.
 pub fn next_run(
@@ -130,6 +134,34 @@ async fn schedule_loop(
             changed = table.changed() => if changed.is_err() { return } else { continue },
             _ = stop.wait_for(|s| *s) => return,
         }
+        // Several nodes may schedule this sync: the one that claims the
+        // run after `last` starts it; the others compute the next time
+        // from the new run's record.
+        match Records::new(store.as_ref()).claim_next(&name, last.as_ref()) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(
+                    sync = name.as_str(),
+                    "due, but another node starts this run"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(CLAIMED_ELSEWHERE_PAUSE) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(
+                    sync = name.as_str(),
+                    "scheduled run could not be claimed: {e}"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+        }
         let observer = LogObserver { sync: name.clone() };
         match run(
             &settings,
@@ -154,11 +186,8 @@ async fn schedule_loop(
                     record.outcome.as_str()
                 )
             }
-            Err(RunFailure::Records(RecordError::AlreadyRunning { pid, .. })) => {
-                tracing::info!(
-                    sync = name.as_str(),
-                    "due, but already running (pid {pid}); skipped"
-                );
+            Err(RunFailure::Records(e @ RecordError::AlreadyRunning { .. })) => {
+                tracing::info!(sync = name.as_str(), "due, but {e}; skipped");
                 // Wait a little before asking again: the history has no
                 // new record to compute the next time from.
                 tokio::select! {
