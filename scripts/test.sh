@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's single test command (CI runs it through .ci/run).
-#   1. installs the OpenSSH clients and server, puttygen, ss, vsftpd, curl and
-#      openssl the end-to-end tests drive (if missing), and extracts pure-ftpd
+#   1. installs the OpenSSH clients and server, puttygen, ss, vsftpd, curl,
+#      openssl, PostgreSQL and HAProxy the end-to-end tests drive (if
+#      missing), and extracts pure-ftpd
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
@@ -56,8 +57,15 @@ install_packages() {
     [ -x /usr/bin/aws ] || missing+=(awscli)
     # `systemd-analyze verify` checks deploy/gateway.service.
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    # The shared database and the load balancer of the cluster tests
+    # (tests/src/postgres.rs, tests/src/haproxy.rs). The tests start their
+    # own throwaway servers from the binaries (postgres as the `postgres`
+    # user the package creates); whatever cluster or service the packages
+    # may try to start is not used.
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+    [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, awscli, systemd"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, awscli, systemd, postgresql, haproxy"
         return 0
     fi
     echo "installing: ${missing[*]}"

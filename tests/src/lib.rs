@@ -19,11 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod cluster;
 pub mod direct;
 pub mod ftpd;
+pub mod haproxy;
 pub mod mount;
 pub mod ops;
 pub mod peers;
+pub mod postgres;
 pub mod relay;
 pub mod s3_endpoint;
 pub mod s3d;

@@ -122,6 +122,23 @@ impl MountedGateway {
         remote_list(&self.config_path)
     }
 
+    /// The standard output of `gateway sync history NAME --limit 1000` on
+    /// the current config (written first); empty if it fails.
+    pub fn sync_history(&self, name: &str) -> String {
+        if self.write_config().is_err() {
+            return String::new();
+        }
+        let Ok(bin) = crate::gateway_bin() else {
+            return String::new();
+        };
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["sync", "history", name, "--limit", "1000", "--config"])
+            .arg(&self.config_path);
+        crate::run_with_timeout(cmd, std::time::Duration::from_secs(30))
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    }
+
     /// `gateway remote trust NAME` on the current config (written first).
     pub fn remote_trust(&self) -> Result<CmdOutput> {
         self.write_config()?;
