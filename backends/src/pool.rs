@@ -113,6 +113,10 @@ struct State<T> {
     leases: Vec<SlotLease>,
     /// Slots whose lease is being asked for.
     leasing: usize,
+    /// Requests waiting for their slot's lease; a connection returned
+    /// meanwhile goes to them (after the queue), since waiting on the
+    /// cluster for a new connection while one of ours idles could starve.
+    lease_waiters: VecDeque<oneshot::Sender<T>>,
     /// Connections to give back to the cluster (another node waits) as
     /// they are returned, instead of reusing them.
     give_back: usize,
@@ -171,6 +175,7 @@ impl<C: Connector> Pool<C> {
                 waiters: VecDeque::new(),
                 leases: Vec::new(),
                 leasing: 0,
+                lease_waiters: VecDeque::new(),
                 give_back: 0,
             }),
             reaper: reaper.clone(),
@@ -310,10 +315,16 @@ impl<C: Connector> Pool<C> {
                     pool: inner.clone(),
                     armed: true,
                 };
-                if let Err(e) = inner.lease_slot(settings.wait).await {
-                    inner.metrics.connect.failed(&e);
-                    // Dropping `slot` frees it.
-                    return Err(e);
+                match inner.lease_slot(settings.wait).await {
+                    Ok(None) => {}
+                    // A connection came back while we waited for the
+                    // cluster: use it, and free the slot (dropping `slot`).
+                    Ok(Some(conn)) => return Ok(self.pooled(conn)),
+                    Err(e) => {
+                        inner.metrics.connect.failed(&e);
+                        // Dropping `slot` frees it.
+                        return Err(e);
+                    }
                 }
                 inner.metrics.connect.attempt();
                 match inner.connector.connect().await {
@@ -382,26 +393,45 @@ impl<C: Connector> Inner<C> {
     /// With a gate, makes sure the slot just granted (counted in `open`)
     /// is covered by a cluster lease before its connection is opened:
     /// one freed by a connection that closed meanwhile, or a new one.
-    async fn lease_slot(&self, wait: Duration) -> Result<()> {
+    /// A connection of this pool returned while waiting is taken instead
+    /// (`Some`: checked out; the caller frees the slot).
+    async fn lease_slot(self: &Arc<Self>, wait: Duration) -> Result<Option<C::Connection>> {
         let Some(gate) = self.gate.get() else {
-            return Ok(());
+            return Ok(None);
         };
-        let max = {
+        let (max, mut returned) = {
             let mut st = self.lock();
             if st.leases.len() + st.leasing >= st.open {
-                return Ok(());
+                return Ok(None);
             }
             st.leasing += 1;
-            st.settings.max
+            let (tx, rx) = oneshot::channel();
+            st.lease_waiters.push_back(tx);
+            (st.settings.max, rx)
         };
-        let leased = gate.acquire(&self.name, max, wait).await;
+        let leased = tokio::select! {
+            leased = gate.acquire(&self.name, max, wait) => leased,
+            Ok(conn) = &mut returned => {
+                let mut st = self.lock();
+                st.leasing -= 1;
+                return Ok(Some(conn));
+            }
+        };
+        // A connection sent just as the lease came is handed on.
+        returned.close();
+        let late = returned.try_recv().ok();
         let mut st = self.lock();
         st.leasing -= 1;
+        st.lease_waiters.retain(|w| !w.is_closed());
+        if let Some(conn) = late {
+            self.check_in(&mut st, conn, true);
+        }
         let lease = leased?;
         if st.leases.len() < st.open {
             st.leases.push(lease);
         }
-        Ok(())
+        self.publish(&st);
+        Ok(None)
     }
 
     /// Closes `conn` (in the background) and frees its slot afterwards.
@@ -484,9 +514,19 @@ impl<C: Connector> Inner<C> {
                 Err(back) => grant = back,
             }
         }
-        if let Grant::Connection(conn) = grant {
-            st.idle.push_back((conn, Instant::now()));
+        let Grant::Connection(mut conn) = grant else {
+            return;
+        };
+        while let Some(waiter) = st.lease_waiters.pop_front() {
+            match waiter.send(conn) {
+                Ok(()) => {
+                    st.in_use += 1;
+                    return;
+                }
+                Err(back) => conn = back,
+            }
         }
+        st.idle.push_back((conn, Instant::now()));
     }
 }
 
@@ -1206,5 +1246,34 @@ mod tests {
         let c = pool.get().await.unwrap();
         assert_eq!(*gate.free.lock().unwrap(), 1);
         drop(c);
+    }
+
+    /// A request waiting for the cluster's lease takes a connection of its
+    /// own pool that comes back meanwhile, instead of waiting on.
+    #[tokio::test]
+    async fn a_returned_connection_serves_a_request_waiting_for_a_lease() {
+        let gate = shared_slots(1);
+        let (pool, live, _) = pool(2, Duration::from_secs(30), Duration::from_secs(60));
+        pool.use_slot_gate(gate.clone());
+        let first = pool.get().await.unwrap();
+        let second = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(drop) })
+        };
+        eventually("the second request waits for a lease", || {
+            pool.inner.lock().leasing == 1
+        })
+        .await;
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(2), second)
+            .await
+            .expect("the waiting request was not served by the returned connection")
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        eventually("one slot, one lease", || {
+            pool.stats().open == 1 && *gate.free.lock().unwrap() == 0
+        })
+        .await;
     }
 }

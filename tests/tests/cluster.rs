@@ -78,7 +78,9 @@ fn forty_clients_over_two_nodes_never_exceed_the_cap() {
         ));
         sources.push((src, back));
     }
+    let started = std::time::Instant::now();
     let outs = sftp_in_parallel(jobs);
+    let took = started.elapsed();
     let report = sampler.finish().unwrap();
     let (peak, samples) = (report.max, report.samples);
     assert_all_ok(&outs, "40 clients through HAProxy", &s.logs());
@@ -114,8 +116,21 @@ fn forty_clients_over_two_nodes_never_exceed_the_cap() {
         text.matches(" alive ").count() == 2,
         "cluster status should list two live nodes:\n{text}"
     );
+    let holders = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("partner:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .count();
+    assert_eq!(
+        holders, 2,
+        "both nodes should hold slots of the remote:\n{text}"
+    );
     println!("{text}");
-    println!("peak sshd connections: {peak} in {samples} samples");
+    println!(
+        "40 clients took {took:?}; peak sshd connections: {peak} in {samples} samples; {} connections to sshd in all",
+        s.sshd.connection_count()
+    );
 }
 
 /// A node killed with SIGKILL while it holds every slot: PostgreSQL frees

@@ -420,7 +420,22 @@ impl Session {
                 book.caps.insert(remote.clone(), max);
                 let result = self.take(book, &remote, max).await;
                 let failed = result.as_ref().err().map(pg::describe);
-                let _ = reply.send(result.map_err(|e| pg::describe(&e)));
+                // The asker may have stopped waiting (it got a connection
+                // another way): a slot taken for it is given back at once.
+                if let Err(Ok(Some((remote_id, slot)))) =
+                    reply.send(result.map_err(|e| pg::describe(&e)))
+                {
+                    Box::pin(self.command(
+                        shared,
+                        book,
+                        Command::Release {
+                            remote: remote.clone(),
+                            remote_id,
+                            slot,
+                        },
+                    ))
+                    .await?;
+                }
                 if let Some(why) = failed {
                     tracing::debug!("taking a slot of {remote}: {why}");
                 }
