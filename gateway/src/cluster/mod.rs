@@ -31,7 +31,8 @@ pub fn node_identity() -> (String, String) {
     (id, host)
 }
 
-fn host_name() -> String {
+/// This machine's host name (`node` if it has none).
+pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at
     // most that many bytes.

@@ -482,7 +482,7 @@ impl Session {
             None => {
                 let row = self
                     .client
-                    .query_one(
+                    .query_opt(
                         "WITH new AS (
                              INSERT INTO gw_remote_ids (name) VALUES ($1)
                              ON CONFLICT (name) DO NOTHING RETURNING id)
@@ -491,6 +491,16 @@ impl Session {
                         &[&remote],
                     )
                     .await?;
+                let row = match row {
+                    Some(row) => row,
+                    // Another node inserted it after this statement's
+                    // snapshot was taken: it is there now.
+                    None => {
+                        self.client
+                            .query_one("SELECT id FROM gw_remote_ids WHERE name = $1", &[&remote])
+                            .await?
+                    }
+                };
                 let id: i32 = row.get(0);
                 book.ids.insert(remote.to_string(), id);
                 id

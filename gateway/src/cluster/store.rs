@@ -65,6 +65,7 @@ impl PgStore {
         let (requests, incoming) = mpsc::channel::<Request>();
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), String>>(1);
         let database_for_thread = database.clone();
+        let node_for_thread = node.clone();
         // The thread has its own runtime, so the store can be opened and
         // used from inside the gateway's runtime as well as outside it.
         std::thread::Builder::new()
@@ -89,7 +90,13 @@ impl PgStore {
                 match session {
                     Ok(session) => {
                         let _ = opened_tx.send(Ok(()));
-                        serve(runtime, database_for_thread, Some(session), incoming);
+                        serve(
+                            runtime,
+                            database_for_thread,
+                            node_for_thread,
+                            Some(session),
+                            incoming,
+                        );
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -222,11 +229,40 @@ impl Session {
 fn serve(
     runtime: tokio::runtime::Runtime,
     database: Database,
+    node: String,
     mut session: Option<Session>,
     incoming: mpsc::Receiver<Request>,
 ) {
     let mut last_failure: Option<(Instant, String)> = None;
-    while let Ok(request) = incoming.recv() {
+    // A process that took a sync lock (`gateway sync run` too, which has
+    // no lock session) writes heartbeats from then on, so other nodes see
+    // that its run is alive.
+    let mut beating = false;
+    let mut last_beat = Instant::now();
+    loop {
+        let beat_due = beating && last_beat.elapsed() >= super::slots::HEARTBEAT_EVERY;
+        if beat_due {
+            last_beat = Instant::now();
+            beat_now(&runtime, session.as_ref(), &node);
+        }
+        let wait = super::slots::HEARTBEAT_EVERY.saturating_sub(last_beat.elapsed());
+        let request = match incoming.recv_timeout(wait.max(Duration::from_millis(10))) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if !beating
+            && matches!(
+                &request.op,
+                Op::Put(Table::SyncLocks, ..) | Op::PutIfAbsent(Table::SyncLocks, ..)
+            )
+        {
+            beating = true;
+            // Beat before the lock is taken, so no other node ever sees
+            // the lock without a heartbeat of its holder.
+            beat_now(&runtime, session.as_ref(), &node);
+            last_beat = Instant::now();
+        }
         let answer = runtime.block_on(async {
             if !session.as_ref().is_some_and(Session::is_open) {
                 if let Some((at, why)) = &last_failure {
@@ -271,6 +307,32 @@ fn serve(
         });
         let _ = request.reply.send(answer);
     }
+}
+
+/// Writes a heartbeat now, if the session is open.
+fn beat_now(runtime: &tokio::runtime::Runtime, session: Option<&Session>, node: &str) {
+    if let Some(open) = session.filter(|s| s.is_open()) {
+        let _ = runtime.block_on(tokio::time::timeout(
+            pg::STATEMENT_TIMEOUT,
+            heartbeat(&open.client, node),
+        ));
+    }
+}
+
+/// Marks `node` alive (its row is created if needed; the lock session,
+/// when the process has one, keeps its own columns up to date).
+async fn heartbeat(client: &Client, node: &str) -> Result<(), tokio_postgres::Error> {
+    let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let host = super::host_name();
+    client
+        .execute(
+            "INSERT INTO gw_nodes (node, host, pid, started, seen)
+             VALUES ($1, $2, $3, now(), now())
+             ON CONFLICT (node) DO UPDATE SET seen = now()",
+            &[&node, &host, &pid],
+        )
+        .await?;
+    Ok(())
 }
 
 async fn execute(client: &Client, op: &Op) -> Result<Answer, tokio_postgres::Error> {
