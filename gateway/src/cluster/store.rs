@@ -312,10 +312,10 @@ fn serve(
 /// Writes a heartbeat now, if the session is open.
 fn beat_now(runtime: &tokio::runtime::Runtime, session: Option<&Session>, node: &str) {
     if let Some(open) = session.filter(|s| s.is_open()) {
-        let _ = runtime.block_on(tokio::time::timeout(
-            pg::STATEMENT_TIMEOUT,
-            heartbeat(&open.client, node),
-        ));
+        // The timer must be made inside the runtime.
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(pg::STATEMENT_TIMEOUT, heartbeat(&open.client, node)).await
+        });
     }
 }
 
