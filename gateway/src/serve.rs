@@ -2,7 +2,6 @@
 //! accepts connections until SIGTERM/SIGINT, and shuts down gracefully.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,16 +22,6 @@ use crate::sync::scheduler;
 
 /// Runs the gateway until it is told to stop.
 pub async fn run(settings: Settings) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&settings.state)
-        .with_context(|| {
-            format!(
-                "cannot create the state folder {}",
-                settings.state.display()
-            )
-        })?;
     let storage = LocalBackend::open(&settings.storage).with_context(|| {
         format!(
             "cannot open the storage folder {}",

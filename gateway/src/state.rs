@@ -194,14 +194,8 @@ pub type OpenedStore = (
 /// (`serve` starts its lock session).
 pub fn open_shared(settings: &crate::config::Settings) -> anyhow::Result<OpenedStore> {
     use anyhow::Context;
-    if let Some(database) = &settings.state_database {
-        let (node, _) = crate::cluster::node_identity();
-        let store = Arc::new(
-            crate::cluster::store::PgStore::open(database, node)
-                .context("cannot open the shared state database")?,
-        );
-        return Ok((store.clone(), Some(store)));
-    }
+    // The node's own folder: the embedded store, or (with PostgreSQL)
+    // node-local files such as S3 uploads in progress.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -212,6 +206,14 @@ pub fn open_shared(settings: &crate::config::Settings) -> anyhow::Result<OpenedS
                 settings.state.display()
             )
         })?;
+    if let Some(database) = &settings.state_database {
+        let (node, _) = crate::cluster::node_identity();
+        let store = Arc::new(
+            crate::cluster::store::PgStore::open(database, node)
+                .context("cannot open the shared state database")?,
+        );
+        return Ok((store.clone(), Some(store)));
+    }
     Ok((
         Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?),
         None,
