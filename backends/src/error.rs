@@ -125,6 +125,7 @@ pub struct BackendError {
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
     connect_failure: Option<ConnectFailure>,
+    remote: Option<std::sync::Arc<str>>,
 }
 
 impl BackendError {
@@ -142,6 +143,7 @@ impl BackendError {
             message: message.into(),
             source: None,
             connect_failure: None,
+            remote: None,
         }
     }
 
@@ -156,6 +158,21 @@ impl BackendError {
     pub fn with_connect_failure(mut self, reason: ConnectFailure) -> Self {
         self.connect_failure = Some(reason);
         self
+    }
+
+    /// Names the configured remote the error came from (kept if one was
+    /// named already), so the inbound side can tell a person which remote
+    /// failed without parsing messages.
+    pub fn in_remote(mut self, remote: &std::sync::Arc<str>) -> Self {
+        if self.remote.is_none() {
+            self.remote = Some(remote.clone());
+        }
+        self
+    }
+
+    /// The configured remote the error came from, if it came from one.
+    pub fn remote(&self) -> Option<&str> {
+        self.remote.as_deref()
     }
 
     /// Why a connection could not be opened, when the code that failed

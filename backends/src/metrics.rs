@@ -335,6 +335,8 @@ impl Operation {
 
 /// The handles of one instrumented remote, shared with its open files.
 struct OperationMetrics {
+    /// The remote's name, given to its errors ([`BackendError::in_remote`]).
+    name: Arc<str>,
     remote: SharedString,
     bytes_read: Counter,
     bytes_written: Counter,
@@ -343,8 +345,8 @@ struct OperationMetrics {
 }
 
 impl OperationMetrics {
-    fn new(remote: &str) -> Self {
-        let remote = remote_label(remote);
+    fn new(name: &str) -> Self {
+        let remote = remote_label(name);
         OperationMetrics {
             bytes_read: ::metrics::counter!(BYTES_READ, "remote" => remote.clone()),
             bytes_written: ::metrics::counter!(BYTES_WRITTEN, "remote" => remote.clone()),
@@ -356,17 +358,20 @@ impl OperationMetrics {
                 )
             }),
             remote,
+            name: Arc::from(name),
         }
     }
 
     /// Records how long `op` took since `started` and, if it failed, its
     /// error (error counters are registered on first use: errors are rare,
-    /// and 14 operations × 12 kinds of empty series would be noise).
-    fn finish<T>(&self, op: Operation, started: Instant, result: &Result<T>) {
+    /// and 14 operations × 12 kinds of empty series would be noise); an
+    /// error comes back naming this remote.
+    fn finish<T>(&self, op: Operation, started: Instant, result: Result<T>) -> Result<T> {
         self.seconds[op as usize].record(started.elapsed());
-        if let Err(e) = result {
+        result.map_err(|e| {
             self.error(op, e.kind());
-        }
+            e.in_remote(&self.name)
+        })
     }
 
     fn error(&self, op: Operation, kind: ErrorKind) {
@@ -414,9 +419,7 @@ impl Instrumented {
 
     async fn timed<T>(&self, op: Operation, work: impl Future<Output = Result<T>>) -> Result<T> {
         let started = Instant::now();
-        let result = work.await;
-        self.metrics.finish(op, started, &result);
-        result
+        self.metrics.finish(op, started, work.await)
     }
 }
 
@@ -434,10 +437,11 @@ impl Backend for Instrumented {
         let pages = self.timed(Operation::List, self.inner.list(path)).await?;
         let metrics = self.metrics.clone();
         Ok(pages
-            .inspect(move |page| {
-                if let Err(e) = page {
+            .map(move |page| {
+                page.map_err(|e| {
                     metrics.error(Operation::List, e.kind());
-                }
+                    e.in_remote(&metrics.name)
+                })
             })
             .boxed())
     }
@@ -494,7 +498,11 @@ impl Backend for Instrumented {
 
     /// Forwarded unmeasured (not a remote operation worth a series).
     async fn space(&self, path: &StoragePath) -> Result<SpaceInfo> {
-        self.inner.space(path).await
+        let metrics = &self.metrics;
+        self.inner
+            .space(path)
+            .await
+            .map_err(|e| e.in_remote(&metrics.name))
     }
 
     async fn checksum(&self, path: &StoragePath, kind: HashKind) -> Result<Option<String>> {
@@ -517,8 +525,11 @@ struct InstrumentedReader {
 impl FileReader for InstrumentedReader {
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         let started = Instant::now();
-        let result = self.inner.read_at(offset, len).await;
-        self.metrics.finish(Operation::Read, started, &result);
+        let result = self.metrics.finish(
+            Operation::Read,
+            started,
+            self.inner.read_at(offset, len).await,
+        );
         if let Ok(data) = &result {
             self.metrics.bytes_read.increment(data.len() as u64);
         }
@@ -526,7 +537,11 @@ impl FileReader for InstrumentedReader {
     }
 
     async fn metadata(&self) -> Result<Metadata> {
-        self.inner.metadata().await
+        let metrics = &self.metrics;
+        self.inner
+            .metadata()
+            .await
+            .map_err(|e| e.in_remote(&metrics.name))
     }
 }
 
@@ -541,8 +556,9 @@ impl FileWriter for InstrumentedWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         let len = data.len() as u64;
         let started = Instant::now();
-        let result = self.inner.write(data).await;
-        self.metrics.finish(Operation::Write, started, &result);
+        let result = self
+            .metrics
+            .finish(Operation::Write, started, self.inner.write(data).await);
         if result.is_ok() {
             self.metrics.bytes_written.increment(len);
         }
@@ -556,9 +572,7 @@ impl FileWriter for InstrumentedWriter {
     async fn close(self: Box<Self>) -> Result<()> {
         let InstrumentedWriter { inner, metrics } = *self;
         let started = Instant::now();
-        let result = inner.close().await;
-        metrics.finish(Operation::Close, started, &result);
-        result
+        metrics.finish(Operation::Close, started, inner.close().await)
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {

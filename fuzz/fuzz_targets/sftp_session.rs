@@ -288,6 +288,9 @@ async fn session(dir: &Path, input: &[u8], lockstep: bool) -> (Vec<u8>, ActiveTr
         tree,
         peer: SocketAddr::from(([127, 0, 0, 1], 2222)),
         transfers: transfers.clone(),
+        idle_timeout: std::time::Duration::from_secs(600),
+        budget: gateway::sftp::Budget::DEFAULT,
+        notices: Default::default(),
     };
     let (client, server) = tokio::io::duplex(4096);
     let (mut from_server, mut to_server) = tokio::io::split(client);

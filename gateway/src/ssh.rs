@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::exec::{self, ExecContext};
 use crate::remotes::Remotes;
 use crate::sessions::{LimitRefusal, SessionGuard, Sessions};
-use crate::sftp::{self, SessionContext};
+use crate::sftp::{self, Ended, SessionContext};
 use crate::transfers::ActiveTransfers;
 use crate::tree::{Mount, Tree};
 
@@ -411,16 +411,43 @@ impl russh::server::Handler for Connection {
             user,
             peer: self.peer,
             transfers: self.shared.transfers.clone(),
+            idle_timeout: self.shared.live().settings.idle_timeout,
+            budget: sftp::Budget::DEFAULT,
+            notices: sftp::notices::Notices::to(channel.make_writer_ext(Some(1))),
         };
         let ssh = session.handle();
+        let peer = self.peer;
         tokio::spawn(async move {
-            let stream = sftp::serve(channel.into_stream(), ctx).await;
-            // Like sshd: exit status first, then EOF and close (dropping the
-            // stream closes the channel). OpenSSH's scp reports failure when
-            // the status is missing or arrives after the close.
-            let _ = ssh.exit_status_request(channel_id, 0).await;
-            let _ = ssh.eof(channel_id).await;
-            drop(stream);
+            match sftp::serve(channel.into_stream(), ctx).await {
+                Ended::Finished(stream) => {
+                    // Like sshd: exit status first, then EOF and close
+                    // (dropping the stream closes the channel). OpenSSH's
+                    // scp reports failure when the status is missing or
+                    // arrives after the close.
+                    let _ = ssh.exit_status_request(channel_id, 0).await;
+                    let _ = ssh.eof(channel_id).await;
+                    drop(stream);
+                }
+                Ended::ClientGone => {
+                    // The stream, dropped in `serve`, closed the channel.
+                    tracing::info!(%peer, "SFTP client went away with requests in flight; they were dropped");
+                }
+                Ended::Stalled => {
+                    tracing::warn!(%peer, "SFTP session made no progress for idle_timeout (the client stopped reading); disconnecting");
+                    metrics::counter!("gateway_sessions_refused_total", "reason" => "idle_timeout")
+                        .increment(1);
+                    let _ = ssh
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "no progress for idle_timeout".into(),
+                            "en".into(),
+                        )
+                        .await;
+                }
+                Ended::ProtocolError(reason) => {
+                    tracing::warn!(%peer, "closing SFTP session: {reason}");
+                }
+            }
         });
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Why an SFTP request failed, and the one function that turns that into
 //! an SFTP status code and a message a person can act on.
 
-use backends::{BackendError, ErrorKind, PathError};
+use backends::{BackendError, ConnectFailure, ErrorKind, PathError};
 use policy::Permission;
 use russh_sftp::protocol::StatusCode;
 
@@ -67,11 +67,68 @@ impl RequestError {
     }
 }
 
+/// The status code and sentence for an error of a configured remote that
+/// concerns the remote as a whole (it cannot be reached, is disabled,
+/// refuses our login, has no free connection, dropped the connection),
+/// or `None` for an error about the file itself.
+///
+/// Codes are chosen for what clients show: OpenSSH's `sftp` prints only
+/// the code's own text ("No connection", "Connection lost"), paramiko,
+/// rclone and lftp print the message. The sentence names the remote by
+/// its config name and says who can act, never its address.
+pub fn remote_status(source: &BackendError) -> Option<(StatusCode, String)> {
+    let remote = source.remote()?;
+    let no_connection = |what: String| Some((StatusCode::NoConnection, what));
+    if let Some(reason) = source.connect_failure() {
+        return match reason {
+            ConnectFailure::HostKeyMismatch => no_connection(format!(
+                "remote `{remote}` is disabled: its host key changed; an admin must check the new key and run `gateway remote trust {remote}`"
+            )),
+            ConnectFailure::AuthFailed => no_connection(format!(
+                "remote `{remote}` refused the gateway's login; an admin must check the remote's credentials"
+            )),
+            ConnectFailure::BindFailed => no_connection(format!(
+                "remote `{remote}` cannot be reached: the gateway cannot use its dedicated source address; tell an admin"
+            )),
+            ConnectFailure::Refused => no_connection(format!(
+                "remote `{remote}` is unreachable: it refused the connection; try again later"
+            )),
+            ConnectFailure::Timeout => no_connection(format!(
+                "remote `{remote}` is unreachable: it did not answer in time; try again later"
+            )),
+            ConnectFailure::Tls => no_connection(format!(
+                "remote `{remote}` is unreachable: a secure connection could not be set up; tell an admin"
+            )),
+            ConnectFailure::Other => no_connection(format!(
+                "remote `{remote}` is unreachable; try again later"
+            )),
+        };
+    }
+    match source.kind() {
+        // The pool's wait for a free connection ran out.
+        ErrorKind::Timeout if source.operation() == "connect" => no_connection(format!(
+            "remote `{remote}` is busy: all its connections are in use; try again later"
+        )),
+        ErrorKind::Timeout => Some((
+            StatusCode::ConnectionLost,
+            format!("remote `{remote}` stopped answering; try again later"),
+        )),
+        ErrorKind::ConnectionLost => Some((
+            StatusCode::ConnectionLost,
+            format!("the connection to remote `{remote}` was lost; try again"),
+        )),
+        _ => None,
+    }
+}
+
 /// The status code and message the client is sent for `err`. Messages name
 /// the path as the user sees it, never where it is stored.
 pub fn to_status(err: &RequestError) -> (StatusCode, String) {
     match err {
         RequestError::Backend { path, source } => {
+            if let Some((code, what)) = remote_status(source) {
+                return (code, format!("{path}: {what}"));
+            }
             let (code, what) = match source.kind() {
                 ErrorKind::NotFound => {
                     (StatusCode::NoSuchFile, "no such file or folder".to_string())
@@ -139,5 +196,66 @@ mod tests {
             permission: Permission::Write,
         });
         assert_eq!(code, StatusCode::PermissionDenied);
+    }
+
+    fn remote_error(kind: ErrorKind, op: &'static str) -> BackendError {
+        BackendError::new(
+            kind,
+            op,
+            "inbox/a.txt",
+            "partner.example:22: unreachable: x",
+        )
+        .in_remote(&std::sync::Arc::from("partner"))
+    }
+
+    #[test]
+    fn a_remote_that_cannot_be_used_is_named_with_what_to_do() {
+        let path = VirtualPath::resolve("/partner/a.txt").unwrap();
+        let cases = [
+            (
+                remote_error(ErrorKind::PermissionDenied, "connect")
+                    .with_connect_failure(ConnectFailure::HostKeyMismatch),
+                StatusCode::NoConnection,
+                "remote `partner` is disabled: its host key changed; an admin must check the new key and run `gateway remote trust partner`",
+            ),
+            (
+                remote_error(ErrorKind::PermissionDenied, "connect")
+                    .with_connect_failure(ConnectFailure::AuthFailed),
+                StatusCode::NoConnection,
+                "refused the gateway's login",
+            ),
+            (
+                remote_error(ErrorKind::ConnectionLost, "connect")
+                    .with_connect_failure(ConnectFailure::Refused),
+                StatusCode::NoConnection,
+                "remote `partner` is unreachable: it refused the connection",
+            ),
+            (
+                remote_error(ErrorKind::Timeout, "connect"),
+                StatusCode::NoConnection,
+                "remote `partner` is busy",
+            ),
+            (
+                remote_error(ErrorKind::ConnectionLost, "read"),
+                StatusCode::ConnectionLost,
+                "the connection to remote `partner` was lost",
+            ),
+        ];
+        for (source, code, words) in cases {
+            let (got_code, msg) = to_status(&RequestError::backend(&path, source));
+            assert_eq!(got_code, code, "{msg}");
+            assert!(msg.starts_with("/partner/a.txt: "), "{msg}");
+            assert!(msg.contains(words), "{msg}");
+            assert!(
+                !msg.contains("partner.example"),
+                "the address leaked: {msg}"
+            );
+        }
+        // A file's own error from a remote keeps its usual code.
+        let (code, _) = to_status(&RequestError::backend(
+            &path,
+            remote_error(ErrorKind::NotFound, "open"),
+        ));
+        assert_eq!(code, StatusCode::NoSuchFile);
     }
 }

@@ -2,7 +2,6 @@
 //! permission, calls the storage, and writes one audit line.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use russh_sftp::protocol::{
 };
 
 use super::attrs::{attributes, listing_entry, system_time};
-use super::error::{to_status, RequestError};
+use super::error::{remote_status, to_status, RequestError};
 use super::handles::{
     DirHandle, DirListing, Handle, HandleTable, ReadHandle, WriteHandle, WriteState,
 };
@@ -44,11 +43,6 @@ impl Session {
             handles: HandleTable::default(),
             initialized: AtomicBool::new(false),
         }
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.ctx.peer
     }
 
     /// Session end: drops every open handle (unfinished uploads are
@@ -123,6 +117,11 @@ impl Session {
             Ok(packet) => packet,
             Err(err) => {
                 let (code, message) = to_status(&err);
+                if let RequestError::Backend { source, .. } = &err {
+                    if let Some((_, why)) = remote_status(source) {
+                        self.ctx.notices.tell(&why);
+                    }
+                }
                 tracing::debug!(peer = %self.ctx.peer, user = %self.ctx.user.name, "request failed: {err}");
                 status(id, code, &message)
             }
@@ -440,7 +439,15 @@ impl Session {
                 let bytes = w.state.lock().await.bytes;
                 match &result {
                     Ok(()) => self.audit("upload", &w.path, "ok", Some(bytes)),
-                    Err(e) => self.audit("upload", &w.path, e.outcome(), Some(bytes)),
+                    Err(e) => {
+                        self.audit("upload", &w.path, e.outcome(), Some(bytes));
+                        // OpenSSH's sftp shows a failed close as a bare
+                        // "Failure": say what became of the upload.
+                        let (_, message) = to_status(e);
+                        self.ctx
+                            .notices
+                            .tell(&format!("upload not saved: {message}"));
+                    }
                 }
                 result.map(|()| ok(id))
             }

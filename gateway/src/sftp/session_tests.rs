@@ -95,7 +95,18 @@ impl Backend for RendezvousBackend {
 }
 
 fn start(backend: Arc<dyn Backend>) -> DuplexStream {
-    let (client, server) = tokio::io::duplex(1 << 20);
+    start_with(backend, 1 << 20, ActiveTransfers::default()).0
+}
+
+/// A session over an in-memory pipe of `pipe` bytes each way (a small
+/// pipe is a client that stops adjusting its window once it is full);
+/// returns the client's end and the session's task.
+fn start_with(
+    backend: Arc<dyn Backend>,
+    pipe: usize,
+    transfers: ActiveTransfers,
+) -> (DuplexStream, tokio::task::JoinHandle<&'static str>) {
+    let (client, server) = tokio::io::duplex(pipe);
     let user = Arc::new(User {
         name: "t".into(),
         password_hash: None,
@@ -108,10 +119,20 @@ fn start(backend: Arc<dyn Backend>) -> DuplexStream {
         user,
         tree: Tree::single(backend, StoragePath::root()),
         peer: SocketAddr::from(([127, 0, 0, 1], 1)),
-        transfers: ActiveTransfers::default(),
+        transfers,
+        idle_timeout: std::time::Duration::from_secs(600),
+        budget: super::Budget::DEFAULT,
+        notices: Default::default(),
     };
-    tokio::spawn(serve(server, ctx));
-    client
+    let task = tokio::spawn(async move {
+        match serve(server, ctx).await {
+            super::Ended::Finished(_) => "finished",
+            super::Ended::ClientGone => "client gone",
+            super::Ended::Stalled => "stalled",
+            super::Ended::ProtocolError(_) => "protocol error",
+        }
+    });
+    (client, task)
 }
 
 async fn send(client: &mut DuplexStream, packet: Packet) {
@@ -282,4 +303,208 @@ async fn a_gap_at_close_saves_nothing() {
         0,
         "no temporary file left"
     );
+}
+
+/// A local backend holding `/big.bin` of `len` bytes whose every 4-byte
+/// word is its own offset, so any reply can be checked on its own.
+fn local_with_big_file(len: usize) -> (tempfile::TempDir, Arc<dyn Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..len / 4)
+        .flat_map(|i| (i as u32 * 4).to_be_bytes())
+        .collect();
+    std::fs::write(dir.path().join("big.bin"), data).unwrap();
+    let backend = Arc::new(backends::LocalBackend::open(dir.path()).unwrap());
+    (dir, backend)
+}
+
+fn read_request(handle: &str, id: u32, offset: u64, len: u32) -> Bytes {
+    Bytes::try_from(Packet::Read(Read {
+        id,
+        handle: handle.to_string(),
+        offset,
+        len,
+    }))
+    .unwrap()
+}
+
+/// 10,000 reads sent at once by a client that reads nothing back until it
+/// has sent them all (its window, the 64 KiB pipe, is full long before):
+/// the session must keep reading requests while its replies wait, then
+/// serve every one in order once the client reads.
+#[tokio::test]
+async fn ten_thousand_reads_from_a_client_that_stops_reading_then_resumes() {
+    const READS: u32 = 10_000;
+    const LEN: u32 = 32 * 1024;
+    let (_dir, backend) = local_with_big_file(16 << 20);
+    let (mut client, session) = start_with(backend, 64 * 1024, ActiveTransfers::default());
+    let handle = open(&mut client, "/big.bin", OpenFlags::READ).await;
+    let (mut from_server, mut to_server) = tokio::io::split(client);
+    let mut requests = Vec::new();
+    for i in 0..READS {
+        // Offsets wrap around the file: every read is a full one.
+        let offset = (i as u64 * LEN as u64) % (16 << 20);
+        requests.extend_from_slice(&read_request(&handle, 1000 + i, offset, LEN));
+    }
+    // Before the fix the session stopped reading at 128 requests in flight
+    // while their replies waited for this client: this write never ended.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        to_server.write_all(&requests),
+    )
+    .await
+    .expect("the session stopped reading requests while its replies waited")
+    .unwrap();
+    for i in 0..READS {
+        let len = tokio::time::timeout(std::time::Duration::from_secs(20), from_server.read_u32())
+            .await
+            .expect("a reply never came")
+            .unwrap();
+        let mut buf = vec![0u8; len as usize];
+        from_server.read_exact(&mut buf).await.unwrap();
+        match Packet::try_from(&mut Bytes::from(buf)).unwrap() {
+            Packet::Data(d) => {
+                assert_eq!(d.id, 1000 + i, "replies in request order");
+                assert_eq!(d.data.len(), LEN as usize);
+                let offset = (i as u64 * LEN as u64) % (16 << 20);
+                assert_eq!(&d.data[..4], &(offset as u32).to_be_bytes(), "read {i}");
+            }
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    drop(to_server);
+    drop(from_server);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), session)
+        .await
+        .expect("the session did not end after the client left")
+        .unwrap();
+    assert_eq!(ended, "finished");
+}
+
+/// A client that disconnects with 500 reads and an unfinished upload in
+/// flight: the session ends within the grace period, every handle is
+/// dropped (no transfer left counted) and the upload is not published.
+#[tokio::test]
+async fn a_client_that_leaves_with_500_requests_in_flight_frees_everything() {
+    let (dir, backend) = local_with_big_file(16 << 20);
+    let transfers = ActiveTransfers::default();
+    let (mut client, session) = start_with(backend, 64 * 1024, transfers.clone());
+    let read = open(&mut client, "/big.bin", OpenFlags::READ).await;
+    send(
+        &mut client,
+        Packet::Open(Open {
+            id: 2,
+            filename: "/partial.bin".into(),
+            pflags: OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+            attrs: FileAttributes::default(),
+        }),
+    )
+    .await;
+    let write = match receive(&mut client).await {
+        Packet::Handle(h) => h.handle,
+        other => panic!("open for writing failed: {other:?}"),
+    };
+    send(
+        &mut client,
+        Packet::Write(Write {
+            id: 3,
+            handle: write,
+            offset: 0,
+            data: vec![7; 4096],
+        }),
+    )
+    .await;
+    assert_eq!(transfers.count(), 2);
+    let mut requests = Vec::new();
+    for i in 0..500u32 {
+        requests.extend_from_slice(&read_request(&read, 10 + i, i as u64 * 32768, 32768));
+    }
+    client.write_all(&requests).await.unwrap();
+    drop(client);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        super::EOF_GRACE + std::time::Duration::from_secs(5),
+        session,
+    )
+    .await
+    .expect("the session outlived its client")
+    .unwrap();
+    assert!(started.elapsed() <= super::EOF_GRACE + std::time::Duration::from_secs(2));
+    assert_eq!(transfers.count(), 0, "handles left open");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["big.bin".to_string()],
+        "an upload was published or left behind"
+    );
+}
+
+/// Writes sent far faster than the storage takes them keep the session's
+/// queue of unstarted requests bounded: the session stops reading at its
+/// input limit and resumes, and the file arrives whole.
+#[tokio::test]
+async fn a_flood_of_writes_is_taken_in_bounded_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(backends::LocalBackend::open(dir.path()).unwrap());
+    let (mut client, session) = start_with(backend, 256 * 1024, ActiveTransfers::default());
+    let handle = open(
+        &mut client,
+        "/flood.bin",
+        OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+    )
+    .await;
+    let (mut from_server, mut to_server) = tokio::io::split(client);
+    const CHUNK: usize = 255 * 1024;
+    const WRITES: usize = 256; // 64 MiB
+    let reader = tokio::spawn(async move {
+        for i in 0..WRITES {
+            let len = from_server.read_u32().await.unwrap();
+            let mut buf = vec![0u8; len as usize];
+            from_server.read_exact(&mut buf).await.unwrap();
+            match Packet::try_from(&mut Bytes::from(buf)).unwrap() {
+                Packet::Status(s) => assert_eq!(
+                    s.status_code,
+                    russh_sftp::protocol::StatusCode::Ok,
+                    "write {i}: {s:?}"
+                ),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        from_server
+    });
+    for i in 0..WRITES {
+        let packet = Bytes::try_from(Packet::Write(Write {
+            id: 100 + i as u32,
+            handle: handle.clone(),
+            offset: (i * CHUNK) as u64,
+            data: vec![i as u8; CHUNK],
+        }))
+        .unwrap();
+        to_server.write_all(&packet).await.unwrap();
+    }
+    let mut from_server = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("writes were not all answered")
+        .unwrap();
+    let close =
+        Bytes::try_from(Packet::Close(russh_sftp::protocol::Close { id: 9, handle })).unwrap();
+    to_server.write_all(&close).await.unwrap();
+    let len = from_server.read_u32().await.unwrap();
+    let mut buf = vec![0u8; len as usize];
+    from_server.read_exact(&mut buf).await.unwrap();
+    assert!(matches!(
+        Packet::try_from(&mut Bytes::from(buf)).unwrap(),
+        Packet::Status(s) if s.status_code == russh_sftp::protocol::StatusCode::Ok
+    ));
+    let written = std::fs::read(dir.path().join("flood.bin")).unwrap();
+    assert_eq!(written.len(), WRITES * CHUNK);
+    assert!(written
+        .chunks(CHUNK)
+        .enumerate()
+        .all(|(i, c)| c.iter().all(|b| *b == i as u8)));
+    drop(to_server);
+    drop(from_server);
+    assert_eq!(session.await.unwrap(), "finished");
 }
