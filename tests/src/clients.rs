@@ -27,9 +27,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::sshd::{chown_to_test_user, Sshd};
-use crate::{
-    client_key, run_with_timeout, Auth, Client, CmdOutput, Gateway, TestEnv, UserConfig,
-};
+use crate::{client_key, run_with_timeout, Auth, Client, CmdOutput, Gateway, TestEnv, UserConfig};
 
 /// Debian's rclone (1.60 on Debian 12).
 pub const RCLONE_DEBIAN: &str = "/usr/bin/rclone";
@@ -267,7 +265,11 @@ impl Rig {
         cmd.arg("-f").arg(&path);
         cmd.env("HOME", self.env.dir.path());
         let mut out = run_with_timeout(cmd, timeout)?;
-        out.command = format!("{}\n--- lftp script ---\n{}", out.command, script.trim_end());
+        out.command = format!(
+            "{}\n--- lftp script ---\n{}",
+            out.command,
+            script.trim_end()
+        );
         Ok(out)
     }
 

@@ -262,7 +262,11 @@ fn sftp_r1_b1024(storage: Storage) {
 }
 
 fn sftp_r64_b32768(storage: Storage) {
-    sftp_matrix(storage, &["-R", "64", "-B", "32768"], &[0, 1, 4096, M16, M64]);
+    sftp_matrix(
+        storage,
+        &["-R", "64", "-B", "32768"],
+        &[0, 1, 4096, M16, M64],
+    );
 }
 
 /// Many small requests in flight.
@@ -271,12 +275,20 @@ fn sftp_r256_b1024(storage: Storage) {
 }
 
 fn sftp_r256_b261120(storage: Storage) {
-    sftp_matrix(storage, &["-R", "256", "-B", "261120"], &[0, 1, 4096, M16, M64]);
+    sftp_matrix(
+        storage,
+        &["-R", "256", "-B", "261120"],
+        &[0, 1, 4096, M16, M64],
+    );
 }
 
 /// The case of the issue: 1,024 reads of 32 KiB in flight.
 fn sftp_r1024_b32768(storage: Storage) {
-    sftp_matrix(storage, &["-R", "1024", "-B", "32768"], &[0, 1, 4096, M16, M64]);
+    sftp_matrix(
+        storage,
+        &["-R", "1024", "-B", "32768"],
+        &[0, 1, 4096, M16, M64],
+    );
 }
 
 /// The most in flight: 1,024 requests of 255 KiB (255 MiB), up to 256 MiB.
@@ -583,7 +595,11 @@ fn asyncssh(storage: Storage) {
     };
     let src = Source::create(&rig.local("src-keep.bin"), MIB).expect("source");
     let remote = rig.tree_path("kept.bin");
-    let out = rig.asyncssh(keep, &["put", &p(&src.path), &remote], transfer_timeout(MIB));
+    let out = rig.asyncssh(
+        keep,
+        &["put", &p(&src.path), &remote],
+        transfer_timeout(MIB),
+    );
     if report.run("asyncssh put preserve", &rig, out).is_some() {
         report.same_hash(
             "asyncssh put preserve: sha256",
@@ -602,7 +618,11 @@ fn asyncssh(storage: Storage) {
     let out = rig.asyncssh(keep, &["get", &remote, &p(&back)], transfer_timeout(MIB));
     if report.run("asyncssh get preserve", &rig, out).is_some() {
         report.same_hash("asyncssh get preserve: sha256", &src, &back);
-        report.same_mtime("asyncssh get preserve: mtime kept locally", &back, disk_mtime);
+        report.same_mtime(
+            "asyncssh get preserve: mtime kept locally",
+            &back,
+            disk_mtime,
+        );
     }
 
     // mget of every file of a folder.
@@ -907,7 +927,11 @@ fn curl(storage: Storage) {
         transfer_timeout(M16),
     );
     if report.run("curl -C - upload (resume)", &rig, out).is_some() {
-        report.same_hash("curl -C - upload: sha256 on the server's disk", &src, &partial);
+        report.same_hash(
+            "curl -C - upload: sha256 on the server's disk",
+            &src,
+            &partial,
+        );
     }
     ensure_on_disk(&rig, &src, "resume-down.bin");
     let local_partial = rig.local("resume-down.bin");
@@ -918,7 +942,10 @@ fn curl(storage: Storage) {
         &["-C", "-", "-o", &p(&local_partial)],
         transfer_timeout(M16),
     );
-    if report.run("curl -C - download (resume)", &rig, out).is_some() {
+    if report
+        .run("curl -C - download (resume)", &rig, out)
+        .is_some()
+    {
         report.same_hash("curl -C - download: sha256 locally", &src, &local_partial);
         let bytes = audited_bytes(&rig, "download", &remote);
         report.check(
