@@ -291,6 +291,7 @@ async fn session(dir: &Path, input: &[u8], lockstep: bool) -> (Vec<u8>, ActiveTr
         idle_timeout: std::time::Duration::from_secs(600),
         budget: gateway::sftp::Budget::DEFAULT,
         notices: Default::default(),
+        connection: None,
     };
     let (client, server) = tokio::io::duplex(4096);
     let (mut from_server, mut to_server) = tokio::io::split(client);

@@ -193,6 +193,9 @@ pub struct Connection {
     /// A login over a session limit: the connection is ended with this
     /// message when it opens a channel.
     refused: Option<LimitRefusal>,
+    /// Dropped with the connection: its SFTP sessions watch it to tell a
+    /// client that is gone from one that only ended its input.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 impl Connection {
@@ -212,6 +215,7 @@ impl Connection {
             session,
             logged_in,
             refused: None,
+            alive: tokio::sync::watch::channel(()).0,
         }
     }
 
@@ -414,6 +418,7 @@ impl russh::server::Handler for Connection {
             idle_timeout: self.shared.live().settings.idle_timeout,
             budget: sftp::Budget::DEFAULT,
             notices: sftp::notices::Notices::to(channel.make_writer_ext(Some(1))),
+            connection: Some(self.alive.subscribe()),
         };
         let ssh = session.handle();
         let peer = self.peer;

@@ -7,8 +7,9 @@
 //! sessions and pooled remote connections are given back.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -184,4 +185,101 @@ fn a_client_that_stops_reading_is_disconnected_after_idle_timeout() {
         "{}",
         s.logs()
     );
+}
+
+/// Kills the process group of `child` with SIGKILL.
+fn kill_group(child: &std::process::Child) {
+    let st = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -KILL -{}", child.id());
+}
+
+/// Waits until a transfer through the mount holds a remote connection.
+fn transfer_running(s: &MountSetup, metrics: std::net::SocketAddr) {
+    let started = Instant::now();
+    let r = [("remote", REMOTE)];
+    while scrape(metrics)
+        .map(|m| m.get("gateway_remote_bytes_read_total", &r) < (4 << 20) as f64)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the download never started\n{}",
+            s.logs()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Real clients killed with SIGKILL in the middle of a download through
+/// the mount, OpenSSH's `sftp -R 1024` and paramiko's `get`: the session
+/// and its remote connection are given back within 10 s.
+#[test]
+fn killed_clients_free_their_session_and_remote_connection_within_10_s() {
+    let (s, metrics) = setup("10m");
+    let back = s.env.path("back.bin");
+    // OpenSSH, 1,024 reads in flight, slowed to 40 Mbit/s so the kill
+    // lands mid-transfer.
+    let mut client = s.client();
+    client
+        .extra
+        .extend(["-R", "1024", "-l", "40000"].map(String::from));
+    let mut cmd = client.sftp_stdin_command();
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut sftp = cmd.spawn().unwrap();
+    use std::io::Write as _;
+    writeln!(
+        sftp.stdin.as_mut().unwrap(),
+        "get {MOUNT}/big.bin {}",
+        p(&back)
+    )
+    .unwrap();
+    transfer_running(&s, metrics);
+    kill_group(&sftp);
+    let _ = sftp.wait();
+    let took = all_given_back(&s, metrics, 10);
+    println!("OpenSSH sftp -R 1024 killed mid-download: everything given back after {took:?}");
+
+    // paramiko's get with its default prefetch; the script reads slowly.
+    let script = format!(
+        r#"
+import paramiko, time
+t = paramiko.Transport(("127.0.0.1", {port}))
+t.connect(username="alice", pkey=paramiko.PKey.from_path({key:?}))
+c = paramiko.SFTPClient.from_transport(t)
+c.get("{MOUNT}/big.bin", {back:?}, callback=lambda done, total: time.sleep(0.01))
+"#,
+        port = s.gw().port(),
+        key = s.key.display().to_string(),
+        back = back.display().to_string(),
+    );
+    let before = scrape(metrics)
+        .unwrap()
+        .get("gateway_remote_bytes_read_total", &[("remote", REMOTE)]);
+    let mut python = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while scrape(metrics)
+        .unwrap()
+        .get("gateway_remote_bytes_read_total", &[("remote", REMOTE)])
+        < before + (4 << 20) as f64
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", s.logs());
+        thread::sleep(Duration::from_millis(50));
+    }
+    kill_group(&python);
+    let _ = python.wait();
+    let took = all_given_back(&s, metrics, 10);
+    println!("paramiko get killed mid-download: everything given back after {took:?}");
 }

@@ -70,6 +70,10 @@ pub struct SessionContext {
     pub budget: Budget,
     /// Where reasons a person must see are written (the channel's stderr).
     pub notices: notices::Notices,
+    /// Closes when the client's SSH connection has ended (`None`: no
+    /// connection to watch). A channel's stream shows the end of a
+    /// connection only as end of input, like a client that merely sent EOF.
+    pub connection: Option<tokio::sync::watch::Receiver<()>>,
 }
 
 /// How a session ended.
@@ -94,6 +98,7 @@ where
 {
     let budget = ctx.budget;
     let idle_timeout = ctx.idle_timeout;
+    let mut connection = ctx.connection.clone();
     let session = Arc::new(ops::Session::new(ctx));
     let (mut reader, writer) = tokio::io::split(stream);
     let outbox = Arc::new(Outbox::default());
@@ -173,6 +178,12 @@ where
             }
             _ = outbox.wait_drained(), if blocked_on_output => {}
             _ = &mut writer_task => break 'session Some(Ended::ClientGone),
+            _ = connection_ended(&mut connection) => {
+                if outstanding {
+                    break 'session Some(Ended::ClientGone);
+                }
+                connection = None;
+            }
             _ = stall_check.tick() => {
                 let written = outbox.total_written();
                 if written != written_seen {
@@ -206,6 +217,16 @@ where
             writer_task.abort();
             Ended::ClientGone
         }
+    }
+}
+
+/// Resolves once the watched connection has ended; never without one.
+async fn connection_ended(connection: &mut Option<tokio::sync::watch::Receiver<()>>) {
+    match connection {
+        // Nothing is ever sent: `changed` returns only when the sender,
+        // held by the connection, is dropped.
+        Some(watch) => while watch.changed().await.is_ok() {},
+        None => std::future::pending().await,
     }
 }
 

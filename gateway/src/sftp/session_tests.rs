@@ -123,6 +123,7 @@ fn start_with(
         idle_timeout: std::time::Duration::from_secs(600),
         budget: super::Budget::DEFAULT,
         notices: Default::default(),
+        connection: None,
     };
     let task = tokio::spawn(async move {
         match serve(server, ctx).await {
