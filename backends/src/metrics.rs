@@ -37,6 +37,10 @@
 //!   that), `auth_failed` (the server refused the login), `tls` (handshake,
 //!   certificate or a server without TLS), `other` (name resolution, resets,
 //!   protocol errors).
+//! - `gateway_remote_connect_retries_total`, with the label `reason`:
+//!   connections tried again within `connect_timeout`; `closed_before_login`
+//!   (the SFTP server closed it before the login completed, as a stock
+//!   sshd does past `MaxStartups`).
 //!
 //! Operations (every remote, through [`Instrumented`]):
 //! - `gateway_remote_bytes_read_total` / `gateway_remote_bytes_written_total`
@@ -82,6 +86,9 @@ pub const CONNECTIONS_MAX: &str = "gateway_remote_connections_max";
 pub const CONNECT_ATTEMPTS: &str = "gateway_remote_connect_attempts_total";
 /// Counter (label `reason`): connections that could not be opened.
 pub const CONNECT_FAILURES: &str = "gateway_remote_connect_failures_total";
+/// Counter (label `reason`): connections tried again after the server
+/// closed them early.
+pub const CONNECT_RETRIES: &str = "gateway_remote_connect_retries_total";
 /// Histogram: seconds a request waited for a pooled connection.
 pub const POOL_WAIT_SECONDS: &str = "gateway_remote_pool_wait_seconds";
 /// Counter: requests that gave up waiting for a pooled connection.
@@ -115,6 +122,10 @@ pub fn describe() {
     describe_gauge!(
         CONNECTIONS_MAX,
         "The current cap on connections to the remote (max_connections)."
+    );
+    describe_counter!(
+        CONNECT_RETRIES,
+        "Connections to the remote tried again within connect_timeout, by reason (closed_before_login)."
     );
     describe_counter!(
         CONNECT_ATTEMPTS,
@@ -819,6 +830,7 @@ mod tests {
             io_timeout: Duration::from_secs(5),
             host_keys: Arc::new(AcceptAnyKey),
             pool: pool_settings(),
+            ssh: Default::default(),
         });
         let ftp = crate::ftp::FtpBackend::new(crate::ftp::FtpSettings {
             name: "ftp-remote".into(),

@@ -55,7 +55,15 @@ pub fn list(settings: &Settings) -> Result<()> {
                     (None, Some(k)) => fingerprint(&k),
                     (None, None) => "none".to_string(),
                 };
-                format!("host key {pin}")
+                let legacy: Vec<&str> = s.ssh.legacy.iter().map(|a| a.name()).collect();
+                if legacy.is_empty() {
+                    format!("host key {pin}")
+                } else {
+                    format!(
+                        "host key {pin}, LEGACY algorithms allowed: {}",
+                        legacy.join(" ")
+                    )
+                }
             }
             ProtocolSettings::Ftp(f) => format!(
                 "tls {}{}",
@@ -183,11 +191,27 @@ pub async fn test_report(
     }
     match &remote.access {
         RemoteAccess::Sftp { backend, .. } => match backend.connection().await {
-            Ok(conn) => push(
-                &mut details,
-                "source address",
-                conn.local_addr().ip().to_string(),
-            ),
+            Ok(conn) => {
+                push(
+                    &mut details,
+                    "source address",
+                    conn.local_addr().ip().to_string(),
+                );
+                let negotiated = conn.negotiated();
+                let legacy = negotiated.legacy();
+                push(
+                    &mut details,
+                    "algorithms",
+                    if legacy.is_empty() {
+                        negotiated.to_string()
+                    } else {
+                        format!(
+                            "{negotiated} (LEGACY: {}; ask the server's admin to enable modern algorithms)",
+                            legacy.join(", ")
+                        )
+                    },
+                );
+            }
             Err(e) => return Ok(failed(details, reason(&e))),
         },
         RemoteAccess::Ftp { backend } => {
@@ -449,6 +473,10 @@ pub async fn trust_remote(
             max: 1,
             wait: r.pool_wait,
             idle: r.idle_timeout,
+        },
+        ssh: match &r.protocol {
+            ProtocolSettings::Sftp(s) => s.ssh.clone(),
+            _ => backends::sftp::SshOptions::default(),
         },
     });
     let attempt = backend.connection().await;

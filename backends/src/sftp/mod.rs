@@ -109,6 +109,8 @@ pub struct SftpSettings {
     pub host_keys: Arc<dyn HostKeyPolicy>,
     /// Pool limits.
     pub pool: PoolSettings,
+    /// Handshake limit and algorithms.
+    pub ssh: SshOptions,
 }
 
 impl std::fmt::Debug for SftpSettings {
@@ -128,15 +130,18 @@ impl std::fmt::Debug for SftpSettings {
             .field("sources", &self.sources.addresses())
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
+            .field("ssh", &self.ssh)
             .finish()
     }
 }
 
+pub mod algorithms;
 mod connection;
 mod files;
 mod liveness;
 mod md5sum;
 
+pub use algorithms::{LegacyAlgorithm, Negotiated, SshOptions};
 use connection::*;
 pub use connection::{ClientHandler, SftpConnection, SftpConnector};
 use files::*;
@@ -175,14 +180,7 @@ impl SftpBackend {
         let name = settings.name.clone();
         let pool_settings = settings.pool;
         SftpBackend {
-            pool: Pool::new(
-                name,
-                SftpConnector {
-                    removals: PendingRemovals::new(&settings.name),
-                    settings,
-                },
-                pool_settings,
-            ),
+            pool: Pool::new(name, SftpConnector::new(settings), pool_settings),
             exec: Arc::default(),
         }
     }
@@ -970,9 +968,10 @@ mod tests {
 
     #[test]
     fn debug_hides_the_password_and_the_key() {
-        let key =
-            PrivateKey::from_openssh(include_str!("../../../certs/tests/data/test_ed25519_openssh"))
-                .unwrap();
+        let key = PrivateKey::from_openssh(include_str!(
+            "../../../certs/tests/data/test_ed25519_openssh"
+        ))
+        .unwrap();
         let openssh = key
             .to_openssh(russh::keys::ssh_key::LineEnding::LF)
             .unwrap();
@@ -993,6 +992,7 @@ mod tests {
                 wait: Duration::from_secs(1),
                 idle: Duration::from_secs(1),
             },
+            ssh: SshOptions::default(),
         };
         let shown = format!("{s:?} {s:#?}");
         assert!(!shown.contains("Zq-sftp-pw-7731"), "{shown}");
@@ -1029,6 +1029,7 @@ mod tests {
                     wait: Duration::from_secs(1),
                     idle: Duration::from_secs(1),
                 },
+                ssh: SshOptions::default(),
             });
             let err = backend
                 .stat(&StoragePath::parse("f").unwrap())

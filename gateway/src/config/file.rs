@@ -428,6 +428,11 @@ pub struct RemoteSection {
     pub ca_file: Option<PathBuf>,
     /// FTP: upload to a temporary name and rename on close.
     pub atomic_uploads: Option<bool>,
+    /// SFTP: SSH handshakes in progress at once, at most (default 6).
+    pub max_handshakes: Option<usize>,
+    /// SFTP: legacy algorithms to offer after the modern ones
+    /// (`diffie-hellman-group14-sha1`, `ssh-rsa`, `aes128-cbc`, `hmac-sha1`, ...).
+    pub legacy_algorithms: Option<Vec<String>>,
     /// How long a request (SFTP), command or transfer (FTP) or HTTP
     /// request (S3) may stall.
     #[serde(default, with = "humantime_serde")]

@@ -194,6 +194,8 @@ pub struct SftpRemoteSettings {
     pub allow_mismatched_host_key: bool,
     /// How long one SFTP request may wait for its answer.
     pub io_timeout: Duration,
+    /// Handshake limit and legacy algorithms.
+    pub ssh: backends::sftp::SshOptions,
 }
 
 /// What only FTP remotes have.
@@ -819,6 +821,8 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
             &[Sftp, Ftp],
         ),
         ("host_key", rs.host_key.is_some(), &[Sftp]),
+        ("max_handshakes", rs.max_handshakes.is_some(), &[Sftp]),
+        ("legacy_algorithms", rs.legacy_algorithms.is_some(), &[Sftp]),
         (
             "allow_mismatched_host_key",
             rs.allow_mismatched_host_key,
@@ -1024,11 +1028,25 @@ fn sftp_protocol(
             ),
         );
     }
+    let mut ssh = backends::sftp::SshOptions::default();
+    match rs.max_handshakes {
+        Some(0) => r.at_key(&at("max_handshakes"), "must be at least 1"),
+        Some(n) => ssh.max_handshakes = n,
+        None => {}
+    }
+    for name in rs.legacy_algorithms.iter().flatten() {
+        match backends::sftp::LegacyAlgorithm::parse(name) {
+            Ok(a) if !ssh.legacy.contains(&a) => ssh.legacy.push(a),
+            Ok(_) => {}
+            Err(e) => r.at_key(&at("legacy_algorithms"), e),
+        }
+    }
     ProtocolSettings::Sftp(SftpRemoteSettings {
         private_key,
         host_key,
         allow_mismatched_host_key: rs.allow_mismatched_host_key,
         io_timeout,
+        ssh,
     })
 }
 

@@ -320,6 +320,7 @@ fn sftp_remote(
         io_timeout: s.io_timeout,
         host_keys: host_keys.clone(),
         pool: pool_settings(r),
+        ssh: s.ssh.clone(),
     });
     RemoteAccess::Sftp {
         backend: Arc::new(backend),

@@ -441,6 +441,7 @@ impl Session {
                     Ok(()) => self.audit("upload", &w.path, "ok", Some(bytes)),
                     Err(e) => {
                         self.audit("upload", &w.path, e.outcome(), Some(bytes));
+                        tracing::warn!(user = %self.ctx.user.name, addr = %self.ctx.peer.ip(), "upload of {} not saved: {e}", w.path);
                         // OpenSSH's sftp shows a failed close as a bare
                         // "Failure": say what became of the upload.
                         let (_, message) = to_status(e);
