@@ -95,6 +95,16 @@ pub struct SshdOptions {
     pub log_level: String,
     /// Extra config lines appended as they are.
     pub extra_config: Vec<String>,
+    /// `UsePAM` (default no).
+    pub use_pam: bool,
+    /// `KbdInteractiveAuthentication` (default no; with `use_pam`, PAM
+    /// asks for the password through it).
+    pub kbd_interactive: bool,
+    /// An RSA host key instead of ed25519 (for `HostKeyAlgorithms ssh-rsa`).
+    pub rsa_host_key: bool,
+    /// `internal-sftp -l LEVEL`: what the SFTP server logs of each file
+    /// (`INFO`: every open and close with bytes; default none).
+    pub sftp_log_level: Option<String>,
 }
 
 impl Default for SshdOptions {
@@ -106,6 +116,10 @@ impl Default for SshdOptions {
             max_sessions: 50,
             log_level: "VERBOSE".into(),
             extra_config: vec![],
+            use_pam: false,
+            kbd_interactive: false,
+            rsa_host_key: false,
+            sftp_log_level: None,
         }
     }
 }
@@ -269,17 +283,13 @@ impl Sshd {
         let _ = fs::remove_file(&key);
         let _ = fs::remove_file(self.host_key_pub_path());
         let mut cmd = Command::new("ssh-keygen");
-        cmd.args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "e2e-remote-host",
-            "-f",
-        ])
-        .arg(&key);
+        let kind = if self.opts.rsa_host_key {
+            "rsa"
+        } else {
+            "ed25519"
+        };
+        cmd.args(["-q", "-t", kind, "-N", "", "-C", "e2e-remote-host", "-f"])
+            .arg(&key);
         let out = run_with_timeout(cmd, Duration::from_secs(30))?;
         if !out.success() {
             bail!("ssh-keygen for the sshd host key failed:\n{out}");
@@ -295,9 +305,12 @@ impl Sshd {
         c += "ListenAddress 127.0.0.1\n";
         c += &format!("HostKey {}\n", self.host_key_path().display());
         c += &format!("PidFile {}\n", d.join("sshd.pid").display());
-        c += "UsePAM no\n";
+        c += &format!("UsePAM {}\n", yes_no(o.use_pam));
         c += &format!("PasswordAuthentication {}\n", yes_no(o.password_auth));
-        c += "KbdInteractiveAuthentication no\n";
+        c += &format!(
+            "KbdInteractiveAuthentication {}\n",
+            yes_no(o.kbd_interactive)
+        );
         c += &format!("PubkeyAuthentication {}\n", yes_no(o.pubkey_auth));
         c += &format!(
             "AuthorizedKeysFile {}\n",
@@ -310,7 +323,10 @@ impl Sshd {
         c += "MaxAuthTries 20\n";
         c += &format!("LogLevel {}\n", o.log_level);
         c += "UseDNS no\n";
-        c += "Subsystem sftp internal-sftp\n";
+        match &o.sftp_log_level {
+            Some(level) => c += &format!("Subsystem sftp internal-sftp -l {level}\n"),
+            None => c += "Subsystem sftp internal-sftp\n",
+        }
         for l in &o.extra_config {
             c += l;
             c += "\n";
@@ -603,6 +619,7 @@ impl Sshd {
             io_timeout: Duration::from_secs(30),
             host_keys: std::sync::Arc::new(ExactKey(host_key)),
             pool: pool_settings(2),
+            ssh: Default::default(),
         }
     }
 

@@ -54,6 +54,7 @@ fn pool_limits_change_without_cutting_a_transfer() {
     runtime().block_on(async {
         let backend = SftpBackend::new(SftpSettings {
             pool: settings(6),
+            ssh: Default::default(),
             ..sshd.backend_settings("reload", &root.display().to_string())
         });
         put(&backend, "f.bin", &pattern(SIZE, 7)).await;

@@ -14,6 +14,7 @@ fn remote_sftp_backend_passes_the_conformance_suite() {
     runtime().block_on(async {
         let backend = SftpBackend::new(SftpSettings {
             pool: pool_settings(4),
+            ssh: Default::default(),
             ..sshd.backend_settings("conformance", &root.display().to_string())
         });
         backends::conformance::run_all(&backend).await;

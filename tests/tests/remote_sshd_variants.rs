@@ -1,0 +1,271 @@
+//! SFTP remotes run the way counterparties run OpenSSH (issue 20): stock
+//! `MaxStartups 10:30:100` under a burst of 40 clients, PAM with
+//! keyboard-interactive as the only password method, and a server limited
+//! to legacy algorithms (SHA-1 key exchange, `ssh-rsa` host key, CBC
+//! cipher, `hmac-sha1`), which the gateway reaches only when the remote's
+//! `legacy_algorithms` allows them.
+
+use std::time::{Duration, Instant};
+
+use e2e::peers::ConnectionSampler;
+use e2e::sshd::*;
+use e2e::*;
+
+/// A mount on an sshd started with `opts`.
+fn mount_on(opts: SshdOptions) -> MountSetup {
+    let sshd = Sshd::start(opts).unwrap();
+    let root = sshd.remote_dir("root").unwrap();
+    let mount =
+        e2e::mount::MountedGateway::new(sshd.remote_config(REMOTE).root(&root), MOUNT).unwrap();
+    MountSetup { mount, sshd, root }
+}
+
+/// A put, a listing and a get through the mount, compared byte for byte.
+fn round_trip(s: &MountSetup, size: usize) {
+    let src = s.env.path("rt-src.bin");
+    write_random_file(&src, size).unwrap();
+    let back = s.env.path("rt-back.bin");
+    let out = s
+        .client()
+        .sftp(&format!(
+            "put {} {MOUNT}/rt.bin\nls -l {MOUNT}\nget {MOUNT}/rt.bin {}\n",
+            p(&src),
+            p(&back)
+        ))
+        .unwrap();
+    assert_ok(
+        &out,
+        &format!("put, ls, get through the mount\n{}", s.logs()),
+    );
+    assert_same_file(&src, &s.root.join("rt.bin"));
+    assert_same_file(&src, &back);
+}
+
+/// Rounds of the 40-client burst run by the test command; the issue asks
+/// for 10 in a row (`GW_BURST_ROUNDS=10`).
+fn burst_rounds() -> usize {
+    std::env::var("GW_BURST_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn forty_clients_against_stock_max_startups_all_succeed_within_the_cap() {
+    let mut s = mount_on(SshdOptions {
+        max_startups: "10:30:100".into(),
+        sftp_log_level: Some("VERBOSE".into()),
+        ..SshdOptions::default()
+    });
+    s.cfg.server_extra.push("max_sessions_per_user = 0".into());
+    s.cfg.metrics_listen = Some("127.0.0.1:0".into());
+    // The default cap of 25; the default handshake limit.
+    s.start_gateway().unwrap();
+    const SIZE: usize = 8 << 20;
+    let n = 40;
+    let sources: Vec<_> = (0..n)
+        .map(|i| {
+            let src = s.env.path(&format!("up-{i}.bin"));
+            write_random_file(&src, SIZE).unwrap();
+            src
+        })
+        .collect();
+    for round in 0..burst_rounds() {
+        let sampler = ConnectionSampler::start(s.sshd.port()..=s.sshd.port());
+        let jobs = (0..n)
+            .map(|i| {
+                let mut c = s.client_n(i);
+                c.timeout = Duration::from_secs(300);
+                let back = s.env.path(&format!("back-{i}.bin"));
+                let _ = std::fs::remove_file(&back);
+                (
+                    c,
+                    format!(
+                        "put {} {MOUNT}/f-{round}-{i}.bin\nget {MOUNT}/f-{round}-{i}.bin {}\n",
+                        p(&sources[i]),
+                        p(&back)
+                    ),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let outs = sftp_in_parallel(jobs);
+        let took = started.elapsed();
+        let report = sampler.finish().unwrap();
+        assert_all_ok(
+            &outs,
+            &format!("round {round}: 40 clients against MaxStartups 10:30:100"),
+            &s.logs(),
+        );
+        for (i, src) in sources.iter().enumerate() {
+            assert_same_file(src, &s.env.path(&format!("back-{i}.bin")));
+        }
+        println!(
+            "round {round}: 40 clients in {took:?}; peak connections at sshd {} in {} samples",
+            report.max, report.samples
+        );
+        assert!(
+            report.max <= 25,
+            "round {round}: {} connections",
+            report.max
+        );
+    }
+    let drops = s
+        .sshd
+        .log()
+        .lines()
+        .filter(|l| l.contains("past MaxStartups"))
+        .count();
+    println!("sshd dropped {drops} connections past MaxStartups");
+}
+
+/// With the handshake limit raised to the cap, sshd drops handshakes past
+/// `MaxStartups`; the gateway tries those connections again and every
+/// client still succeeds.
+#[test]
+fn handshakes_dropped_past_max_startups_are_tried_again() {
+    let mut s = mount_on(SshdOptions {
+        max_startups: "10:30:100".into(),
+        ..SshdOptions::default()
+    });
+    s.cfg.server_extra.push("max_sessions_per_user = 0".into());
+    s.cfg.metrics_listen = Some("127.0.0.1:0".into());
+    s.remote()
+        .extra
+        .push(("max_handshakes".into(), "25".into()));
+    s.start_gateway().unwrap();
+    let metrics = e2e::ops::logged_http_address(s.gw(), "metrics on http://").unwrap();
+    let n = 40;
+    let jobs = (0..n)
+        .map(|i| {
+            let src = s.env.path(&format!("small-{i}.bin"));
+            write_random_file(&src, 64 * 1024).unwrap();
+            let mut c = s.client_n(i);
+            c.timeout = Duration::from_secs(300);
+            (c, format!("put {} {MOUNT}/s-{i}.bin\n", p(&src)))
+        })
+        .collect();
+    let outs = sftp_in_parallel(jobs);
+    assert_all_ok(&outs, "40 uploads with max_handshakes = 25", &s.logs());
+    let dropped = s
+        .sshd
+        .log()
+        .lines()
+        .filter(|l| l.contains("past MaxStartups"))
+        .count();
+    let retries = e2e::ops::scrape(metrics).unwrap().get(
+        "gateway_remote_connect_retries_total",
+        &[("remote", REMOTE), ("reason", "closed_before_login")],
+    );
+    println!("sshd dropped {dropped} handshakes; the gateway retried {retries}");
+    assert!(
+        dropped == 0 || retries >= 1.0,
+        "sshd dropped {dropped} handshakes but no retry was counted\n{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn a_pam_server_with_keyboard_interactive_only_takes_the_password() {
+    let s = {
+        let mut s = mount_on(SshdOptions {
+            use_pam: true,
+            kbd_interactive: true,
+            password_auth: false,
+            pubkey_auth: false,
+            ..SshdOptions::default()
+        });
+        s.start_gateway().unwrap();
+        s
+    };
+    round_trip(&s, 4 << 20);
+    let log = s.sshd.log();
+    assert!(
+        log.contains("Accepted keyboard-interactive/pam"),
+        "sshd did not log a keyboard-interactive login:\n{log}"
+    );
+    let out = s.remote_test().unwrap();
+    assert_ok(&out, "remote test against the PAM server");
+}
+
+#[test]
+fn a_wrong_password_on_a_pam_server_is_an_authentication_failure() {
+    let mut s = mount_on(SshdOptions {
+        use_pam: true,
+        kbd_interactive: true,
+        password_auth: false,
+        pubkey_auth: false,
+        ..SshdOptions::default()
+    });
+    s.remote().password = Some("wrong-password".into());
+    s.start_gateway().unwrap();
+    let out = s.remote_test().unwrap();
+    assert_failed(&out, "remote test with a wrong password");
+    assert_output_contains(&out, "keyboard-interactive", "the methods tried");
+}
+
+/// sshd offering nothing but SHA-1 Diffie-Hellman, an `ssh-rsa` host key,
+/// AES-CBC and HMAC-SHA1.
+fn legacy_sshd() -> SshdOptions {
+    SshdOptions {
+        rsa_host_key: true,
+        extra_config: vec![
+            "KexAlgorithms diffie-hellman-group14-sha1".into(),
+            "HostKeyAlgorithms ssh-rsa".into(),
+            "Ciphers aes128-cbc".into(),
+            "MACs hmac-sha1".into(),
+        ],
+        ..SshdOptions::default()
+    }
+}
+
+#[test]
+fn a_legacy_server_is_refused_by_default_with_a_clear_reason() {
+    let s = mount_on(legacy_sshd());
+    let out = s.remote_test().unwrap();
+    assert_failed(&out, "remote test against a legacy-only server");
+    assert!(
+        out.text().to_lowercase().contains("no common"),
+        "the reason does not name the missing common algorithm:\n{out}"
+    );
+}
+
+#[test]
+fn a_legacy_server_is_reached_with_legacy_algorithms_allowed_and_flagged() {
+    let mut s = mount_on(legacy_sshd());
+    s.remote().extra.push((
+        "legacy_algorithms".into(),
+        r#"["diffie-hellman-group14-sha1", "ssh-rsa", "aes128-cbc", "hmac-sha1"]"#.into(),
+    ));
+    let out = s.remote_test().unwrap();
+    assert_ok(&out, "remote test with legacy algorithms allowed");
+    println!("{}", out.text());
+    for words in [
+        "key exchange diffie-hellman-group14-sha1",
+        "host key ssh-rsa",
+        "cipher aes128-cbc",
+        "MAC hmac-sha1",
+        "LEGACY",
+    ] {
+        assert_output_contains(&out, words, "remote test's algorithms line");
+    }
+    let out = s.remote_list().unwrap();
+    assert_output_contains(&out, "LEGACY algorithms allowed", "remote list");
+    s.start_gateway().unwrap();
+    round_trip(&s, 2 << 20);
+    assert!(
+        s.gateway_log()
+            .contains("connected with legacy SSH algorithms"),
+        "no warning on connect:\n{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn modern_servers_show_their_negotiated_algorithms_without_a_flag() {
+    let s = MountSetup::new().unwrap();
+    let out = s.remote_test().unwrap();
+    assert_ok(&out, "remote test");
+    assert_output_contains(&out, "key exchange", "remote test's algorithms line");
+    assert!(!out.text().contains("LEGACY"), "{out}");
+}
