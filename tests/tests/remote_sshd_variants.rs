@@ -54,7 +54,6 @@ fn burst_rounds() -> usize {
 fn forty_clients_against_stock_max_startups_all_succeed_within_the_cap() {
     let mut s = mount_on(SshdOptions {
         max_startups: "10:30:100".into(),
-        sftp_log_level: Some("VERBOSE".into()),
         ..SshdOptions::default()
     });
     s.cfg.server_extra.push("max_sessions_per_user = 0".into());

@@ -2,6 +2,7 @@
 //! with its writes in flight, each holding its pooled connection.
 
 use super::*;
+use std::sync::atomic::AtomicUsize;
 
 /// A remote file open for reading; holds its connection until dropped.
 pub(super) struct SftpReader {
@@ -156,6 +157,35 @@ pub(super) struct SftpWriter {
     pub(super) publish: Option<(String, bool)>,
     pub(super) position: u64,
     pub(super) in_flight: FuturesUnordered<WriteFuture>,
+    /// Writes in `in_flight` not sent yet: a write request goes out when
+    /// its future is first polled, and `FuturesUnordered` may stop polling
+    /// before it has polled every new future (when two of them yield, as
+    /// under tokio's cooperative budget). The close must not overtake
+    /// them: the server would close the handle first and answer those
+    /// writes with a bare `Failure` (seen under a 40-client burst).
+    pub(super) unsent: Arc<AtomicUsize>,
+}
+
+/// A write future that counts itself sent once it has been polled (see
+/// [`SftpWriter::unsent`]).
+pub(super) struct SentOnFirstPoll {
+    inner: WriteFuture,
+    unsent: Option<Arc<AtomicUsize>>,
+}
+
+impl std::future::Future for SentOnFirstPoll {
+    type Output = std::result::Result<(), SftpError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let result = self.inner.as_mut().poll(cx);
+        if let Some(unsent) = self.unsent.take() {
+            unsent.fetch_sub(1, Ordering::SeqCst);
+        }
+        result
+    }
 }
 
 impl SftpWriter {
@@ -224,7 +254,11 @@ impl FileWriter for SftpWriter {
             let write = guarded(dead.clone(), async move {
                 sftp.write(handle, offset, bytes).await.map(|_| ())
             });
-            self.in_flight.push(Box::pin(write));
+            self.unsent.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.push(Box::pin(SentOnFirstPoll {
+                inner: Box::pin(write),
+                unsent: Some(self.unsent.clone()),
+            }));
             self.position += len as u64;
             // A request goes out when its future is first polled: poll now,
             // so the remote works on this chunk while the client sends the
@@ -247,7 +281,15 @@ impl FileWriter for SftpWriter {
         // server handles one session's requests in order), and their
         // answers are awaited together: one round trip instead of two.
         // Nothing is published unless every write and the close succeeded.
-        let close = guarded(self.dead()?, sftp.close(handle));
+        let dead = self.dead()?;
+        let unsent = self.unsent.clone();
+        let close = async move {
+            // `join!` polls the drain first, which sends what is unsent.
+            while unsent.load(Ordering::SeqCst) > 0 {
+                tokio::task::yield_now().await;
+            }
+            guarded(dead, sftp.close(handle)).await
+        };
         let (drained, closed) = futures::join!(self.drain(), close);
         if let Err(e) = drained {
             self.discard().await;

@@ -693,6 +693,7 @@ impl Backend for SftpBackend {
                 publish,
                 position,
                 in_flight: FuturesUnordered::new(),
+                unsent: Arc::default(),
             })),
             Err(e) => {
                 let err = self.err("write", path, e);
