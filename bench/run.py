@@ -14,6 +14,9 @@ Workloads (issue 4):
   3. N clients at once each uploading and downloading a file, proxies capped
      at max_connections; total time and the most sshd connections seen;
   4. M idle sessions logged in at once; RSS per session.
+Workloads 5 and 6 (FTP and S3 remotes) are in ftp_workload.py and s3_workload.py;
+workload 7 (issue 19: paramiko and AsyncSSH put/get through the gateway, and
+10,000 reads held in flight) in clients_workload.py, which also runs on its own.
 
 Full mode (default) writes bench/RESULTS.md. `--quick` uses tiny sizes, one
 run each, writes its report to a temp file (or --out) and exits non-zero if
@@ -43,7 +46,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ftp_workload  # workloads 5 and 6 reach back into this module as __main__
+import clients_workload
+import ftp_workload  # workloads 5, 6 and 7 reach back into this module as __main__
 import s3_workload
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1504,6 +1508,12 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
         L += s3_workload.report(w6)
         any_fail |= any(w6["runs"][s]["failures"] for s in SYSTEMS)
 
+    # ---------------- workload 7 (paramiko and AsyncSSH; reads held in flight)
+    w7 = results.get("w7")
+    if w7:
+        L += clients_workload.report(w7)
+        any_fail |= clients_workload.failed(w7)
+
     L += ["## Targets (issue 4)", ""]
     if cfg["quick"]:
         L += ["Quick mode: sizes are tiny, so these verdicts say nothing about the targets.", ""]
@@ -1537,8 +1547,9 @@ def main() -> int:
     ap.add_argument("--debug", action="store_true", help="use (and build) target/debug/gateway")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build")
     ap.add_argument("--runs", type=int, help="runs per system (default 3, quick 1)")
-    ap.add_argument("--workloads", default="1,2,3,4,5,6",
-                    help="comma-separated subset of 1,2,3,4,5,6 (5: FTP remote, 6: S3 remote)")
+    ap.add_argument("--workloads", default="1,2,3,4,5,6,7",
+                    help="comma-separated subset of 1,2,3,4,5,6,7 (5: FTP remote, 6: S3 remote, "
+                    "7: paramiko and AsyncSSH, 10,000 reads in flight)")
     ap.add_argument("--data-dir", type=Path, help="folder for every file of the run (default /dev/shm when it has 8 GiB free, else the temp dir)")
     ap.add_argument("--idle-sessions", type=int, help="sessions of workload 4 (default 1000, quick 20)")
     ap.add_argument("--no-aes", action="store_true", help="skip the aes128-gcm row of workload 1")
@@ -1617,7 +1628,8 @@ def main() -> int:
             b.stop_system(gw)
         machine = machine_info()
         for i, fn in ((1, workload1), (2, workload2), (3, workload3), (4, workload4),
-                      (5, ftp_workload.workload5), (6, s3_workload.workload6)):
+                      (5, ftp_workload.workload5), (6, s3_workload.workload6),
+                      (7, clients_workload.workload7)):
             if i not in wanted:
                 continue
             with stage(f"workload {i}", durations):
