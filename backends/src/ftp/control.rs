@@ -5,6 +5,11 @@
 //!
 //! Any I/O failure, timeout or `421` marks the connection broken, so the
 //! pool closes it instead of handing it out again.
+//!
+//! A TLS 1.3 control connection that has no session ticket left for its
+//! next data connection is renewed in place first (see `super::tls` for
+//! why tickets run out on some servers): QUIT, then a new login with the
+//! same settings, within the pool's slot.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -47,10 +52,17 @@ pub struct Control {
     broken: bool,
     /// A transfer's final reply is still to be read.
     transfer_open: bool,
+    /// The command of the transfer in progress (for the log).
+    transfer_command: Option<String>,
     /// The algorithm HASH uses on this connection (FEAT's default until
     /// `OPTS HASH` selects another).
     hash_selected: Option<String>,
     last_used: Instant,
+    /// What this connection was opened with, to renew it.
+    settings: FtpSettings,
+    tls_setup: Option<TlsSetup>,
+    /// Times this connection was renewed for lack of TLS 1.3 tickets.
+    renewals: u64,
 }
 
 impl Control {
@@ -96,8 +108,12 @@ impl Control {
             epsv: true,
             broken: false,
             transfer_open: false,
+            transfer_command: None,
             hash_selected: None,
             last_used: Instant::now(),
+            settings: s.clone(),
+            tls_setup: tls.cloned(),
+            renewals: 0,
         };
         control.read_welcome().await?;
         let wants_explicit = matches!(s.tls, FtpTls::Require | FtpTls::IfAvailable);
@@ -332,6 +348,9 @@ impl Control {
         if self.transfer_open {
             return Err(FtpError::Protocol("a transfer is already open".into()));
         }
+        if self.out_of_tickets() {
+            self.renew().await?;
+        }
         let tcp = self.open_data().await?;
         if let Some(offset) = offset.filter(|o| *o > 0) {
             self.expect_code(&format!("REST {offset}"), 350).await?;
@@ -367,6 +386,40 @@ impl Control {
         }
     }
 
+    /// Whether the next data connection would have no TLS 1.3 ticket to
+    /// resume the control connection's session with.
+    fn out_of_tickets(&self) -> bool {
+        let Some(session) = &self.data_tls else {
+            return false;
+        };
+        let tls13 = self
+            .stream
+            .get_ref()
+            .tls()
+            .and_then(|c| c.protocol_version())
+            == Some(rustls::ProtocolVersion::TLSv1_3);
+        tls13 && session.tls13_tickets() == 0
+    }
+
+    /// Replaces this connection by a new one with the same settings (QUIT
+    /// first, so the remote never sees more connections than the pool
+    /// allows). On failure the connection is left broken.
+    async fn renew(&mut self) -> Result<(), FtpError> {
+        let settings = self.settings.clone();
+        let tls = self.tls_setup.clone();
+        let renewals = self.renewals + 1;
+        self.close_in_place().await;
+        tracing::debug!(
+            remote = %settings.name,
+            renewals,
+            "FTPS control connection renewed: no TLS 1.3 session ticket left for the next data connection (the server did not send new ones)"
+        );
+        let mut fresh = Control::open(&settings, tls.as_ref()).await?;
+        fresh.renewals = renewals;
+        *self = fresh;
+        Ok(())
+    }
+
     fn accept_start(&mut self, command: &str, reply: Reply) -> Result<(), FtpError> {
         if reply.code == 522 {
             // The data connection's TLS was refused (vsftpd: "session reuse
@@ -376,13 +429,26 @@ impl Control {
         }
         if reply.is_preliminary() {
             self.transfer_open = true;
+            self.transfer_command = Some(command.to_string());
             Ok(())
         } else if reply.is_success() {
             // Done at once (an empty listing on some servers).
             Ok(())
         } else {
+            self.log_failed_transfer(command, &reply);
             Err(refused(command, reply))
         }
+    }
+
+    /// A transfer the server refused or failed, with its reply, at WARN:
+    /// the storage error that follows only says what kind of failure it was.
+    fn log_failed_transfer(&self, command: &str, reply: &Reply) {
+        tracing::warn!(
+            remote = %self.settings.name,
+            command = %command,
+            code = reply.code,
+            "FTP transfer failed: the server answered `{reply}`"
+        );
     }
 
     /// Reads the final reply of a transfer whose data connection is done.
@@ -395,6 +461,8 @@ impl Control {
         if reply.is_success() {
             Ok(())
         } else {
+            let command = self.transfer_command.take().unwrap_or_default();
+            self.log_failed_transfer(&command, &reply);
             Err(refused("transfer", reply))
         }
     }
@@ -457,6 +525,11 @@ impl Control {
 
     /// Sends QUIT and closes the connection (best effort).
     pub async fn quit(mut self) {
+        self.close_in_place().await;
+    }
+
+    /// QUIT and close; the connection is broken afterwards.
+    async fn close_in_place(&mut self) {
         if !self.broken && !self.transfer_open {
             let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
                 if self.send("QUIT").await.is_ok() {
@@ -466,6 +539,7 @@ impl Control {
             .await;
         }
         let _ = tokio::time::timeout(QUIT_TIMEOUT, self.stream.get_mut().shutdown()).await;
+        self.broken = true;
     }
 
     /// Whether the connection can still be used; a connection with a

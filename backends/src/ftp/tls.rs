@@ -3,22 +3,41 @@
 //! reasons, and the summary `remote test` prints.
 //!
 //! The configuration (provider, roots, verifier) is built once per remote.
-//! Each control connection gets a shallow copy of it with a session cache
-//! of its own: its data connections then resume the control connection's
-//! TLS session, which servers such as vsftpd (`require_ssl_reuse=YES`)
-//! demand. A cache shared by all connections would make a data connection
-//! offer the session of another control connection, which vsftpd (one
-//! process per control connection) cannot resume, and refuses. With TLS
-//! 1.3 each resumption uses up a ticket; data connections take in the
-//! fresh tickets the server sends on them (`MaybeTls::take_pending` and
-//! `MaybeTls::drain`), so the supply never runs out.
+//! Each control connection gets a shallow copy of it with a session store
+//! of its own ([`TicketStore`]): its data connections then resume the
+//! control connection's TLS session, which servers such as vsftpd
+//! (`require_ssl_reuse=YES`) and ProFTPD (mod_tls' default) demand. A store
+//! shared by all connections would make a data connection offer the
+//! session of another control connection, which a server with one process
+//! per control connection cannot resume, and refuses.
+//!
+//! TLS 1.2 sessions can be resumed any number of times. A TLS 1.3 ticket
+//! is used once (rustls hands each ticket out once and offers no way to
+//! copy one), so the supply must be renewed. Servers renew it unevenly:
+//! the control connection's full handshake brings two tickets (OpenSSL's
+//! default); vsftpd sends a fresh ticket on every resumed data connection
+//! (taken in by `MaybeTls::take_pending` and `MaybeTls::drain`); ProFTPD
+//! 1.3.8 (OpenSSL 3) sends it only when it writes to the data connection
+//! (downloads, listings), never on an upload, whose data connection it
+//! only reads. Without more, a ProFTPD control connection thus carries two
+//! TLS 1.3 uploads, and the third data connection, with no ticket to
+//! offer, is refused (`425`; mod_tls: "client did not reuse TLS session").
+//! [`TicketStore`] therefore counts the tickets it holds, and a control
+//! connection whose TLS 1.3 store is empty renews itself before the next
+//! data connection (`Control::start_transfer`): a new login, whose
+//! handshake brings new tickets.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::Resumption;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use rustls::NamedGroup;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -29,8 +48,13 @@ use super::probe::TlsSummary;
 use crate::tls::{self, describe_failure, CertificateCheck};
 use crate::{BackendError, ErrorKind};
 
-/// Sessions each control connection remembers for its data connections.
+/// Sessions each control connection remembers for its data connections
+/// (rustls keeps up to 8 TLS 1.3 tickets per server name: one name here).
 const SESSIONS_PER_CONNECTION: usize = 8;
+
+/// The most TLS 1.3 tickets [`ClientSessionMemoryCache`] keeps for one
+/// server name (it drops the oldest beyond).
+const TICKETS_KEPT: usize = 8;
 
 /// The TLS side of one remote.
 #[derive(Debug, Clone)]
@@ -69,11 +93,13 @@ impl TlsSetup {
     /// connections: the remote's settings with a session cache of its own.
     pub fn session(&self) -> TlsSession {
         let mut config = (*self.base).clone();
-        config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_CONNECTION);
+        let store = Arc::new(TicketStore::default());
+        config.resumption = Resumption::store(store.clone());
         TlsSession {
             config: Arc::new(config),
             server_name: self.server_name.clone(),
             host: self.host.clone(),
+            store,
         }
     }
 
@@ -90,9 +116,15 @@ pub struct TlsSession {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     host: String,
+    store: Arc<TicketStore>,
 }
 
 impl TlsSession {
+    /// The TLS 1.3 tickets this connection holds for its data connections.
+    pub fn tls13_tickets(&self) -> usize {
+        self.store.tls13_tickets()
+    }
+
     /// Runs a TLS handshake over `tcp` within `timeout`; `what` names the
     /// connection in errors.
     pub async fn handshake(
@@ -108,6 +140,81 @@ impl TlsSession {
             Ok(Err(e)) => Err(FtpError::Tls(describe_failure(&self.host, what, &e))),
             Err(_) => Err(FtpError::Timeout(what, timeout.as_secs())),
         }
+    }
+}
+
+/// The session store of one control connection and its data connections:
+/// rustls' in-memory store, plus a count of the TLS 1.3 tickets in it (see
+/// the module docs for why they run out).
+#[derive(Debug)]
+pub struct TicketStore {
+    inner: ClientSessionMemoryCache,
+    tls13: AtomicUsize,
+}
+
+impl Default for TicketStore {
+    fn default() -> Self {
+        TicketStore {
+            inner: ClientSessionMemoryCache::new(SESSIONS_PER_CONNECTION),
+            tls13: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl TicketStore {
+    /// The TLS 1.3 tickets held now.
+    pub fn tls13_tickets(&self) -> usize {
+        self.tls13.load(Ordering::SeqCst)
+    }
+}
+
+impl ClientSessionStore for TicketStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.inner.insert_tls13_ticket(server_name, value);
+        let _ = self
+            .tls13
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some((n + 1).min(TICKETS_KEPT))
+            });
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        let ticket = self.inner.take_tls13_ticket(server_name);
+        if ticket.is_some() {
+            let _ = self
+                .tls13
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        ticket
     }
 }
 
