@@ -142,6 +142,49 @@ setup_pure_ftpd() {
     echo "extracted: $GW_PURE_FTPD"
 }
 
+# ProFTPD 1.3.8 conflicts with vsftpd and pure-ftpd (all provide ftp-server),
+# so it too is only extracted (proftpd-core: the server; proftpd-mod-crypto:
+# mod_tls) into a stable folder; the tests find it through GW_PROFTPD (or, when
+# run by hand, in this default folder). The libraries it links that nothing
+# else here pulls in are installed. Re-extracted when missing.
+PROFTPD_DIR="$PWD/target/peers/proftpd"
+export GW_PROFTPD="$PROFTPD_DIR/usr/sbin/proftpd"
+
+setup_proftpd() {
+    local libs=(libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3)
+    if ! dpkg -s "${libs[@]}" >/dev/null 2>&1; then
+        "${SUDO[@]}" apt-get install -y -qq "${libs[@]}" >/dev/null \
+            || { "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq "${libs[@]}" >/dev/null; }
+    fi
+    if [ -x "$GW_PROFTPD" ] && [ -f "$PROFTPD_DIR/usr/lib/proftpd/mod_tls.so" ]; then
+        echo "present: $GW_PROFTPD"
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    if id _apt >/dev/null 2>&1; then "${SUDO[@]}" chown _apt "$tmp"; fi
+    if ! (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto); then
+        "${SUDO[@]}" apt-get update -qq
+        (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto)
+    fi
+    rm -rf "$PROFTPD_DIR.new"
+    mkdir -p "$PROFTPD_DIR.new"
+    local deb
+    for deb in "$tmp"/*.deb; do
+        dpkg -x "$deb" "$PROFTPD_DIR.new"
+    done
+    rm -rf "$tmp" "$PROFTPD_DIR"
+    mv "$PROFTPD_DIR.new" "$PROFTPD_DIR"
+    if ldd "$GW_PROFTPD" "$PROFTPD_DIR/usr/lib/proftpd/mod_tls.so" | grep -q 'not found'; then
+        ldd "$GW_PROFTPD" "$PROFTPD_DIR/usr/lib/proftpd/mod_tls.so"
+        echo "proftpd is missing shared libraries" >&2
+        return 1
+    fi
+    "$GW_PROFTPD" -v 2>&1 | head -1 || true
+    echo "extracted: $GW_PROFTPD"
+}
+
 # s3s-fs, the S3 server of the S3 tests (tests/src/s3d.rs), built from
 # crates.io into a stable folder; the tests find it through GW_S3S_FS (or,
 # when run by hand, in this default folder). Built only when missing or of
@@ -248,6 +291,7 @@ run_tests() {
 step "install test packages" install_packages
 step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
+step "ProFTPD 1.3.8 (extracted to target/peers/proftpd)" setup_proftpd
 step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
 step "moto server (pip, if missing)" setup_moto
 step "schemathesis (pip, if missing)" setup_schemathesis
