@@ -9,6 +9,7 @@ use std::error::Error;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
+use super::answers::unreadable;
 use super::http::HttpFailure;
 use crate::{BackendError, ErrorKind};
 
@@ -53,9 +54,18 @@ impl RemoteInfo {
         E: ProvideErrorMetadata + Error + Send + Sync + 'static,
     {
         let (kind, message) = match &err {
+            SdkError::ServiceError(_) if unreadable(&err).is_some() => {
+                let answer = unreadable(&err).map(|a| a.to_string()).unwrap_or_default();
+                (ErrorKind::Other, format!("the server answered {answer}"))
+            }
             SdkError::ServiceError(_) => {
                 let status = err.raw_response().map(|r| r.status().as_u16());
-                let found = classify_service(self, status, err.code(), err.message());
+                let mut found = classify_service(self, status, err.code(), err.message());
+                if let Some(s @ 200..=299) = status {
+                    // AWS sends some errors (CompleteMultipartUpload,
+                    // CopyObject) after a 200 has gone out.
+                    found.1 = format!("{} (an error document in an HTTP {s} answer)", found.1);
+                }
                 if is_setup_problem(err.code()) {
                     // The client only sees "permission denied" or "failure":
                     // the log says what to fix.

@@ -47,6 +47,8 @@
 //! - `keys`: paths to keys under the root prefix, and back.
 //! - `mtime`: the `mtime` metadata format.
 //! - `error`: SDK failures as storage errors that name the remote.
+//! - `answers`: write answers the SDK cannot read (a 2xx it cannot parse
+//!   is checked with HEAD before a write is called failed).
 //! - `tls`, `connector`, `http`: the HTTP client the SDK sends through.
 //! - `client`: the SDK configuration built from [`S3Settings`].
 //! - `listing`: folder listings from `ListObjectsV2` pages.
@@ -60,6 +62,7 @@ use std::time::Duration;
 use crate::dial::SourceAddresses;
 use crate::ftp::CertificateCheck;
 
+mod answers;
 mod backend;
 mod client;
 mod connector;

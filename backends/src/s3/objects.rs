@@ -15,6 +15,7 @@ use aws_sdk_s3::types::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::answers::{self, Expected};
 use super::connector::Connector;
 use super::error::RemoteInfo;
 use super::keys::{copy_source, Keys};
@@ -417,18 +418,29 @@ impl Bucket {
 
     /// Writes the zero-byte marker of the folder `path`.
     pub async fn put_marker(&self, path: &StoragePath, op: &'static str) -> Result<()> {
-        self.client
+        let key = self.keys.folder(path);
+        let mtime = mtime::format(SystemTime::now());
+        let result = self
+            .client
             .put_object()
             .bucket(&self.info.bucket)
-            .key(self.keys.folder(path))
+            .key(&key)
             .content_type(FOLDER_CONTENT_TYPE)
             .content_length(0)
-            .metadata(MTIME_KEY, mtime::format(SystemTime::now()))
+            .metadata(MTIME_KEY, &mtime)
             .body(ByteStream::from_static(b""))
             .send()
+            .await;
+        let Some(answer) = answers::sort_out(result, self, op, path)? else {
+            return Ok(());
+        };
+        let expected = Expected {
+            size: 0,
+            etag: Some(answers::plain_etag(b"")),
+            mtime: Some(mtime),
+        };
+        self.confirm("PutObject", &key, &expected, &answer, op, path)
             .await
-            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
-        Ok(())
     }
 
     /// Deletes `key` (S3 answers success for a missing key too).
@@ -459,6 +471,17 @@ impl Bucket {
             let metadata = metadata.unwrap_or_else(|| src.metadata.clone());
             return self.copy_in_parts(src, dst_key, metadata, op, path).await;
         }
+        // What the copy should look like: the source's size, its ETag if
+        // that is an MD5 (a copy keeps it), the new or copied `mtime`.
+        let expected = Expected {
+            size: src.size,
+            etag: src.md5.clone(),
+            mtime: metadata
+                .as_ref()
+                .unwrap_or(&src.metadata)
+                .get(MTIME_KEY)
+                .cloned(),
+        };
         let mut request = self
             .client
             .copy_object()
@@ -479,11 +502,12 @@ impl Bucket {
         } else if let Some(class) = &src.headers.storage_class {
             request = request.storage_class(class.clone());
         }
-        request
-            .send()
+        let result = request.send().await;
+        let Some(answer) = answers::sort_out(result, self, op, path)? else {
+            return Ok(());
+        };
+        self.confirm("CopyObject", dst_key, &expected, &answer, op, path)
             .await
-            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
-        Ok(())
     }
 
     async fn copy_in_parts(
@@ -495,6 +519,7 @@ impl Bucket {
         path: &StoragePath,
     ) -> Result<()> {
         let h = &src.headers;
+        let mtime = metadata.get(MTIME_KEY).cloned();
         let created = self
             .client
             .create_multipart_upload()
@@ -508,16 +533,8 @@ impl Bucket {
             .set_cache_control(h.cache_control.clone())
             .set_storage_class(h.storage_class.clone())
             .send()
-            .await
-            .map_err(|e| self.info.sdk(op, path.as_str(), e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_string) else {
-            return Err(self.info.error(
-                crate::ErrorKind::Other,
-                op,
-                path.as_str(),
-                "the server started a multipart copy without an upload id",
-            ));
-        };
+            .await;
+        let upload_id = self.upload_id(created, dst_key, op, path)?;
         let source = copy_source(&self.info.bucket, &src.key);
         let ranges: Vec<(i32, u64, u64)> = (0..src.size)
             .step_by(usize::try_from(COPY_PART).unwrap_or(usize::MAX))
@@ -551,21 +568,35 @@ impl Bucket {
             .try_collect()
             .await;
         let completed = match parts {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.info.bucket)
-                .key(dst_key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.info.sdk(op, path.as_str(), e)),
+            Ok(parts) => {
+                let expected = Expected {
+                    size: src.size,
+                    etag: answers::multipart_etag(parts.iter().map(|p| p.e_tag())),
+                    mtime: mtime.clone(),
+                };
+                let result = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.info.bucket)
+                    .key(dst_key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match answers::sort_out(result, self, op, path) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(answer)) => {
+                        let check = "CompleteMultipartUpload";
+                        self.confirm(check, dst_key, &expected, &answer, op, path)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if completed.is_err() {

@@ -8,6 +8,11 @@
 //! not linger; when the server cannot be reached at that moment, the
 //! abort is remembered (`pending`) and done after the next request that
 //! reaches it. A part that failed to send fails the next write.
+//!
+//! A 2xx answer to the PUT or CompleteMultipartUpload that the SDK cannot
+//! read (moto's CompleteMultipartUpload) is checked with HEAD (size, the
+//! ETag S3 computes from the part ETags, the `mtime` metadata) before the
+//! upload is called failed or aborted (see `answers`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,6 +22,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::task::JoinSet;
 
+use super::answers::{self, Expected};
 use super::mtime::{self, MTIME_KEY};
 use super::objects::Bucket;
 use super::PARTS_IN_FLIGHT;
@@ -42,6 +48,8 @@ pub struct S3Writer {
 
 struct Upload {
     id: String,
+    /// The `mtime` metadata it was started with.
+    mtime: String,
     next_part: i32,
     parts: Vec<CompletedPart>,
     sending: JoinSet<Result<CompletedPart>>,
@@ -136,24 +144,22 @@ impl S3Writer {
     }
 
     async fn start(&self) -> Result<Upload> {
-        let out = self
+        let mtime = mtime::format(SystemTime::now());
+        let result = self
             .bucket
             .client
             .create_multipart_upload()
             .bucket(&self.bucket.info.bucket)
             .key(&self.key)
-            .metadata(MTIME_KEY, mtime::format(SystemTime::now()))
+            .metadata(MTIME_KEY, &mtime)
             .send()
-            .await
-            .map_err(|e| self.bucket.info.sdk("write", self.path.as_str(), e))?;
-        let Some(id) = out.upload_id() else {
-            return Err(self.err(
-                ErrorKind::Other,
-                "the server started a multipart upload without an upload id",
-            ));
-        };
+            .await;
+        let id = self
+            .bucket
+            .upload_id(result, &self.key, "write", &self.path)?;
         Ok(Upload {
-            id: id.to_string(),
+            id,
+            mtime,
             next_part: 1,
             parts: Vec::new(),
             sending: JoinSet::new(),
@@ -163,18 +169,36 @@ impl S3Writer {
     /// Sends the whole file in one PUT.
     async fn put_whole(&mut self) -> Result<()> {
         let data = std::mem::take(&mut self.buffer).freeze();
-        self.bucket
+        let mtime = mtime::format(SystemTime::now());
+        let result = self
+            .bucket
             .client
             .put_object()
             .bucket(&self.bucket.info.bucket)
             .key(&self.key)
             .content_length(data.len() as i64)
-            .metadata(MTIME_KEY, mtime::format(SystemTime::now()))
-            .body(ByteStream::from(data))
+            .metadata(MTIME_KEY, &mtime)
+            .body(ByteStream::from(data.clone()))
             .send()
+            .await;
+        let Some(answer) = answers::sort_out(result, &self.bucket, "write", &self.path)? else {
+            return Ok(());
+        };
+        let expected = Expected {
+            size: data.len() as u64,
+            etag: Some(answers::plain_etag(&data)),
+            mtime: Some(mtime),
+        };
+        self.bucket
+            .confirm(
+                "PutObject",
+                &self.key,
+                &expected,
+                &answer,
+                "write",
+                &self.path,
+            )
             .await
-            .map_err(|e| self.bucket.info.sdk("write", self.path.as_str(), e))?;
-        Ok(())
     }
 
     /// Sends the last part, waits for all, and completes the upload.
@@ -191,7 +215,13 @@ impl S3Writer {
         }
         let mut parts = std::mem::take(&mut upload.parts);
         parts.sort_by_key(|p| p.part_number());
-        self.bucket
+        let expected = Expected {
+            size: self.position,
+            etag: answers::multipart_etag(parts.iter().map(|p| p.e_tag())),
+            mtime: Some(upload.mtime.clone()),
+        };
+        let result = self
+            .bucket
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket.info.bucket)
@@ -203,8 +233,20 @@ impl S3Writer {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| self.bucket.info.sdk("write", self.path.as_str(), e))?;
+            .await;
+        if let Some(answer) = answers::sort_out(result, &self.bucket, "write", &self.path)? {
+            // The upload stays set when this fails, so it is aborted.
+            self.bucket
+                .confirm(
+                    "CompleteMultipartUpload",
+                    &self.key,
+                    &expected,
+                    &answer,
+                    "write",
+                    &self.path,
+                )
+                .await?;
+        }
         self.upload = None;
         Ok(())
     }
