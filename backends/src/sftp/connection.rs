@@ -14,6 +14,9 @@ pub struct SftpConnection {
     pub(super) dead: Arc<DeadSignal>,
     /// The algorithms its key exchange chose.
     pub(super) negotiated: Negotiated,
+    /// The server handles requests one at a time, in order (OpenSSH), so
+    /// a close may follow writes without waiting for their answers.
+    pub(super) in_order: bool,
 }
 
 impl SftpConnection {
@@ -241,6 +244,7 @@ impl SftpConnector {
         })?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (stream, local) = dial(&s.host, s.port, &s.sources, left).await?;
+        let (stream, ident) = IdentSniffer::new(stream);
         let rejection = Arc::new(Mutex::new(None));
         let negotiated = Arc::new(Mutex::new(None));
         let handler = ClientHandler {
@@ -304,7 +308,9 @@ impl SftpConnector {
             .init()
             .await
             .map_err(|e| self.lost(format!("SFTP start failed: {e}")))?;
+        let ident = ident.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(SftpConnection {
+            in_order: processes_in_order(ident.as_deref()),
             ssh,
             posix_rename: version.extensions.contains_key("posix-rename@openssh.com"),
             statvfs: version.extensions.contains_key("statvfs@openssh.com"),

@@ -281,6 +281,14 @@ impl FileWriter for SftpWriter {
         // server handles one session's requests in order), and their
         // answers are awaited together: one round trip instead of two.
         // Nothing is published unless every write and the close succeeded.
+        if !self.conn.as_ref().is_some_and(|c| c.in_order) {
+            // A server that may run requests concurrently could close the
+            // handle before the last writes: wait for their answers first.
+            if let Err(e) = self.drain().await {
+                self.discard().await;
+                return Err(e);
+            }
+        }
         let dead = self.dead()?;
         let unsent = self.unsent.clone();
         let close = async move {

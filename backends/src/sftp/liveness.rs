@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// A stream that ends (reads give EOF, writes fail) as soon as its SSH
+/// session is closed, even while blocked waiting for the peer; and that
+/// closes the session when the remote stalls: requests are outstanding
+/// and nothing has come back for the I/O timeout. Progress, not the age of
+/// a request, is what counts, so a slow remote serving a deep pipeline of
+/// reads is never mistaken for a dead one.
 pub(super) struct Watched<S> {
     pub(super) inner: S,
     pub(super) dead: Arc<DeadSignal>,
@@ -231,8 +237,6 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-/// Remembered temporary files are removed with SSH_FXP_REMOVE.
 
 #[cfg(test)]
 mod frame_tests {

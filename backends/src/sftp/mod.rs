@@ -138,6 +138,7 @@ impl std::fmt::Debug for SftpSettings {
 pub mod algorithms;
 mod connection;
 mod files;
+mod ident;
 mod liveness;
 mod md5sum;
 
@@ -145,6 +146,7 @@ pub use algorithms::{LegacyAlgorithm, Negotiated, SshOptions};
 use connection::*;
 pub use connection::{ClientHandler, SftpConnection, SftpConnector};
 use files::*;
+use ident::{processes_in_order, IdentSniffer};
 use liveness::*;
 use md5sum::*;
 
@@ -419,12 +421,7 @@ impl SftpBackend {
     }
 }
 
-/// A stream that ends (reads give EOF, writes fail) as soon as its SSH
-/// session is closed, even while blocked waiting for the peer; and that
-/// closes the session when the remote stalls: requests are outstanding
-/// and nothing has come back for the I/O timeout. Progress, not the age of
-/// a request, is what counts, so a slow remote serving a deep pipeline of
-/// reads is never mistaken for a dead one.
+/// Remembered temporary files are removed with SSH_FXP_REMOVE.
 impl Remover for &SftpConnection {
     type Error = SftpError;
 
@@ -456,6 +453,21 @@ fn settle<T>(conn: &mut Pooled<SftpConnector>, result: &Result<T>) {
             conn.mark_broken();
         }
     }
+}
+
+/// The entries of one READDIR answer, without `.`, `..` and our own
+/// temporary upload files.
+fn entries_of(name: russh_sftp::protocol::Name) -> Vec<DirEntry> {
+    name.files
+        .into_iter()
+        .filter(|f| {
+            f.filename != "." && f.filename != ".." && !f.filename.starts_with(UPLOAD_PREFIX)
+        })
+        .map(|f| DirEntry {
+            metadata: metadata_of(&f.attrs),
+            name: f.filename,
+        })
+        .collect()
 }
 
 fn remote_path(root: &str, path: &StoragePath) -> String {
@@ -526,8 +538,29 @@ impl Backend for SftpBackend {
     async fn list(&self, path: &StoragePath) -> Result<ListStream> {
         let remote = self.remote(path);
         let mut conn = self.checkout().await?;
-        let handle = match conn.sftp.opendir(remote.clone()).await {
-            Ok(h) => h.handle,
+        // Some servers (AsyncSSH) open any path as a folder and fail only
+        // at the first READDIR: read the first page now, so a missing
+        // folder or a file fails here as it does on OpenSSH.
+        let opened = match conn.sftp.opendir(remote.clone()).await {
+            Ok(h) => {
+                let handle = h.handle;
+                match conn.sftp.readdir(handle.clone()).await {
+                    Ok(name) => Ok(Some((handle, entries_of(name)))),
+                    Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => {
+                        let _ = conn.sftp.close(handle).await;
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        let _ = conn.sftp.close(handle).await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let (handle, first) = match opened {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(futures::stream::empty().boxed()),
             Err(e) => {
                 let mut err = self.err("list", path, e);
                 if err.kind() == ErrorKind::NotFound {
@@ -551,28 +584,13 @@ impl Backend for SftpBackend {
         let backend = self.clone();
         let path = path.clone();
         let state = Some((conn, handle));
-        let pages = futures::stream::unfold(state, move |state| {
+        let rest = futures::stream::unfold(state, move |state| {
             let backend = backend.clone();
             let path = path.clone();
             async move {
                 let (mut conn, handle) = state?;
                 match conn.sftp.readdir(handle.clone()).await {
-                    Ok(name) => {
-                        let entries: Vec<DirEntry> = name
-                            .files
-                            .into_iter()
-                            .filter(|f| {
-                                f.filename != "."
-                                    && f.filename != ".."
-                                    && !f.filename.starts_with(UPLOAD_PREFIX)
-                            })
-                            .map(|f| DirEntry {
-                                metadata: metadata_of(&f.attrs),
-                                name: f.filename,
-                            })
-                            .collect();
-                        Some((Ok(entries), Some((conn, handle))))
-                    }
+                    Ok(name) => Some((Ok(entries_of(name)), Some((conn, handle)))),
                     Err(SftpError::Status(st)) if st.status_code == StatusCode::Eof => {
                         let _ = conn.sftp.close(handle).await;
                         None
@@ -589,7 +607,9 @@ impl Backend for SftpBackend {
                 }
             }
         });
-        Ok(pages.boxed())
+        Ok(futures::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed())
     }
 
     async fn open_read(&self, path: &StoragePath) -> Result<Box<dyn FileReader>> {
