@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod asyncssh_sftpd;
 pub mod clients;
 pub mod cluster;
 pub mod direct;

@@ -847,6 +847,8 @@ pub enum RemoteKind {
     PureFtpd,
     /// s3s-fs (objects are plain files on disk).
     S3,
+    /// AsyncSSH's SFTP server (files owned by root, like the test).
+    AsyncSsh,
 }
 
 /// One side of a sync, for scenarios that are the same seen from either
@@ -877,6 +879,8 @@ pub enum RemoteServer {
     Ftp(FtpServer),
     /// s3s-fs.
     S3(S3Server),
+    /// AsyncSSH's SFTP server.
+    AsyncSsh(crate::asyncssh_sftpd::AsyncSshServer),
 }
 
 impl RemoteServer {
@@ -886,6 +890,7 @@ impl RemoteServer {
             RemoteServer::Sftp(s) => s.logs(),
             RemoteServer::Ftp(f) => f.logs(),
             RemoteServer::S3(s) => s.logs(),
+            RemoteServer::AsyncSsh(s) => s.logs(),
         }
     }
 }
@@ -940,6 +945,14 @@ impl SyncRig {
                 let r = s3.remote_config(REMOTE);
                 let root = s3.bucket_dir().expect("s3s-fs keeps objects on disk");
                 (RemoteServer::S3(s3), r, root)
+            }
+            RemoteKind::AsyncSsh => {
+                let server = crate::asyncssh_sftpd::AsyncSshServer::start()
+                    .context("starting the AsyncSSH server")?;
+                let mut r = server.remote_config(REMOTE);
+                r.connect_timeout = Some("10s".into());
+                let root = server.root();
+                (RemoteServer::AsyncSsh(server), r, root)
             }
         };
         let mut cfg = env.config();
