@@ -15,8 +15,8 @@ pub enum RequestError {
     Backend {
         /// The path as the user sees it.
         path: VirtualPath,
-        /// The storage's error.
-        source: BackendError,
+        /// The storage's error (boxed: it is large, and errors are rare).
+        source: Box<BackendError>,
     },
     /// The user's permissions do not allow this.
     #[error("{path}: no `{permission}` permission")]
@@ -45,7 +45,7 @@ impl RequestError {
     pub fn backend(path: &VirtualPath, source: BackendError) -> Self {
         RequestError::Backend {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
