@@ -37,9 +37,15 @@ pub(super) async fn guarded<T>(
     dead: Arc<DeadSignal>,
     request: impl std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
 ) -> std::result::Result<T, SftpError> {
-    tokio::select! {
-        result = request => result,
-        () = dead.wait() => Err(SftpError::IO(
+    // Not `tokio::select!`: it returns Pending without polling anything
+    // once the task's cooperative budget is spent, and a request goes out
+    // only when first polled. The request is polled first, so its first
+    // poll always sends it (writes count on that; see `SentOnFirstPoll`).
+    let request = std::pin::pin!(request);
+    let died = std::pin::pin!(dead.wait());
+    match futures::future::select(request, died).await {
+        futures::future::Either::Left((result, _)) => result,
+        futures::future::Either::Right(((), _)) => Err(SftpError::IO(
             "the connection to the remote died or stalled".into(),
         )),
     }

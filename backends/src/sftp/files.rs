@@ -162,7 +162,8 @@ pub(super) struct SftpWriter {
     /// before it has polled every new future (when two of them yield, as
     /// under tokio's cooperative budget). The close must not overtake
     /// them: the server would close the handle first and answer those
-    /// writes with a bare `Failure` (seen under a 40-client burst).
+    /// writes with a bare `Failure` (seen under a 40-client burst, where a
+    /// `tokio::select!` in `guarded` also held requests back: see there).
     pub(super) unsent: Arc<AtomicUsize>,
 }
 
