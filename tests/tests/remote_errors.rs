@@ -93,7 +93,7 @@ for what, call in (("stat", lambda: c.stat("{MOUNT}/x")), ("put", lambda: c.put(
     }
 
     // rclone (Debian's 1.60, its sftp backend): the error it prints.
-    let mut cmd = Command::new("rclone");
+    let mut cmd = Command::new(e2e::clients::RCLONE_DEBIAN);
     cmd.env("RCLONE_CONFIG", "/dev/null")
         .arg("lsf")
         .arg("--retries")
