@@ -41,6 +41,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -588,6 +589,8 @@ def standalone() -> int:
     ap.add_argument("--parts", default="transfers,hold", help="transfers, hold or both (default)")
     ap.add_argument("--size-mib", type=int, help="file of part A (default 256, quick 8)")
     ap.add_argument("--hold-runs", type=int, help="runs of part B (default: --runs)")
+    ap.add_argument("--timeout", type=float, help="seconds one transfer may take before it is killed and "
+                    "counted as failed (default 900, quick 60)")
     ap.add_argument("--reads", type=int, help="reads held in flight in part B (default 10000, quick 500)")
     ap.add_argument("--data-dir", type=Path, help="folder for every file of the run (default /dev/shm when it has 8 GiB free)")
     ap.add_argument("--max-wait", type=float, help="seconds to wait for other CPU load to go before starting (default 180, quick 0)")
@@ -596,7 +599,8 @@ def standalone() -> int:
         print("run as root: the benchmark starts its own sshd", file=sys.stderr)
         return 2
     quick = args.quick
-    cfg = {"quick": quick, "runs": args.runs or (1 if quick else 3), "timeout": 60 if quick else 900,
+    cfg = {"quick": quick, "runs": args.runs or (1 if quick else 3),
+           "timeout": args.timeout or (60 if quick else 900),
            "w7_parts": args.parts}
     if args.size_mib:
         cfg["w7_size"] = args.size_mib * MiB
@@ -613,7 +617,7 @@ def standalone() -> int:
     else:
         args.gateway_bin = REPO / "target" / ("debug" if args.debug else "release") / "gateway"
     out = args.out or (Path(tempfile.gettempdir()) / "gw-bench-clients-quick.md" if quick else HERE / "RESULTS.md")
-    cmdline = "python3 bench/clients_workload.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
+    cmdline = "python3 bench/clients_workload.py" + ("" if len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:]))
 
     def on_term(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
