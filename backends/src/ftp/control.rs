@@ -63,6 +63,8 @@ pub struct Control {
     tls_setup: Option<TlsSetup>,
     /// Times this connection was renewed for lack of TLS 1.3 tickets.
     renewals: u64,
+    /// The folder the last successful CWD entered (restored on renewal).
+    cwd: Option<String>,
 }
 
 impl Control {
@@ -114,6 +116,7 @@ impl Control {
             settings: s.clone(),
             tls_setup: tls.cloned(),
             renewals: 0,
+            cwd: None,
         };
         control.read_welcome().await?;
         let wants_explicit = matches!(s.tls, FtpTls::Require | FtpTls::IfAvailable);
@@ -256,7 +259,11 @@ impl Control {
             )));
         }
         self.send(line).await?;
-        self.read_reply_within(limit).await
+        let reply = self.read_reply_within(limit).await?;
+        if let (Some(folder), 250) = (line.strip_prefix("CWD "), reply.code) {
+            self.cwd = Some(folder.to_string());
+        }
+        Ok(reply)
     }
 
     /// The reply to `line`, which must be a success (2xx).
@@ -403,11 +410,13 @@ impl Control {
 
     /// Replaces this connection by a new one with the same settings (QUIT
     /// first, so the remote never sees more connections than the pool
-    /// allows). On failure the connection is left broken.
+    /// allows), in the same working folder (a listing's CWD comes before
+    /// its data connection). On failure the connection is left broken.
     async fn renew(&mut self) -> Result<(), FtpError> {
         let settings = self.settings.clone();
         let tls = self.tls_setup.clone();
         let renewals = self.renewals + 1;
+        let cwd = self.cwd.take();
         self.close_in_place().await;
         tracing::debug!(
             remote = %settings.name,
@@ -416,6 +425,9 @@ impl Control {
         );
         let mut fresh = Control::open(&settings, tls.as_ref()).await?;
         fresh.renewals = renewals;
+        if let Some(folder) = cwd {
+            fresh.expect_code(&format!("CWD {folder}"), 250).await?;
+        }
         *self = fresh;
         Ok(())
     }
@@ -532,13 +544,35 @@ impl Control {
     async fn close_in_place(&mut self) {
         if !self.broken && !self.transfer_open {
             let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
-                if self.send("QUIT").await.is_ok() {
-                    let _ = self.read_reply().await;
+                if self.send("QUIT").await.is_ok() && self.read_reply().await.is_ok() {
+                    // The server closes after its reply: wait for that, so
+                    // that a connection opened next (a renewal, the pool's
+                    // replacement) never overlaps this one at the server.
+                    self.stream.get_mut().drain(QUIT_TIMEOUT).await;
                 }
             })
             .await;
         }
-        let _ = tokio::time::timeout(QUIT_TIMEOUT, self.stream.get_mut().shutdown()).await;
+        let stream = self.stream.get_mut();
+        if let Ok(Ok(())) = tokio::time::timeout(QUIT_TIMEOUT, stream.shutdown()).await {
+            // Until the server has closed its end too.
+            let tcp = stream.tcp();
+            let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
+                let mut buf = [0u8; 1024];
+                loop {
+                    if tcp.readable().await.is_err() {
+                        return;
+                    }
+                    match tcp.try_read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return,
+                    }
+                }
+            })
+            .await;
+        }
         self.broken = true;
     }
 
