@@ -1,4 +1,4 @@
-//! Real FTP servers (vsftpd, pure-ftpd) on loopback as the remotes of FTP tests.
+//! Real FTP servers (vsftpd, pure-ftpd, ProFTPD) on loopback as the remotes of FTP tests.
 //!
 //! Every [`FtpServer`] runs its own server process in the foreground with its
 //! own temp dir (config, certificates, log, and the root folder the login user
@@ -28,6 +28,12 @@
 //!   the harness looks in that default folder (so `cargo nextest run` by hand
 //!   works after one run of `scripts/test.sh`); if it is missing, starting a
 //!   pure-ftpd server fails with a message saying to run `scripts/test.sh`.
+//! - ProFTPD 1.3.8: conflicts with both as a package too; `scripts/test.sh`
+//!   extracts `proftpd-core` and `proftpd-mod-crypto` (mod_tls) into
+//!   `target/peers/proftpd` and exports [`PROFTPD_ENV`] (`GW_PROFTPD`), found
+//!   the same way. Its config is generated ([`FtpServer::dir`]`/proftpd.conf`);
+//!   mod_tls keeps its default of requiring TLS session reuse on data
+//!   connections unless [`FtpServerOptions::require_ssl_reuse`] is false.
 //!
 //! # Certificates
 //! Each instance makes (with `openssl`, EC P-256, in well under a second) a
@@ -69,6 +75,13 @@ pub const PURE_FTPD_ENV: &str = "GW_PURE_FTPD";
 /// Where `scripts/test.sh` extracts pure-ftpd, relative to the cargo target dir.
 pub const PURE_FTPD_DEFAULT_DIR: &str = "peers/pure-ftpd";
 
+/// Environment variable holding the absolute path of the extracted
+/// `proftpd` binary (exported by `scripts/test.sh`).
+pub const PROFTPD_ENV: &str = "GW_PROFTPD";
+
+/// Where `scripts/test.sh` extracts ProFTPD, relative to the cargo target dir.
+pub const PROFTPD_DEFAULT_DIR: &str = "peers/proftpd";
+
 /// First port of the range the per-instance port blocks are taken from.
 pub const PORT_RANGE_START: u16 = 20000;
 
@@ -89,6 +102,8 @@ pub enum FtpServerKind {
     Vsftpd,
     /// pure-ftpd 1.0.50 (Debian 12), extracted from its package.
     PureFtpd,
+    /// ProFTPD 1.3.8 (Debian 12) with mod_tls, extracted from its packages.
+    ProFtpd,
 }
 
 /// TLS mode of the control port.
@@ -185,6 +200,11 @@ impl FtpServerOptions {
     /// `new(FtpServerKind::PureFtpd)`.
     pub fn pure_ftpd() -> Self {
         Self::new(FtpServerKind::PureFtpd)
+    }
+
+    /// `new(FtpServerKind::ProFtpd)`.
+    pub fn proftpd() -> Self {
+        Self::new(FtpServerKind::ProFtpd)
     }
 
     /// Sets [`FtpServerOptions::tls`].
@@ -289,6 +309,15 @@ pub fn pure_ftpd_bin() -> Result<PathBuf> {
         PURE_FTPD_ENV,
         &format!("{PURE_FTPD_DEFAULT_DIR}/usr/sbin/pure-ftpd"),
         "extracts the pure-ftpd and pure-ftpd-common packages into target/peers/pure-ftpd (apt-get download; dpkg -x: they conflict with vsftpd, so they are not installed)",
+    )
+}
+
+/// The ProFTPD binary: `$GW_PROFTPD`, else `<target>/peers/proftpd/usr/sbin/proftpd`.
+pub fn proftpd_bin() -> Result<PathBuf> {
+    crate::peers::peer_binary(
+        PROFTPD_ENV,
+        &format!("{PROFTPD_DEFAULT_DIR}/usr/sbin/proftpd"),
+        "extracts the proftpd-core and proftpd-mod-crypto packages into target/peers/proftpd (apt-get download; dpkg -x: they conflict with vsftpd, so they are not installed)",
     )
 }
 
@@ -515,6 +544,7 @@ impl FtpServer {
                 }
                 pure_ftpd_bin()?
             }
+            FtpServerKind::ProFtpd => proftpd_bin()?,
         };
         let ports = PortBlock::claim()?;
         let dir = tempfile::Builder::new().prefix("gw-e2e-ftpd-").tempdir()?;
@@ -546,6 +576,7 @@ impl FtpServer {
                     .with_context(|| format!("mkdir -p {PURE_FTPD_RUN_DIR}"))?;
                 Self::make_pure_db(dir.path(), &bin, &root)?;
             }
+            FtpServerKind::ProFtpd => {}
         }
         let mut server = FtpServer {
             dir,
@@ -750,7 +781,19 @@ impl FtpServer {
         self.dir.path().join(match self.opts.kind {
             FtpServerKind::Vsftpd => "vsftpd.log",
             FtpServerKind::PureFtpd => "pure-ftpd.clf.log",
+            FtpServerKind::ProFtpd => "proftpd.xfer.log",
         })
+    }
+
+    /// ProFTPD's mod_tls log (`TLSLog`): handshakes, protocol versions and
+    /// whether each data connection reused the control connection's session.
+    pub fn tls_log_path(&self) -> PathBuf {
+        self.dir.path().join("proftpd.tls.log")
+    }
+
+    /// ProFTPD's `SystemLog`.
+    fn system_log_path(&self) -> PathBuf {
+        self.dir.path().join("proftpd.system.log")
     }
 
     fn output_path(&self) -> PathBuf {
@@ -761,6 +804,15 @@ impl FtpServer {
     /// wrote to stdout/stderr (every run of this instance appends).
     pub fn log(&self) -> String {
         let mut s = fs::read_to_string(self.log_path()).unwrap_or_default();
+        if self.opts.kind == FtpServerKind::ProFtpd {
+            for (what, path) in [
+                ("TLS log", self.tls_log_path()),
+                ("system log", self.system_log_path()),
+            ] {
+                s += &format!("\n--- ProFTPD {what} ---\n");
+                s += &fs::read_to_string(path).unwrap_or_default();
+            }
+        }
         let out = fs::read_to_string(self.output_path()).unwrap_or_default();
         if !out.trim().is_empty() {
             s += "\n--- server stdout/stderr ---\n";
@@ -784,6 +836,11 @@ impl FtpServer {
                 .lines()
                 .filter_map(|l| l.split_whitespace().next().and_then(|w| w.parse().ok()))
                 .collect(),
+            // xferlog: "Mon Dec  7 03:48:34 2026 0 127.0.0.2 100000 /path b _ i r user ftp 0 * c"
+            FtpServerKind::ProFtpd => log
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(6).and_then(|w| w.parse().ok()))
+                .collect(),
         }
     }
 
@@ -801,6 +858,9 @@ impl FtpServer {
         let setup = match self.opts.kind {
             FtpServerKind::Vsftpd => fs::read_to_string(self.config_path()).unwrap_or_default(),
             FtpServerKind::PureFtpd => format!("{:?}", self.pure_ftpd_args()),
+            FtpServerKind::ProFtpd => {
+                fs::read_to_string(self.proftpd_config_path()).unwrap_or_default()
+            }
         };
         format!(
             "{:?} on 127.0.0.1:{} (passive {:?}, {})\n--- setup ---\n{}\n--- log ---\n{}\n----------------",
@@ -877,6 +937,89 @@ impl FtpServer {
         lines.join("\n") + "\n"
     }
 
+    fn proftpd_config_path(&self) -> PathBuf {
+        self.dir.path().join("proftpd.conf")
+    }
+
+    /// ProFTPD's config: standalone on the control port, the test user
+    /// (system account, password through mod_auth_unix) chrooted into the
+    /// root folder; mod_tls as [`FtpServerOptions::tls`] says, with its
+    /// defaults otherwise (session reuse required on data connections).
+    fn proftpd_config(&self) -> Result<String> {
+        let d = self.dir.path();
+        let o = &self.opts;
+        let usr = self
+            .bin
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| anyhow!("{} has no usr/ parent", self.bin.display()))?;
+        let passive = self.passive_ports();
+        let mut lines = vec![
+            "ServerType standalone".to_string(),
+            "ServerName \"gw-e2e ProFTPD\"".into(),
+            "DefaultServer on".into(),
+            "DefaultAddress 127.0.0.1".into(),
+            "SocketBindTight on".into(),
+            "UseIPv6 off".into(),
+            format!("Port {}", self.port()),
+            format!("PassivePorts {} {}", passive.start(), passive.end()),
+            format!("User {TEST_USER}"),
+            format!("Group {TEST_USER}"),
+            "Umask 022".into(),
+            format!("MaxInstances {}", o.max_clients.unwrap_or(60)),
+            format!("DefaultRoot {}", self.root().display()),
+            "RequireValidShell off".into(),
+            "UseFtpUsers off".into(),
+            "AuthOrder mod_auth_unix.c".into(),
+            "WtmpLog off".into(),
+            "UseReverseDNS off".into(),
+            "DelayTable none".into(),
+            format!("PidFile {}", d.join("proftpd.pid").display()),
+            format!("ScoreboardFile {}", d.join("proftpd.scoreboard").display()),
+            format!("SystemLog {}", self.system_log_path().display()),
+            format!("TransferLog {}", self.log_path().display()),
+            format!("ModulePath {}", usr.join("lib/proftpd").display()),
+            "AllowOverwrite on".into(),
+            "AllowStoreRestart on".into(),
+            "AllowRetrieveRestart on".into(),
+        ];
+        if o.tls != FtpServerTls::None {
+            let required = match o.tls {
+                FtpServerTls::Explicit { required } => required,
+                _ => true,
+            };
+            let mut options = vec![];
+            if o.tls == FtpServerTls::Implicit {
+                options.push("UseImplicitSSL");
+            }
+            if !o.require_ssl_reuse {
+                options.push("NoSessionReuseRequired");
+            }
+            lines.extend([
+                "LoadModule mod_tls.c".to_string(),
+                "TLSEngine on".into(),
+                format!("TLSLog {}", self.tls_log_path().display()),
+                format!(
+                    "TLSProtocol {}",
+                    if o.max_tls12 {
+                        "TLSv1.2"
+                    } else {
+                        "TLSv1.2 TLSv1.3"
+                    }
+                ),
+                format!("TLSRequired {}", if required { "on" } else { "off" }),
+                format!("TLSECCertificateFile {}", self.cert_file().display()),
+                format!("TLSECCertificateKeyFile {}", self.key_file().display()),
+                "TLSVerifyClient off".into(),
+            ]);
+            if !options.is_empty() {
+                lines.push(format!("TLSOptions {}", options.join(" ")));
+            }
+        }
+        lines.extend(o.extra.iter().cloned());
+        Ok(lines.join("\n") + "\n")
+    }
+
     fn pure_ftpd_args(&self) -> Vec<String> {
         let d = self.dir.path();
         let o = &self.opts;
@@ -946,6 +1089,14 @@ impl FtpServer {
             }
             FtpServerKind::PureFtpd => {
                 cmd.args(self.pure_ftpd_args());
+            }
+            FtpServerKind::ProFtpd => {
+                fs::write(self.proftpd_config_path(), self.proftpd_config()?)?;
+                // -n: in the foreground; -q: no start-up banner on stderr.
+                cmd.arg("-n")
+                    .arg("-q")
+                    .arg("-c")
+                    .arg(self.proftpd_config_path());
             }
         }
         if self.opts.max_tls12 {
