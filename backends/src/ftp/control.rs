@@ -542,20 +542,24 @@ impl Control {
 
     /// QUIT and close; the connection is broken afterwards.
     async fn close_in_place(&mut self) {
+        let mut answered = false;
         if !self.broken && !self.transfer_open {
             let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
                 if self.send("QUIT").await.is_ok() && self.read_reply().await.is_ok() {
-                    // The server closes after its reply: wait for that, so
-                    // that a connection opened next (a renewal, the pool's
-                    // replacement) never overlaps this one at the server.
+                    answered = true;
+                    // The server closes after its reply: take in its last
+                    // TLS records.
                     self.stream.get_mut().drain(QUIT_TIMEOUT).await;
                 }
             })
             .await;
         }
         let stream = self.stream.get_mut();
-        if let Ok(Ok(())) = tokio::time::timeout(QUIT_TIMEOUT, stream.shutdown()).await {
-            // Until the server has closed its end too.
+        let shut = tokio::time::timeout(QUIT_TIMEOUT, stream.shutdown()).await;
+        if answered && matches!(shut, Ok(Ok(()))) {
+            // A server that answered QUIT closes its end at once: wait for
+            // that, so that a connection opened next (a renewal) does not
+            // overlap this one at the server. A broken one is not waited for.
             let tcp = stream.tcp();
             let _ = tokio::time::timeout(QUIT_TIMEOUT, async {
                 let mut buf = [0u8; 1024];
