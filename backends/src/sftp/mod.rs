@@ -563,7 +563,9 @@ impl Backend for SftpBackend {
             Ok(None) => return Ok(futures::stream::empty().boxed()),
             Err(e) => {
                 let mut err = self.err("list", path, e);
-                if err.kind() == ErrorKind::NotFound {
+                // OpenSSH says "no such file" for a file opened as a
+                // folder, ProFTPD a bare failure ("Not a directory"): look.
+                if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Other) {
                     if let Some(meta) = Self::probe(&conn, &remote).await {
                         if !meta.is_dir() {
                             err = BackendError::new(

@@ -1,0 +1,131 @@
+//! ProFTPD 1.3.8's `mod_sftp` (Debian 12) as an SFTP remote (issue 20): a
+//! third SFTP server implementation, with its own extensions (no
+//! `limits@openssh.com`, no exec for checksums): the backend conformance
+//! suite, then a mount through the real gateway with OpenSSH's `sftp` (64
+//! MiB up and down checked on its disk, rename, mkdir, rmdir, remove, kept
+//! mtimes, a name with spaces and accents).
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use backends::sftp::{SftpBackend, SftpSettings};
+use e2e::direct::{pool_settings, runtime, upload_leftovers};
+use e2e::ftpd::{FtpServer, FtpServerOptions};
+use e2e::sshd::{ExactKey, MOUNT, REMOTE, TEST_PASSWORD, TEST_USER};
+use e2e::*;
+
+/// ProFTPD speaking SFTP (not FTP) on its port, with an RSA host key the
+/// test makes (mod_sftp wants PEM and mode 0600).
+fn start() -> (FtpServer, russh::keys::PublicKey) {
+    let keys = tempfile::Builder::new()
+        .prefix("gw-proftpd-sftp-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let key = keys.join("host_rsa");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public = russh::keys::PublicKey::from_openssh(public.trim()).unwrap();
+    let server = FtpServer::start(
+        FtpServerOptions::proftpd()
+            .extra("LoadModule mod_sftp.c")
+            .extra("SFTPEngine on")
+            .extra(&format!("SFTPLog {}", keys.join("sftp.log").display()))
+            .extra(&format!("SFTPHostKey {}", key.display()))
+            .extra("SFTPAuthMethods password"),
+    )
+    .unwrap();
+    (server, public)
+}
+
+fn settings(server: &FtpServer, key: russh::keys::PublicKey) -> SftpSettings {
+    SftpSettings {
+        name: "proftpd-sftp".into(),
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        username: TEST_USER.into(),
+        password: Some(TEST_PASSWORD.into()),
+        private_key: None,
+        root: String::new(),
+        sources: backends::dial::SourceAddresses::system(),
+        connect_timeout: Duration::from_secs(20),
+        io_timeout: backends::sftp::DEFAULT_IO_TIMEOUT,
+        host_keys: std::sync::Arc::new(ExactKey(key)),
+        pool: pool_settings(2),
+        ssh: Default::default(),
+    }
+}
+
+#[test]
+fn proftpd_mod_sftp_passes_the_conformance_suite() {
+    let (server, key) = start();
+    runtime().block_on(async {
+        let backend = SftpBackend::new(settings(&server, key));
+        backends::conformance::run_all(&backend).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = backend.pool_stats();
+        assert_eq!(stats.open, stats.idle, "{stats:?}");
+    });
+    let leftovers = upload_leftovers(&server.root());
+    assert!(leftovers.is_empty(), "{leftovers:?}\n{}", server.logs());
+}
+
+#[test]
+fn a_mount_on_proftpd_mod_sftp_serves_every_operation() {
+    let (server, _key) = start();
+    let remote =
+        RemoteConfig::sftp(REMOTE, "127.0.0.1", server.port(), TEST_USER).password(TEST_PASSWORD);
+    let mut m = e2e::mount::MountedGateway::new(remote, MOUNT).unwrap();
+    m.start_gateway().unwrap();
+    let logs = || m.logs_with(&server.logs());
+    let src = m.env.path("big.bin");
+    write_random_file(&src, 64 << 20).unwrap();
+    let odd = m.env.path("odd.txt");
+    fs::write(&odd, b"spaces and accents").unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    e2e::sync::set_mtime(&odd, old).unwrap();
+    let back = m.env.path("back.bin");
+    let batch = format!(
+        "put {src} {MOUNT}/big.bin\n\
+         get {MOUNT}/big.bin {back}\n\
+         mkdir {MOUNT}/folder\n\
+         put -p {odd} \"{MOUNT}/folder/naïve café.txt\"\n\
+         rename {MOUNT}/big.bin {MOUNT}/folder/moved.bin\n\
+         ls -l {MOUNT}/folder\n",
+        src = p(&src),
+        back = p(&back),
+        odd = p(&odd),
+    );
+    let out = m.client().sftp(&batch).unwrap();
+    assert_ok(
+        &out,
+        &format!("operations through the mod_sftp mount\n{}", logs()),
+    );
+    let root = server.root();
+    assert_same_large_file(&src, &root.join("folder/moved.bin"));
+    assert_same_large_file(&src, &back);
+    let odd_remote = root.join("folder/naïve café.txt");
+    assert_eq!(fs::read(&odd_remote).unwrap(), b"spaces and accents");
+    let mtime = fs::metadata(&odd_remote).unwrap().modified().unwrap();
+    assert_eq!(mtime, old, "put -p did not keep the mtime on the server");
+    assert!(!Path::new(&root.join("big.bin")).exists());
+
+    let out = m
+        .client()
+        .sftp(&format!(
+            "rm {MOUNT}/folder/moved.bin\nrm \"{MOUNT}/folder/naïve café.txt\"\nrmdir {MOUNT}/folder\n"
+        ))
+        .unwrap();
+    assert_ok(
+        &out,
+        &format!("rm and rmdir through the mod_sftp mount\n{}", logs()),
+    );
+    assert!(!root.join("folder").exists(), "{}", logs());
+}
