@@ -77,9 +77,12 @@ fn conformance_against(server: FtpServer, tls: FtpTls, certificate: CertificateC
         control.max <= POOL_MAX,
         "more control connections than the pool allows: {control:?}"
     );
-    assert_eq!(
-        data.peers,
-        BTreeSet::from([source]),
+    // Every data connection the 20 ms sampler saw came from the dedicated
+    // address (it can miss them all under load: they last milliseconds;
+    // that one exists and leaves from there is checked while it is held
+    // open, in `data_connection_leaves_from_the_dedicated_address`).
+    assert!(
+        data.peers.is_subset(&BTreeSet::from([source])),
         "data connections: {data:?}"
     );
     let leftovers = upload_leftovers(&server.root());
