@@ -145,3 +145,61 @@ impl MountedGateway {
         remote_trust(&self.config_path, &self.cfg.remotes[0].name)
     }
 }
+
+/// Drives every operation through `m`'s mount (started, on a remote whose
+/// root folder is `root` on this machine) with OpenSSH's `sftp`: 64 MiB up
+/// and down, `mkdir`, `put -p` of a name with spaces and accents (its
+/// mtime kept on the server), `rename`, `ls -l`, then `rm` and `rmdir`;
+/// checks each on the remote's disk. `server_logs` goes into failure
+/// messages.
+pub fn every_operation(
+    m: &MountedGateway,
+    root: &std::path::Path,
+    server_logs: &dyn Fn() -> String,
+) {
+    use crate::sshd::MOUNT;
+    use crate::{assert_ok, assert_same_large_file, p, write_random_file};
+    let logs = || m.logs_with(&server_logs());
+    let src = m.env.path("big.bin");
+    write_random_file(&src, 64 << 20).expect("test file");
+    let odd = m.env.path("odd.txt");
+    fs::write(&odd, b"spaces and accents").expect("test file");
+    // A fixed old mtime that `put -p` must carry.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    crate::sync::set_mtime(&odd, old).expect("set mtime");
+    let back = m.env.path("back.bin");
+    let batch = format!(
+        "put {src} {MOUNT}/big.bin\n\
+         get {MOUNT}/big.bin {back}\n\
+         mkdir {MOUNT}/folder\n\
+         put -p {odd} \"{MOUNT}/folder/naïve café.txt\"\n\
+         rename {MOUNT}/big.bin {MOUNT}/folder/moved.bin\n\
+         ls -l {MOUNT}/folder\n",
+        src = p(&src),
+        back = p(&back),
+        odd = p(&odd),
+    );
+    let out = m.client().sftp(&batch).expect("sftp");
+    assert_ok(&out, &format!("operations through the mount\n{}", logs()));
+    assert_same_large_file(&src, &root.join("folder/moved.bin"));
+    assert_same_large_file(&src, &back);
+    let odd_remote = root.join("folder/naïve café.txt");
+    assert_eq!(
+        fs::read(&odd_remote).expect("uploaded file"),
+        b"spaces and accents"
+    );
+    let mtime = fs::metadata(&odd_remote)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(mtime, old, "put -p did not keep the mtime on the server");
+    assert!(!root.join("big.bin").exists(), "renamed file still there");
+
+    let out = m
+        .client()
+        .sftp(&format!(
+            "rm {MOUNT}/folder/moved.bin\nrm \"{MOUNT}/folder/naïve café.txt\"\nrmdir {MOUNT}/folder\n"
+        ))
+        .expect("sftp");
+    assert_ok(&out, &format!("rm and rmdir through the mount\n{}", logs()));
+    assert!(!root.join("folder").exists(), "{}", logs());
+}

@@ -6,7 +6,6 @@
 //! mtimes, a name with spaces and accents).
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,48 +83,5 @@ fn a_mount_on_proftpd_mod_sftp_serves_every_operation() {
         RemoteConfig::sftp(REMOTE, "127.0.0.1", server.port(), TEST_USER).password(TEST_PASSWORD);
     let mut m = e2e::mount::MountedGateway::new(remote, MOUNT).unwrap();
     m.start_gateway().unwrap();
-    let logs = || m.logs_with(&server.logs());
-    let src = m.env.path("big.bin");
-    write_random_file(&src, 64 << 20).unwrap();
-    let odd = m.env.path("odd.txt");
-    fs::write(&odd, b"spaces and accents").unwrap();
-    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-    e2e::sync::set_mtime(&odd, old).unwrap();
-    let back = m.env.path("back.bin");
-    let batch = format!(
-        "put {src} {MOUNT}/big.bin\n\
-         get {MOUNT}/big.bin {back}\n\
-         mkdir {MOUNT}/folder\n\
-         put -p {odd} \"{MOUNT}/folder/naïve café.txt\"\n\
-         rename {MOUNT}/big.bin {MOUNT}/folder/moved.bin\n\
-         ls -l {MOUNT}/folder\n",
-        src = p(&src),
-        back = p(&back),
-        odd = p(&odd),
-    );
-    let out = m.client().sftp(&batch).unwrap();
-    assert_ok(
-        &out,
-        &format!("operations through the mod_sftp mount\n{}", logs()),
-    );
-    let root = server.root();
-    assert_same_large_file(&src, &root.join("folder/moved.bin"));
-    assert_same_large_file(&src, &back);
-    let odd_remote = root.join("folder/naïve café.txt");
-    assert_eq!(fs::read(&odd_remote).unwrap(), b"spaces and accents");
-    let mtime = fs::metadata(&odd_remote).unwrap().modified().unwrap();
-    assert_eq!(mtime, old, "put -p did not keep the mtime on the server");
-    assert!(!Path::new(&root.join("big.bin")).exists());
-
-    let out = m
-        .client()
-        .sftp(&format!(
-            "rm {MOUNT}/folder/moved.bin\nrm \"{MOUNT}/folder/naïve café.txt\"\nrmdir {MOUNT}/folder\n"
-        ))
-        .unwrap();
-    assert_ok(
-        &out,
-        &format!("rm and rmdir through the mod_sftp mount\n{}", logs()),
-    );
-    assert!(!root.join("folder").exists(), "{}", logs());
+    e2e::mount::every_operation(&m, &server.root(), &|| server.logs());
 }
