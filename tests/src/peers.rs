@@ -119,15 +119,19 @@ pub struct TcpConn {
 }
 
 /// Established TCP connections whose local (server-side) port is in `ports`
-/// (`ss -Htn state established '( sport >= :A and sport <= :B )'`).
+/// (from `ss -Htan`).
+///
+/// A port number in a server's range can also be the ephemeral port of an
+/// unrelated *client* socket: another test binds 127.0.0.2:0 (a dedicated
+/// source address) and the kernel may hand it the number of a port that
+/// only 127.0.0.1 listens on, or a passive port that is free between two
+/// transfers. Such a socket's peer is a listening socket of some server,
+/// which a server-side socket's peer (a client's ephemeral port) never is,
+/// so sockets whose peer listens are left out; and the servers here listen
+/// on 127.0.0.1 (or ::1) only, so sockets with another local address are.
 pub fn established_in_range(ports: RangeInclusive<u16>) -> Result<Vec<TcpConn>> {
     let out = Command::new("ss")
-        .args(["-Htn", "state", "established"])
-        .arg(format!(
-            "( sport >= :{} and sport <= :{} )",
-            ports.start(),
-            ports.end()
-        ))
+        .args(["-Htan"])
         .stdin(Stdio::null())
         .output()
         .context("running ss (install iproute2)")?;
@@ -139,33 +143,70 @@ pub fn established_in_range(ports: RangeInclusive<u16>) -> Result<Vec<TcpConn>> 
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut conns = vec![];
+    let mut listeners = BTreeSet::new();
+    let mut established = vec![];
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        // Recv-Q Send-Q Local:Port Peer:Port
+        // State Recv-Q Send-Q Local:Port Peer:Port
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(l), Some(p)) = (f.get(2), f.get(3)) else {
+        let (Some(state), Some(l), Some(p)) = (f.first(), f.get(3), f.get(4)) else {
             bail!("unexpected ss line: {line:?}");
         };
-        let parse = |s: &str| -> Result<SocketAddr> {
-            let a: SocketAddr = s
-                .parse()
-                .with_context(|| format!("address {s:?} in ss line {line:?}"))?;
-            // Show IPv4-mapped IPv6 peers as plain IPv4.
-            Ok(match a {
-                SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-                    None => a,
-                },
-                v4 => v4,
-            })
-        };
-        conns.push(TcpConn {
-            local: parse(l)?,
-            peer: parse(p)?,
-        });
+        match *state {
+            "LISTEN" => {
+                listeners.insert(parse_ss_addr(l, line)?);
+            }
+            "ESTAB" => established.push(TcpConn {
+                local: parse_ss_addr(l, line)?,
+                peer: parse_ss_addr(p, line)?,
+            }),
+            _ => {}
+        }
     }
+    let listens = |a: &SocketAddr| {
+        listeners
+            .iter()
+            .any(|l| l.port() == a.port() && (l.ip() == a.ip() || l.ip().is_unspecified()))
+    };
+    let mut conns: Vec<TcpConn> = established
+        .into_iter()
+        .filter(|c| {
+            ports.contains(&c.local.port())
+                && SERVER_IPS.contains(&c.local.ip())
+                && !listens(&c.peer)
+        })
+        .collect();
     conns.sort();
     Ok(conns)
+}
+
+/// The addresses the servers tests start listen on.
+const SERVER_IPS: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
+
+/// An address as `ss` prints it (`127.0.0.1:22`, `[::1]:22`, `*:22`),
+/// IPv4-mapped IPv6 shown as plain IPv4 and `*` as 0.0.0.0.
+fn parse_ss_addr(s: &str, line: &str) -> Result<SocketAddr> {
+    let mut s = s
+        .strip_prefix("*:")
+        .map_or_else(|| s.to_string(), |port| format!("0.0.0.0:{port}"));
+    // `127.0.0.1%lo:22`: an address bound to a device.
+    if let (Some(pct), Some(colon)) = (s.find('%'), s.rfind(':')) {
+        if pct < colon {
+            s.replace_range(pct..colon, "");
+        }
+    }
+    let a: SocketAddr = s
+        .parse()
+        .with_context(|| format!("address {s:?} in ss line {line:?}"))?;
+    Ok(match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    })
 }
 
 /// What a [`ConnectionSampler`] saw.
@@ -177,6 +218,9 @@ pub struct SamplerReport {
     pub samples: usize,
     /// Every peer (client source) IP seen.
     pub peers: BTreeSet<IpAddr>,
+    /// The connections of the first sample that saw `max` (to tell, when
+    /// a count is wrong, which sockets made it).
+    pub at_max: Vec<TcpConn>,
 }
 
 /// Samples the established connections to a port range every 20 ms on a
@@ -187,6 +231,7 @@ pub struct ConnectionSampler {
     max: Arc<AtomicUsize>,
     samples: Arc<AtomicUsize>,
     peers: Arc<Mutex<BTreeSet<IpAddr>>>,
+    at_max: Arc<Mutex<Vec<TcpConn>>>,
     handle: Option<thread::JoinHandle<Result<()>>>,
 }
 
@@ -198,7 +243,9 @@ impl ConnectionSampler {
         let max = Arc::new(AtomicUsize::new(0));
         let samples = Arc::new(AtomicUsize::new(0));
         let peers = Arc::new(Mutex::new(BTreeSet::new()));
+        let at_max = Arc::new(Mutex::new(Vec::new()));
         let (s, m, n, pe) = (stop.clone(), max.clone(), samples.clone(), peers.clone());
+        let most = at_max.clone();
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let handle = thread::spawn(move || -> Result<()> {
             let mut first = Some(first_tx);
@@ -211,7 +258,11 @@ impl ConnectionSampler {
                         return Err(e);
                     }
                 };
-                m.fetch_max(conns.len(), Ordering::SeqCst);
+                if m.fetch_max(conns.len(), Ordering::SeqCst) < conns.len() {
+                    if let Ok(mut seen) = most.lock() {
+                        *seen = conns.clone();
+                    }
+                }
                 if let Ok(mut set) = pe.lock() {
                     set.extend(conns.iter().map(|c| c.peer.ip()));
                 }
@@ -231,6 +282,7 @@ impl ConnectionSampler {
             max,
             samples,
             peers,
+            at_max,
             handle: Some(handle),
         }
     }
@@ -256,6 +308,7 @@ impl ConnectionSampler {
             max: self.max.load(Ordering::SeqCst),
             samples: self.samples.load(Ordering::SeqCst),
             peers: self.peers_so_far(),
+            at_max: self.at_max.lock().map(|v| v.clone()).unwrap_or_default(),
         })
     }
 }
@@ -273,4 +326,61 @@ pub fn ip_set(items: &[&str]) -> BTreeSet<IpAddr> {
         .iter()
         .map(|s| s.parse().expect("test IP literal"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ss_addresses_parse() {
+        let line = "test";
+        assert_eq!(
+            parse_ss_addr("127.0.0.1:22", line).unwrap(),
+            "127.0.0.1:22".parse().unwrap()
+        );
+        assert_eq!(
+            parse_ss_addr("[::ffff:127.0.0.2]:80", line).unwrap(),
+            "127.0.0.2:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_ss_addr("*:21", line).unwrap(),
+            "0.0.0.0:21".parse().unwrap()
+        );
+        assert_eq!(
+            parse_ss_addr("127.0.0.1%lo:53", line).unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert!(parse_ss_addr("nonsense", line).is_err());
+    }
+
+    /// A client socket given a listening port's number on another loopback
+    /// address (the kernel allows it) is not counted as a connection to
+    /// that server; the server's own accepted connection is.
+    #[test]
+    fn client_sockets_sharing_a_server_port_are_not_counted() {
+        use std::net::{TcpListener, TcpStream};
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A client bound to 127.0.0.2:<port>, connected to another server.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _socket = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from(([127, 0, 0, 2], port)))
+                .unwrap();
+            socket.connect(other.local_addr().unwrap()).await.unwrap()
+        });
+        let _accepted_elsewhere = other.accept().unwrap();
+        assert_eq!(established_in_range(port..=port).unwrap(), vec![]);
+        let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _accepted = server.accept().unwrap();
+        let conns = established_in_range(port..=port).unwrap();
+        assert_eq!(conns.len(), 1, "{conns:?}");
+        assert_eq!(conns[0].local.port(), port);
+    }
 }
