@@ -221,6 +221,9 @@ pub struct SamplerReport {
     /// The connections of the first sample that saw `max` (to tell, when
     /// a count is wrong, which sockets made it).
     pub at_max: Vec<TcpConn>,
+    /// Every distinct connection seen (one that lived less than a sample's
+    /// 20 ms may be missed).
+    pub seen: BTreeSet<TcpConn>,
 }
 
 /// Samples the established connections to a port range every 20 ms on a
@@ -232,6 +235,7 @@ pub struct ConnectionSampler {
     samples: Arc<AtomicUsize>,
     peers: Arc<Mutex<BTreeSet<IpAddr>>>,
     at_max: Arc<Mutex<Vec<TcpConn>>>,
+    seen: Arc<Mutex<BTreeSet<TcpConn>>>,
     handle: Option<thread::JoinHandle<Result<()>>>,
 }
 
@@ -246,6 +250,8 @@ impl ConnectionSampler {
         let at_max = Arc::new(Mutex::new(Vec::new()));
         let (s, m, n, pe) = (stop.clone(), max.clone(), samples.clone(), peers.clone());
         let most = at_max.clone();
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let all = seen.clone();
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let handle = thread::spawn(move || -> Result<()> {
             let mut first = Some(first_tx);
@@ -262,6 +268,9 @@ impl ConnectionSampler {
                     if let Ok(mut seen) = most.lock() {
                         *seen = conns.clone();
                     }
+                }
+                if let Ok(mut set) = all.lock() {
+                    set.extend(conns.iter().copied());
                 }
                 if let Ok(mut set) = pe.lock() {
                     set.extend(conns.iter().map(|c| c.peer.ip()));
@@ -283,6 +292,7 @@ impl ConnectionSampler {
             samples,
             peers,
             at_max,
+            seen,
             handle: Some(handle),
         }
     }
@@ -309,6 +319,7 @@ impl ConnectionSampler {
             samples: self.samples.load(Ordering::SeqCst),
             peers: self.peers_so_far(),
             at_max: self.at_max.lock().map(|v| v.clone()).unwrap_or_default(),
+            seen: self.seen.lock().map(|v| v.clone()).unwrap_or_default(),
         })
     }
 }

@@ -12,20 +12,22 @@
 //! per control connection cannot resume, and refuses.
 //!
 //! TLS 1.2 sessions can be resumed any number of times. A TLS 1.3 ticket
-//! is used once (rustls hands each ticket out once and offers no way to
-//! copy one), so the supply must be renewed. Servers renew it unevenly:
-//! the control connection's full handshake brings two tickets (OpenSSL's
-//! default); vsftpd sends a fresh ticket on every resumed data connection
-//! (taken in by `MaybeTls::take_pending` and `MaybeTls::drain`); ProFTPD
-//! 1.3.8 (OpenSSL 3) sends it only when it writes to the data connection
-//! (downloads, listings), never on an upload, whose data connection it
-//! only reads. Without more, a ProFTPD control connection thus carries two
-//! TLS 1.3 uploads, and the third data connection, with no ticket to
-//! offer, is refused (`425`; mod_tls: "client did not reuse TLS session").
-//! [`TicketStore`] therefore counts the tickets it holds, and a control
-//! connection whose TLS 1.3 store is empty renews itself before the next
-//! data connection (`Control::start_transfer`): a new login, whose
-//! handshake brings new tickets.
+//! is meant for one connection (rustls hands each out once), and servers
+//! renew the supply unevenly: the control connection's full handshake
+//! brings two tickets (OpenSSL's default); vsftpd sends a fresh ticket on
+//! every resumed data connection (taken in by `MaybeTls::take_pending` and
+//! `MaybeTls::drain`); ProFTPD 1.3.8 (OpenSSL 3) sends it only when it
+//! writes to the data connection (downloads, listings), never on an upload.
+//! With single-use tickets a ProFTPD control connection would carry two
+//! TLS 1.3 uploads, and refuse the third data connection (`425`; mod_tls:
+//! "client did not reuse TLS session"). [`TicketStore`] therefore offers
+//! fresh tickets first and keeps a copy of the last one to offer again, as
+//! OpenSSL, GnuTLS and JSSE FTPS clients do (ProFTPD tags its tickets to
+//! check they belong to this FTP session). Copying a ticket needs a patched
+//! rustls (`vendor/rustls/PATCHED.md`). Should a store still be empty (a
+//! server that sent no ticket at all), the control connection renews
+//! itself before its next data connection (`Control::start_transfer`): a
+//! new login, whose handshake may bring tickets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -202,19 +204,24 @@ impl ClientSessionStore for TicketStore {
             });
     }
 
+    /// Hands out the newest ticket. The last one is handed out and kept:
+    /// a server that sends no new ticket on some data connections (ProFTPD
+    /// on uploads) accepts the control connection's ticket again.
     fn take_tls13_ticket(
         &self,
         server_name: &ServerName<'static>,
     ) -> Option<Tls13ClientSessionValue> {
-        let ticket = self.inner.take_tls13_ticket(server_name);
-        if ticket.is_some() {
-            let _ = self
-                .tls13
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    Some(n.saturating_sub(1))
-                });
+        let ticket = self.inner.take_tls13_ticket(server_name)?;
+        let left = self
+            .tls13
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .map_or(0, |before| before.saturating_sub(1));
+        if left == 0 {
+            self.insert_tls13_ticket(server_name.clone(), ticket.clone());
         }
-        ticket
+        Some(ticket)
     }
 }
 
