@@ -1252,6 +1252,38 @@ impl FtpServer {
         ConnectionSampler::start(self.port()..=self.port())
     }
 
+    /// ProFTPD speaking SFTP (`mod_sftp`, not FTP) on its port, password
+    /// login, with an RSA host key made here (mod_sftp wants PEM and mode
+    /// 0600); returns the server and its host key.
+    pub fn start_mod_sftp() -> Result<(FtpServer, russh::keys::PublicKey)> {
+        let keys = tempfile::Builder::new()
+            .prefix("gw-proftpd-sftp-")
+            .tempdir()
+            .context("temp dir for mod_sftp's host key")?
+            .keep();
+        let key = keys.join("host_rsa");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .context("running ssh-keygen")?;
+        if !out.status.success() {
+            bail!("ssh-keygen: {out:?}");
+        }
+        let public = fs::read_to_string(key.with_extension("pub"))?;
+        let public = russh::keys::PublicKey::from_openssh(public.trim())
+            .context("reading mod_sftp's host key")?;
+        let server = FtpServer::start(
+            FtpServerOptions::proftpd()
+                .extra("LoadModule mod_sftp.c")
+                .extra("SFTPEngine on")
+                .extra(&format!("SFTPLog {}", keys.join("sftp.log").display()))
+                .extra(&format!("SFTPHostKey {}", key.display()))
+                .extra("SFTPAuthMethods password"),
+        )?;
+        Ok((server, public))
+    }
+
     /// Starts sampling the data connections (passive range) every 20 ms.
     pub fn data_sampler(&self) -> ConnectionSampler {
         ConnectionSampler::start(self.passive_ports())

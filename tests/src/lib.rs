@@ -703,6 +703,8 @@ pub struct RemoteConfig {
     pub path_style: Option<bool>,
     /// S3: rename folders key by key (gateway default false).
     pub recursive_folder_rename: Option<bool>,
+    /// S3 `folder_markers`.
+    pub folder_markers: Option<bool>,
     /// Extra raw `key = value` lines (values already TOML-encoded).
     pub extra: Vec<(String, String)>,
 }
@@ -766,6 +768,12 @@ impl RemoteConfig {
     /// S3: sets `path_style`.
     pub fn path_style(mut self, yes: bool) -> Self {
         self.path_style = Some(yes);
+        self
+    }
+
+    /// S3: sets `folder_markers`.
+    pub fn folder_markers(mut self, yes: bool) -> Self {
+        self.folder_markers = Some(yes);
         self
     }
 
@@ -908,6 +916,9 @@ impl RemoteConfig {
         opt(&mut s, "secret_access_key", &self.secret_access_key);
         if let Some(b) = self.path_style {
             s += &format!("path_style = {b}\n");
+        }
+        if let Some(b) = self.folder_markers {
+            s += &format!("folder_markers = {b}\n");
         }
         if let Some(b) = self.recursive_folder_rename {
             s += &format!("recursive_folder_rename = {b}\n");

@@ -30,7 +30,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::ftpd::{FtpServer, FtpServerOptions, FtpServerTls};
 use crate::s3d::{S3Server, S3ServerKind};
-use crate::sshd::{chown_to_test_user, gateway_run, Sshd};
+use crate::sshd::{chown_to_test_user, gateway_run, Sshd, TEST_PASSWORD, TEST_USER};
 use crate::{
     for_each_line, strip_ansi, CmdOutput, Gateway, GatewayCommand, GatewayConfig, RemoteConfig,
     SyncConfig, TestEnv,
@@ -849,6 +849,10 @@ pub enum RemoteKind {
     S3,
     /// AsyncSSH's SFTP server (files owned by root, like the test).
     AsyncSsh,
+    /// ProFTPD's `mod_sftp` (SFTP), password login.
+    ProftpdSftp,
+    /// `rclone serve s3` from a current rclone (objects are plain files).
+    RcloneS3,
 }
 
 /// One side of a sync, for scenarios that are the same seen from either
@@ -875,9 +879,9 @@ impl Side {
 pub enum RemoteServer {
     /// sshd.
     Sftp(Sshd),
-    /// vsftpd or pure-ftpd.
+    /// vsftpd, pure-ftpd or ProFTPD (FTP or mod_sftp).
     Ftp(FtpServer),
-    /// s3s-fs.
+    /// s3s-fs or `rclone serve s3`.
     S3(S3Server),
     /// AsyncSSH's SFTP server.
     AsyncSsh(crate::asyncssh_sftpd::AsyncSshServer),
@@ -940,10 +944,21 @@ impl SyncRig {
                 let root = ftp.root();
                 (RemoteServer::Ftp(ftp), r, root)
             }
-            RemoteKind::S3 => {
-                let s3 = S3Server::start(S3ServerKind::S3sFs).context("starting the S3 server")?;
-                let r = s3.remote_config(REMOTE);
-                let root = s3.bucket_dir().expect("s3s-fs keeps objects on disk");
+            RemoteKind::S3 | RemoteKind::RcloneS3 => {
+                let server_kind = if kind == RemoteKind::S3 {
+                    S3ServerKind::S3sFs
+                } else {
+                    S3ServerKind::RcloneServe
+                };
+                let s3 = S3Server::start(server_kind).context("starting the S3 server")?;
+                let mut r = s3.remote_config(REMOTE);
+                if kind == RemoteKind::RcloneS3 {
+                    // rclone stores a `dir/` marker as a file `dir`.
+                    r = r.folder_markers(false);
+                }
+                let root = s3
+                    .bucket_dir()
+                    .context("the S3 server keeps no files on disk")?;
                 (RemoteServer::S3(s3), r, root)
             }
             RemoteKind::AsyncSsh => {
@@ -953,6 +968,15 @@ impl SyncRig {
                 r.connect_timeout = Some("10s".into());
                 let root = server.root();
                 (RemoteServer::AsyncSsh(server), r, root)
+            }
+            RemoteKind::ProftpdSftp => {
+                let (server, _key) = FtpServer::start_mod_sftp()?;
+                let mut r =
+                    crate::RemoteConfig::sftp(REMOTE, "127.0.0.1", server.port(), TEST_USER)
+                        .password(TEST_PASSWORD);
+                r.connect_timeout = Some("10s".into());
+                let root = server.root();
+                (RemoteServer::Ftp(server), r, root)
             }
         };
         let mut cfg = env.config();
@@ -1025,7 +1049,7 @@ impl SyncRig {
     pub fn fix_remote_owner(&self) {
         if matches!(
             self.kind,
-            RemoteKind::Sftp | RemoteKind::Vsftpd | RemoteKind::PureFtpd
+            RemoteKind::Sftp | RemoteKind::Vsftpd | RemoteKind::PureFtpd | RemoteKind::ProftpdSftp
         ) {
             chown_to_test_user(&self.remote_root).expect("chown remote files");
         }
@@ -1036,7 +1060,7 @@ impl SyncRig {
     /// under a prefix is deleted: the prefix is gone (s3s-fs would answer
     /// HEAD on such a directory with 500, a quirk S3 does not have).
     pub fn s3_forget_empty_folders(&self) {
-        if self.kind != RemoteKind::S3 {
+        if !matches!(self.kind, RemoteKind::S3 | RemoteKind::RcloneS3) {
             return;
         }
         let mut dirs: Vec<String> = walk_folders(&self.remote_root)

@@ -3,45 +3,20 @@
 //! `limits@openssh.com`, no exec for checksums): the backend conformance
 //! suite, then a mount through the real gateway with OpenSSH's `sftp` (64
 //! MiB up and down checked on its disk, rename, mkdir, rmdir, remove, kept
-//! mtimes, a name with spaces and accents).
+//! mtimes, a name with spaces and accents), and a push and a pull sync.
 
-use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use backends::sftp::{SftpBackend, SftpSettings};
 use e2e::direct::{pool_settings, runtime, upload_leftovers};
-use e2e::ftpd::{FtpServer, FtpServerOptions};
+use e2e::ftpd::FtpServer;
 use e2e::sshd::{ExactKey, MOUNT, REMOTE, TEST_PASSWORD, TEST_USER};
+use e2e::sync::{scenarios, RemoteKind};
 use e2e::*;
 
-/// ProFTPD speaking SFTP (not FTP) on its port, with an RSA host key the
-/// test makes (mod_sftp wants PEM and mode 0600).
+/// ProFTPD speaking SFTP (see [`FtpServer::start_mod_sftp`]).
 fn start() -> (FtpServer, russh::keys::PublicKey) {
-    let keys = tempfile::Builder::new()
-        .prefix("gw-proftpd-sftp-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let key = keys.join("host_rsa");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen: {out:?}");
-    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
-    let public = russh::keys::PublicKey::from_openssh(public.trim()).unwrap();
-    let server = FtpServer::start(
-        FtpServerOptions::proftpd()
-            .extra("LoadModule mod_sftp.c")
-            .extra("SFTPEngine on")
-            .extra(&format!("SFTPLog {}", keys.join("sftp.log").display()))
-            .extra(&format!("SFTPHostKey {}", key.display()))
-            .extra("SFTPAuthMethods password"),
-    )
-    .unwrap();
-    (server, public)
+    FtpServer::start_mod_sftp().expect("starting ProFTPD's mod_sftp")
 }
 
 fn settings(server: &FtpServer, key: russh::keys::PublicKey) -> SftpSettings {
@@ -84,4 +59,14 @@ fn a_mount_on_proftpd_mod_sftp_serves_every_operation() {
     let mut m = e2e::mount::MountedGateway::new(remote, MOUNT).unwrap();
     m.start_gateway().unwrap();
     e2e::mount::every_operation(&m, &server.root(), &|| server.logs());
+}
+
+#[test]
+fn proftpd_mod_sftp_push_with_keep() {
+    scenarios::push(RemoteKind::ProftpdSftp, false);
+}
+
+#[test]
+fn proftpd_mod_sftp_pull_with_delete() {
+    scenarios::pull(RemoteKind::ProftpdSftp, true);
 }

@@ -10,7 +10,9 @@
 //!
 //! Known limit (asserted, so it cannot drift): `rclone serve s3` stores
 //! the folder marker `dir/` as an empty FILE `dir`, so `mkdir` of an empty
-//! folder gives a file there; folders made implicitly by uploads work.
+//! folder gives a file there; folders made implicitly by uploads work, and
+//! with `folder_markers = false` (no markers written) nested folders, a
+//! push and a pull sync work too.
 
 use std::fs;
 
@@ -256,4 +258,42 @@ fn mount_on_rclone_serve_s3() {
         made.is_file() && fs::metadata(&made).unwrap().len() == 0,
         "rclone serve s3 no longer stores `made/` as an empty file: update the module docs\n{out}"
     );
+    drop(m);
+
+    // With `folder_markers = false`, mkdir writes nothing: nested folders
+    // and the files in them work, and rmdir of an emptied folder succeeds.
+    let mut m =
+        MountedGateway::new(server.remote_config("bucket").folder_markers(false), MOUNT).unwrap();
+    m.start_gateway().expect("gateway start");
+    let small = m.env.path("small.txt");
+    fs::write(&small, b"in a folder\n").unwrap();
+    sftp(
+        &m,
+        &server,
+        &format!(
+            "mkdir {MOUNT}/outer\nmkdir {MOUNT}/outer/inner\n\
+             put {} {MOUNT}/outer/inner/f.txt\nls -l {MOUNT}/outer/inner\n",
+            p_(&small)
+        ),
+    );
+    assert_eq!(
+        fs::read(bucket.join("outer/inner/f.txt")).unwrap(),
+        b"in a folder\n"
+    );
+    sftp(
+        &m,
+        &server,
+        &format!("rm {MOUNT}/outer/inner/f.txt\nrmdir {MOUNT}/outer/inner\nrmdir {MOUNT}/outer\n"),
+    );
+    assert!(!bucket.join("outer/inner/f.txt").exists());
+}
+
+#[test]
+fn rclone_serve_s3_push_with_keep() {
+    e2e::sync::scenarios::push(e2e::sync::RemoteKind::RcloneS3, false);
+}
+
+#[test]
+fn rclone_serve_s3_pull_with_delete() {
+    e2e::sync::scenarios::pull(e2e::sync::RemoteKind::RcloneS3, true);
 }

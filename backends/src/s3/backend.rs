@@ -67,6 +67,7 @@ impl S3Backend {
             region,
             part_size: settings.part_size,
             recursive_folder_rename: settings.recursive_folder_rename,
+            folder_markers: settings.folder_markers,
             pending,
         };
         Ok(S3Backend {
@@ -211,6 +212,10 @@ impl S3Backend {
         if path.is_root() || self.bucket.lookup(path, OP).await?.is_some() {
             return Err(self.error(ErrorKind::AlreadyExists, OP, path, "already exists"));
         }
+        if !self.bucket.folder_markers {
+            // Folders are implicit: the first upload under it makes it.
+            return Ok(());
+        }
         if let Some(parent) = path.parent() {
             if self.bucket.folder(&parent, OP).await?.is_none() {
                 let parent_key = self.bucket.keys.object(&parent);
@@ -280,10 +285,12 @@ impl S3Backend {
         }
         if keys.is_empty() {
             let key = self.bucket.keys.object(path);
-            return Err(match self.bucket.head(&key, OP, path).await? {
-                Some(_) => self.error(ErrorKind::NotADirectory, OP, path, "not a folder"),
-                None => self.error(ErrorKind::NotFound, OP, path, "no such folder"),
-            });
+            return match self.bucket.head(&key, OP, path).await? {
+                Some(_) => Err(self.error(ErrorKind::NotADirectory, OP, path, "not a folder")),
+                // Without markers an empty folder has no keys: nothing to remove.
+                None if !self.bucket.folder_markers => Ok(()),
+                None => Err(self.error(ErrorKind::NotFound, OP, path, "no such folder")),
+            };
         }
         self.bucket.delete(&marker, OP, path).await
     }

@@ -133,6 +133,12 @@ pub struct S3Settings {
     /// atomic: a failure midway leaves some keys copied); off, renaming a
     /// folder is refused as unsupported.
     pub recursive_folder_rename: bool,
+    /// `mkdir` writes a zero-byte `name/` marker object, so an empty
+    /// folder exists. Off, folders exist only through the keys under them:
+    /// `mkdir` checks and writes nothing, `rmdir` of a folder with no keys
+    /// succeeds (for servers that store a marker as a file, such as
+    /// `rclone serve s3`).
+    pub folder_markers: bool,
 }
 
 impl S3Settings {
@@ -163,6 +169,7 @@ impl S3Settings {
             max_requests: DEFAULT_MAX_REQUESTS,
             part_size: DEFAULT_PART_SIZE,
             recursive_folder_rename: false,
+            folder_markers: true,
         }
     }
 }
@@ -186,6 +193,7 @@ impl std::fmt::Debug for S3Settings {
             .field("max_requests", &self.max_requests)
             .field("part_size", &self.part_size)
             .field("recursive_folder_rename", &self.recursive_folder_rename)
+            .field("folder_markers", &self.folder_markers)
             .finish()
     }
 }

@@ -49,6 +49,8 @@ pub struct Bucket {
     pub part_size: usize,
     /// Whether folders may be renamed key by key.
     pub recursive_folder_rename: bool,
+    /// Whether `mkdir` writes folder markers.
+    pub folder_markers: bool,
     /// Multipart uploads to abort once the server answers again.
     pub pending: PendingAborts,
 }

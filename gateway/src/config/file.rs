@@ -457,6 +457,9 @@ pub struct RemoteSection {
     /// S3: renaming a folder copies and deletes every object under it
     /// (not atomic); off by default, when such renames are refused.
     pub recursive_folder_rename: Option<bool>,
+    /// S3: `mkdir` writes a zero-byte `name/` marker object (default); off
+    /// for servers that store such a key as a file (`rclone serve s3`).
+    pub folder_markers: Option<bool>,
 }
 
 fn default_true() -> bool {

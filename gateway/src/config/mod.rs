@@ -168,6 +168,8 @@ pub struct S3RemoteSettings {
     pub io_timeout: Duration,
     /// Folder renames copy and delete every object under the folder.
     pub recursive_folder_rename: bool,
+    /// `mkdir` writes a folder marker object (off: folders are implicit).
+    pub folder_markers: bool,
 }
 
 impl fmt::Debug for S3RemoteSettings {
@@ -871,6 +873,7 @@ fn protocol_keys(rs: &file::RemoteSection) -> Vec<(&'static str, bool, &'static 
             rs.recursive_folder_rename.is_some(),
             &[S3],
         ),
+        ("folder_markers", rs.folder_markers.is_some(), &[S3]),
     ]
 }
 
@@ -946,6 +949,7 @@ fn s3_protocol(
         ca_file,
         io_timeout,
         recursive_folder_rename: rs.recursive_folder_rename.unwrap_or(false),
+        folder_markers: rs.folder_markers.unwrap_or(true),
     })
 }
 
@@ -1271,6 +1275,7 @@ mod tests {
         assert_eq!(s3.region, "us-east-1");
         assert!(s3.path_style);
         assert!(!s3.recursive_folder_rename);
+        assert!(s3.folder_markers, "markers are on by default");
         assert!(!format!("{r:?}").contains("SK"), "secret in Debug: {r:?}");
     }
 

@@ -362,6 +362,7 @@ pub fn s3_settings(
     settings.connect_timeout = r.connect_timeout;
     settings.io_timeout = s.io_timeout;
     settings.recursive_folder_rename = s.recursive_folder_rename;
+    settings.folder_markers = s.folder_markers;
     settings
 }
 
