@@ -22,9 +22,14 @@
 //! - [`ftp`]: a folder on a remote FTP or FTPS server.
 //! - [`s3`]: a folder (key prefix) of a bucket on an S3-compatible server.
 //! - [`tls`]: certificate checks and rustls settings shared by FTPS and S3.
-//! - [`conformance`]: the cases every backend must pass.
+//! - `conformance` (feature `conformance`, and in this crate's unit
+//!   tests): the cases every backend must pass; the end-to-end tests turn
+//!   it on, the shipped binary does not carry it.
+
+#![forbid(unsafe_code)]
 
 pub mod backend;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod dial;
 pub mod error;

@@ -9,8 +9,11 @@
 //! - [`keygen`]: new RSA-4096 client key pairs for remotes (private key
 //!   and `.pub` line).
 //!
-//! Later work adds host-key pins for remote servers, and TLS configuration
-//! for FTPS.
+//! Pins of remote servers' host keys live with the remotes
+//! (`gateway/src/remotes/host_keys.rs`); TLS settings for FTPS and S3 in
+//! `backends/src/tls.rs`.
+
+#![forbid(unsafe_code)]
 
 pub mod host_keys;
 pub mod keygen;

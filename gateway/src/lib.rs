@@ -32,30 +32,28 @@
 //!   HTTP server they share with [`admin`], the admin HTTP API.
 //! - [`s3`]: the S3-compatible endpoint over the same trees, with
 //!   per-user access keys.
-//! - [`cli`], [`cluster_cli`], [`s3_cli`], [`remote_cli`], [`sync_cli`], [`logging`]: the command line
-//!   (its remote, key and sync commands) and log output.
+//! - [`cli`], [`logging`]: the command line (a file per command group,
+//!   each calling library functions) and log output.
+
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod checksums;
 pub mod cli;
 pub mod cluster;
-pub mod cluster_cli;
 pub mod config;
 pub mod exec;
 pub mod logging;
 pub mod ops;
 pub mod proxy_protocol;
-pub mod remote_cli;
 pub mod remotes;
 pub mod running;
 pub mod s3;
-pub mod s3_cli;
 pub mod serve;
 pub mod sessions;
 pub mod sftp;
 pub mod ssh;
 pub mod state;
 pub mod sync;
-pub mod sync_cli;
 pub mod transfers;
 pub mod tree;

@@ -1,14 +1,17 @@
 //! The `gateway` binary: parses the command line and runs one command.
 
+#![forbid(unsafe_code)]
+
 use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::Parser;
+use gateway::cli::{remote as remote_cli, s3 as s3_cli, sync as sync_cli};
 use gateway::cli::{
     AdminCommand, Cli, ClusterCommand, Command, ConfigCommand, RemoteCommand, S3KeyCommand,
     SyncCommand, UserCommand,
 };
-use gateway::{config, logging, remote_cli, s3_cli, serve, sync_cli};
+use gateway::{config, logging, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
             };
             match command {
                 ClusterCommand::Status { json } => {
-                    report(runtime.block_on(gateway::cluster_cli::status(&settings, json)))
+                    report(runtime.block_on(gateway::cli::cluster::status(&settings, json)))
                 }
             }
         }

@@ -319,14 +319,14 @@ impl Control for Running {
 
     async fn test_remote(&self, name: &str) -> Result<RemoteTestReport, ControlError> {
         let live = self.find_remote(name)?;
-        crate::remote_cli::test_report(&live.settings, name, self.store.clone())
+        crate::remotes::report::test_report(&live.settings, name, self.store.clone())
             .await
             .map_err(ControlError::from)
     }
 
     async fn trust_remote(&self, name: &str) -> Result<TrustReport, ControlError> {
         let live = self.find_remote(name)?;
-        crate::remote_cli::trust_report(&live.settings, name, self.store.clone())
+        crate::remotes::report::trust_report(&live.settings, name, self.store.clone())
             .await
             .map_err(ControlError::from)
     }

@@ -13,6 +13,7 @@
 //!   failures.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod password;

@@ -1,4 +1,4 @@
-//! The admin HTTP API (issue 8): what it can do is [`control::Control`];
+//! The admin HTTP API: what it can do is [`control::Control`];
 //! [`http::serve_admin`] serves it, to holders of the keys in
 //! [`auth::ApiKeys`]; [`keys`] makes new keys (`gateway admin new-key`).
 

@@ -33,15 +33,8 @@ pub fn node_identity() -> (String, String) {
 
 /// This machine's host name (`node` if it has none).
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "node".to_string();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str() {
         Ok(name) if !name.is_empty() => name.to_string(),
         _ => "node".to_string(),
     }

@@ -351,8 +351,7 @@ impl<'a> SecretReader<'a> {
 pub fn exposure(path: &Path, what: &str) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = meta.mode() & 0o7777;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     let read_through_group = meta.uid() != euid && in_group(meta.gid());
     let (mask, fix) = if read_through_group {
         (0o027, "640")
@@ -391,19 +390,8 @@ pub fn exposure(path: &Path, what: &str) -> Option<String> {
 
 /// Whether the process is in group `gid` (effective or supplementary).
 fn in_group(gid: u32) -> bool {
-    // SAFETY: getegid(2) cannot fail and touches no memory.
-    if unsafe { libc::getegid() } == gid {
-        return true;
-    }
-    // SAFETY: with a size of 0, getgroups(2) only returns the count.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n <= 0 {
-        return false;
-    }
-    let mut groups = vec![0 as libc::gid_t; n as usize];
-    // SAFETY: `groups` has room for `n` entries, as passed.
-    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    n > 0 && groups[..n as usize].contains(&gid)
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
 }
 
 /// The warnings about every file in `files` (path, what it holds).

@@ -2,6 +2,7 @@
 //! pool) per configured remote, shared by every session and mount.
 
 pub mod host_keys;
+pub mod report;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! What a sync run copies: from the listings of the gateway's side and the
 //! remote's side, the files that go which way and the files held back.
 //!
-//! The rules (issue 7): push and pull copy a file when the destination
+//! The rules: push and pull copy a file when the destination
 //! lacks it, its size differs, or the source is newer; they never delete at
 //! the destination. Two-way copies each side's new files to the other, and
 //! when a name exists on both sides with different sizes the newer one

@@ -5,9 +5,9 @@
 use anyhow::{bail, Context, Result};
 
 use crate::config::Settings;
-use crate::remote_cli::open_store;
 use crate::s3::keys::KeyBook;
 use crate::state;
+use crate::state::open as open_store;
 
 fn book(settings: &Settings) -> Result<KeyBook> {
     Ok(KeyBook::new(open_store(settings)?))

@@ -1,9 +1,9 @@
-//! `gateway remote list | test | trust` and `gateway keygen`.
+//! What `gateway remote test` and `gateway remote trust` find out, as
+//! data: the command line prints it and the admin API returns it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
 use backends::sftp::HostKeyPolicy;
 use backends::{BackendError, ErrorKind, StoragePath};
 use certs::host_keys::fingerprint;
@@ -11,104 +11,9 @@ use futures::TryStreamExt;
 use russh::keys::PublicKey;
 
 use crate::admin::control::{ControlError, RemoteTestReport, TrustReport};
-use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings};
+use crate::config::{CertificatePolicy, ProtocolSettings, RemoteSettings, Settings};
 use crate::remotes::{connect_remote, host_keys, source_addresses, RemoteAccess};
 use crate::state::StateStore;
-
-/// The state store of `settings` (see [`crate::state::open`]).
-pub(crate) fn open_store(settings: &Settings) -> Result<Arc<dyn StateStore>> {
-    crate::state::open(settings)
-}
-
-fn find<'s>(settings: &'s Settings, name: &str) -> Result<&'s RemoteSettings> {
-    settings.remote(name).ok_or_else(|| {
-        let known: Vec<&str> = settings.remotes.iter().map(|r| r.name.as_str()).collect();
-        anyhow!(
-            "no remote named `{name}` in the config (known: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )
-    })
-}
-
-/// `gateway remote list`.
-pub fn list(settings: &Settings) -> Result<()> {
-    let store = open_store(settings)?;
-    if settings.remotes.is_empty() {
-        println!("no remotes configured");
-    }
-    for r in &settings.remotes {
-        let state = match host_keys::disabled(store.as_ref(), &r.name)? {
-            Some(d) => format!(
-                "disabled (host key mismatch: expected {}, presented {})",
-                d.expected, d.presented
-            ),
-            None => "enabled".to_string(),
-        };
-        let security = match &r.protocol {
-            ProtocolSettings::Sftp(s) => {
-                let pin = match (&s.host_key, host_keys::pinned(store.as_ref(), &r.name)?) {
-                    (Some(k), _) => format!("{} (configured)", fingerprint(k)),
-                    (None, Some(k)) => fingerprint(&k),
-                    (None, None) => "none".to_string(),
-                };
-                let legacy: Vec<&str> = s.ssh.legacy.iter().map(|a| a.name()).collect();
-                if legacy.is_empty() {
-                    format!("host key {pin}")
-                } else {
-                    format!(
-                        "host key {pin}, LEGACY algorithms allowed: {}",
-                        legacy.join(" ")
-                    )
-                }
-            }
-            ProtocolSettings::Ftp(f) => format!(
-                "tls {}{}",
-                tls_mode_name(f.tls),
-                match f.certificate {
-                    CertificatePolicy::AllowAny => ", certificate allow_any (INSECURE)",
-                    CertificatePolicy::RequireMatch => "",
-                }
-            ),
-            ProtocolSettings::S3(s) => format!(
-                "region {}{}",
-                s.region,
-                match s.certificate {
-                    CertificatePolicy::AllowAny => ", certificate allow_any (INSECURE)",
-                    CertificatePolicy::RequireMatch => "",
-                }
-            ),
-        };
-        let (address, limit) = match &r.protocol {
-            ProtocolSettings::S3(s) => (
-                format!("{} bucket {}", s.endpoint, s.bucket),
-                "no connection limit".to_string(),
-            ),
-            _ => (
-                format!("{}@{}:{}", r.username, r.host, r.port),
-                format!("max_connections {}", r.max_connections),
-            ),
-        };
-        println!(
-            "{}  {}  {address}  {state}  {security}  {limit}",
-            r.name,
-            r.kind().as_str(),
-        );
-    }
-    Ok(())
-}
-
-fn tls_mode_name(mode: FtpTlsMode) -> &'static str {
-    match mode {
-        FtpTlsMode::Never => "never",
-        FtpTlsMode::IfAvailable => "if_available",
-        FtpTlsMode::Require => "require",
-        FtpTlsMode::RequireImplicit => "require_implicit",
-    }
-}
 
 /// Why `remote test` or `remote trust` could not give an answer (a test
 /// that reached the remote and failed is a [`RemoteTestReport`] with
@@ -152,16 +57,6 @@ impl From<RemoteToolError> for ControlError {
 
 fn local(e: impl Into<anyhow::Error>) -> RemoteToolError {
     RemoteToolError::Local(format!("{:#}", e.into()))
-}
-
-fn find_remote<'s>(
-    settings: &'s Settings,
-    name: &str,
-) -> std::result::Result<&'s RemoteSettings, RemoteToolError> {
-    find(settings, name).map_err(|e| RemoteToolError::NotFound {
-        name: name.to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// Connects to remote `name` with the configured settings (a fresh
@@ -346,21 +241,6 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `gateway remote test NAME`.
-pub async fn test(settings: &Settings, name: &str) -> Result<()> {
-    let r = find(settings, name)?;
-    let store = open_store(settings)?;
-    let report = test_report(settings, name, store).await?;
-    if let Some(why) = &report.error {
-        bail!("remote `{name}`: FAILED: {why}");
-    }
-    println!("remote `{name}`: ok ({})", r.kind().as_str());
-    for (label, value) in &report.details {
-        println!("  {label}: {value}");
-    }
-    Ok(())
-}
-
 fn shown_root(r: &RemoteSettings) -> String {
     match (r.root.is_empty(), &r.protocol) {
         (false, _) => r.root.clone(),
@@ -428,7 +308,7 @@ impl Trusted {
 }
 
 /// Why remote `r` cannot have its host key trusted, if it cannot.
-fn refuse_trust(r: &RemoteSettings) -> std::result::Result<(), RemoteToolError> {
+pub fn refuse_trust(r: &RemoteSettings) -> std::result::Result<(), RemoteToolError> {
     let name = &r.name;
     let ProtocolSettings::Sftp(sftp) = &r.protocol else {
         return Err(RemoteToolError::Refused(format!(
@@ -516,39 +396,24 @@ pub async fn trust_report(
     Ok(trust_remote(settings, name, store).await?.report())
 }
 
-/// `gateway remote trust NAME`.
-pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
-    refuse_trust(find(settings, name)?)?;
-    let store = open_store(settings)?;
-    let t = trust_remote(settings, name, store).await?;
-    println!(
-        "remote `{name}`: now trusting {} {}",
-        t.presented.algorithm(),
-        fingerprint(&t.presented)
-    );
-    match &t.previous {
-        Some(k) if k.key_data() != t.presented.key_data() => {
-            println!("  (replaces {})", fingerprint(k))
+/// Remote `name` of `settings`, or [`RemoteToolError::NotFound`] naming
+/// the remotes there are.
+pub fn find_remote<'s>(
+    settings: &'s Settings,
+    name: &str,
+) -> std::result::Result<&'s RemoteSettings, RemoteToolError> {
+    settings.remote(name).ok_or_else(|| {
+        let known: Vec<&str> = settings.remotes.iter().map(|r| r.name.as_str()).collect();
+        RemoteToolError::NotFound {
+            name: name.to_string(),
+            message: format!(
+                "no remote named `{name}` in the config (known: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
         }
-        Some(_) => println!("  (unchanged)"),
-        None => println!("  (no key was pinned before)"),
-    }
-    println!("  the remote is enabled; a running gateway uses it from its next connection");
-    Ok(())
-}
-
-/// `gateway keygen`.
-pub fn keygen(out: &std::path::Path, comment: &str) -> Result<()> {
-    let generated = certs::write_new_key_pair(out, comment)?;
-    println!(
-        "public key (give this line to the remote server's admin for ~/.ssh/authorized_keys):"
-    );
-    println!("{}", generated.public_line);
-    println!("fingerprint: {}", generated.fingerprint);
-    println!(
-        "private key written to {} (mode 0600), public key to {}.pub",
-        out.display(),
-        out.display()
-    );
-    Ok(())
+    })
 }

@@ -1,4 +1,10 @@
-//! The command line.
+//! The command line: its grammar here, and a file per command group whose
+//! functions print what the library functions they call return.
+
+pub mod cluster;
+pub mod remote;
+pub mod s3;
+pub mod sync;
 
 use std::path::PathBuf;
 
