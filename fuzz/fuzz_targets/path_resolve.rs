@@ -1,4 +1,4 @@
-//! `gateway::tree::VirtualPath::resolve` and the mount table
+//! `gateway::core::tree::VirtualPath::resolve` and the mount table
 //! (`Tree::locate`): the one place a client path becomes a storage path.
 //!
 //! Input (UTF-8, as SFTP paths arrive): the client path on the first line;
@@ -17,7 +17,7 @@
 use std::sync::{Arc, OnceLock};
 
 use backends::{Backend, LocalBackend, StoragePath};
-use gateway::tree::{Mount, Tree, VirtualPath};
+use gateway::core::tree::{Mount, Tree, VirtualPath};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common/scratch.rs"]

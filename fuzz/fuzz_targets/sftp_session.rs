@@ -1,4 +1,4 @@
-//! The SFTP packet loop and request dispatcher (`gateway::sftp::serve`),
+//! The SFTP packet loop and request dispatcher (`gateway::ssh::sftp::serve`),
 //! over the local backend on a fresh temporary folder, as `ssh.rs` sets a
 //! session up: the user's home is a subtree of the storage, `/mnt` a mount
 //! on a second storage, and `/ro` a folder the user may only list and read.
@@ -28,9 +28,9 @@ use std::sync::{Arc, OnceLock};
 
 use backends::{Backend, LocalBackend, StoragePath};
 use bytes::{Buf, Bytes};
-use gateway::sftp::{serve, SessionContext, MAX_DATA_LEN, MAX_PACKET_LEN};
-use gateway::transfers::ActiveTransfers;
-use gateway::tree::{Mount, Tree, VirtualPath};
+use gateway::ssh::sftp::{serve, SessionContext, MAX_DATA_LEN, MAX_PACKET_LEN};
+use gateway::core::transfers::ActiveTransfers;
+use gateway::core::tree::{Mount, Tree, VirtualPath};
 use libfuzzer_sys::fuzz_target;
 use policy::{PathPermissions, Permission, PermissionSet, User};
 use russh_sftp::protocol::Packet;
@@ -289,7 +289,7 @@ async fn session(dir: &Path, input: &[u8], lockstep: bool) -> (Vec<u8>, ActiveTr
         peer: SocketAddr::from(([127, 0, 0, 1], 2222)),
         transfers: transfers.clone(),
         idle_timeout: std::time::Duration::from_secs(600),
-        budget: gateway::sftp::Budget::DEFAULT,
+        budget: gateway::ssh::sftp::Budget::DEFAULT,
         notices: Default::default(),
         connection: None,
     };

@@ -23,8 +23,9 @@ use crate::admin::control::{
 };
 use crate::admin::ApiKeys;
 use crate::config::{self, ProtocolSettings, RemoteKind, Settings};
+use crate::core::{Live, Shared};
 use crate::remotes::{create_s3_mount_folders, host_keys, Remotes};
-use crate::ssh::{self, Live, Shared};
+use crate::ssh;
 use crate::state::{self, StateStore};
 use crate::sync::records::{Records, RunRecord, Trigger};
 use crate::sync::run::{self as sync_run, LogObserver, SyncSides};

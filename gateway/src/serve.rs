@@ -13,10 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::core::Shared;
 use crate::proxy_protocol::{self, ProxiedAddress, ProxyHeaderError};
 use crate::remotes::Remotes;
 use crate::running::{self, Running};
-use crate::ssh::{Connection, Shared};
+use crate::ssh::Connection;
 use crate::state::{self, StateStore, StoredUser};
 use crate::sync::scheduler;
 
@@ -60,7 +61,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // The recorder comes before the remotes: their pools and connectors
     // register their metric handles when they are built.
     let recorder = match settings.ops.metrics_listen {
-        Some(_) => Some(crate::ops::install_recorder()?),
+        Some(_) => Some(crate::ops_endpoint::install_recorder()?),
         None => None,
     };
     let remotes = Arc::new(Remotes::build(&settings, store.clone())?);
@@ -106,7 +107,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let settings = Arc::new(settings);
     let table = running::sync_table(&settings, &remotes, &sync_storage);
     let live = running::live_config(settings, remotes, &host_keys, store.as_ref())?;
-    let checksums = Arc::new(crate::checksums::Checksums::new(store.clone()));
+    let checksums = Arc::new(crate::core::checksums::Checksums::new(store.clone()));
     let shared = Arc::new(Shared::new(live, throttle, storage, checksums));
 
     let mut listeners = Vec::new();
@@ -140,7 +141,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         stop_rx.clone(),
     ));
     let mut endpoints = Vec::new();
-    let ready = crate::ops::readiness(store.clone(), listeners.len());
+    let ready = crate::ops_endpoint::readiness(store.clone(), listeners.len());
     if let (Some(addr), Some(recorder)) = (ops.metrics_listen, recorder) {
         let listener = TcpListener::bind(addr)
             .await
@@ -149,7 +150,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             "metrics on http://{}/metrics",
             listener.local_addr().unwrap_or(addr)
         );
-        endpoints.push(tokio::spawn(crate::ops::serve_metrics(
+        endpoints.push(tokio::spawn(crate::ops_endpoint::serve_metrics(
             listener,
             recorder,
             ready.clone(),

@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 
+use super::commands::ListFormat;
 use super::connector::FtpConnector;
 use super::control::Control;
 use super::error::FtpError;
 use super::listing_stream::list_pages;
-use super::ops::ListFormat;
 use super::probe::FtpProbe;
 use super::reader::FtpReader;
 use super::tls::TlsSetup;

@@ -9,10 +9,10 @@ use futures::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::backend::FtpBackend;
+use super::commands::{ListFormat, Listing};
 use super::connector::FtpConnector;
 use super::error::FtpError;
 use super::listing::{parse_list_line, parse_mlsd_line};
-use super::ops::{ListFormat, Listing};
 use super::stream::MaybeTls;
 use crate::backend::DirEntry;
 use crate::local::UPLOAD_PREFIX;

@@ -27,13 +27,13 @@ use crate::dial::SourceAddresses;
 use crate::pool::PoolSettings;
 
 mod backend;
+mod commands;
 mod connector;
 mod control;
 mod error;
 mod features;
 mod listing;
 mod listing_stream;
-mod ops;
 mod passive;
 mod probe;
 mod reader;

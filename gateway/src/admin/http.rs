@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::auth::{ApiKeys, AuthError};
 use super::control::{Control, ControlError};
 use super::problem::Problem;
-use crate::ops::{Body, Handler, Readiness};
+use crate::ops_endpoint::{Body, Handler, Readiness};
 
 /// The OpenAPI 3.0 document of this API, served at
 /// `/api/v1/openapi.json`.
@@ -50,7 +50,7 @@ pub async fn serve_admin(
         );
     }
     let api = Arc::new(AdminApi::new(control, keys, ready));
-    crate::ops::serve_http(listener, api.handler(), stop).await;
+    crate::ops_endpoint::serve_http(listener, api.handler(), stop).await;
 }
 
 /// The admin API's request handling, without the listener.
@@ -129,7 +129,7 @@ impl AdminApi {
         self
     }
 
-    /// The handler for [`crate::ops::serve_http`].
+    /// The handler for [`crate::ops_endpoint::serve_http`].
     pub fn handler(self: Arc<Self>) -> Handler {
         Arc::new(move |req: Request<Incoming>| {
             let api = self.clone();
@@ -189,11 +189,11 @@ impl AdminApi {
     async fn dispatch(&self, endpoint: &Endpoint, uri: &Uri) -> Result<Response<Body>, Problem> {
         let control = self.control.clone();
         match endpoint {
-            Endpoint::Healthz => Ok(crate::ops::health("/healthz", &self.ready)),
+            Endpoint::Healthz => Ok(crate::ops_endpoint::health("/healthz", &self.ready)),
             Endpoint::Readyz => {
                 // The check writes to the state store: off the async threads.
                 let ready = self.ready.clone();
-                tokio::task::spawn_blocking(move || crate::ops::health("/readyz", &ready))
+                tokio::task::spawn_blocking(move || crate::ops_endpoint::health("/readyz", &ready))
                     .await
                     .map_err(|e| Problem::internal(format!("the readiness check failed: {e}")))
             }

@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::ops::Body;
+use crate::ops_endpoint::Body;
 
 /// One error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! runtime and one session, and answers requests over a channel. A broken
 //! session is opened again on the next request; while the database cannot
 //! be reached every request fails at once with the reason (the connect
-//! timeout is paid once per [`RETRY_AFTER`], not by every caller).
+//! timeout is paid once per `RETRY_AFTER`, not by every caller).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

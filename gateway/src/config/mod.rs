@@ -8,7 +8,7 @@
 
 mod file;
 mod locate;
-mod ops;
+mod ops_settings;
 mod secrets;
 mod syncs;
 
@@ -27,7 +27,7 @@ pub use file::{
     AfterCopy, CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind, SyncDirection,
 };
 use locate::KeyMap;
-pub use ops::{parse_key_hash, ApiKey, OpsSettings, S3EndpointSettings, SessionLimits};
+pub use ops_settings::{parse_key_hash, ApiKey, OpsSettings, S3EndpointSettings, SessionLimits};
 pub use secrets::{Secret, REDACTED};
 pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
 
@@ -242,7 +242,7 @@ impl fmt::Debug for RemoteSettings {
 #[derive(Debug, Clone)]
 pub struct MountSettings {
     /// Where it appears in the user's tree.
-    pub path: crate::tree::VirtualPath,
+    pub path: crate::core::tree::VirtualPath,
     /// The remote's name.
     pub remote: String,
     /// The folder under the remote's root.
@@ -526,9 +526,9 @@ fn validate(
     r: &mut Reporter<'_>,
 ) -> Settings {
     let server = file.server;
-    let limits = ops::validate_limits(&server, &file.login, r);
-    let ops = ops::validate_ops(file.metrics, file.admin, r);
-    let s3_endpoint = ops::validate_s3_endpoint(file.s3, base, r);
+    let limits = ops_settings::validate_limits(&server, &file.login, r);
+    let ops = ops_settings::validate_ops(file.metrics, file.admin, r);
+    let s3_endpoint = ops_settings::validate_s3_endpoint(file.s3, base, r);
     if server.listen.is_empty() {
         r.at_key(
             "server.listen",
@@ -1064,7 +1064,7 @@ fn validate_mounts(
         let mut seen = HashSet::new();
         for (j, m) in mounts.iter().enumerate() {
             let at = |k: &str| format!("users[{i}].mounts[{j}].{k}");
-            let path = match crate::tree::VirtualPath::resolve(&m.path) {
+            let path = match crate::core::tree::VirtualPath::resolve(&m.path) {
                 Ok(p) if m.path.starts_with('/') && !m.path.split('/').any(|n| n == "..") => p,
                 Ok(_) => {
                     r.at_key(

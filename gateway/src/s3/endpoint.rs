@@ -21,9 +21,9 @@ use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
 use super::paths::{parse_key, KeyTarget};
 use super::uploads::{self, UploadInfo, Uploads};
-use crate::checksums::{Algorithm, Hasher};
-use crate::ssh::Shared;
-use crate::tree::{Location, Tree, VirtualPath};
+use crate::core::checksums::{Algorithm, Hasher};
+use crate::core::tree::{Location, Tree, VirtualPath};
+use crate::core::Shared;
 
 /// The only bucket.
 pub const BUCKET: &str = "default";
@@ -161,8 +161,10 @@ fn version_etag(meta: &Metadata) -> String {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let stamp =
-        crate::checksums::of_bytes(Algorithm::Md5, format!("{}:{nanos}", meta.size).as_bytes());
+    let stamp = crate::core::checksums::of_bytes(
+        Algorithm::Md5,
+        format!("{}:{nanos}", meta.size).as_bytes(),
+    );
     format!("{stamp}-1")
 }
 

@@ -16,7 +16,7 @@ use backends::{DirEntry, EntryKind};
 use futures::future::BoxFuture;
 
 use super::paths::{folder_key, split_prefix};
-use crate::tree::VirtualPath;
+use crate::core::tree::VirtualPath;
 
 /// Where a listing reads folders from.
 #[async_trait]

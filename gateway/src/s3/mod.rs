@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::S3EndpointSettings;
-use crate::ssh::Shared;
+use crate::core::Shared;
 use crate::state::StateStore;
 
 /// How long an unfinished multipart upload is kept before start-up

@@ -5,7 +5,7 @@
 //! than normalised, so one object never has two names: `..` and `.`
 //! segments, empty segments (`a//b`), a leading `/`, NUL.
 
-use crate::tree::VirtualPath;
+use crate::core::tree::VirtualPath;
 
 /// What a key names.
 #[derive(Debug, Clone, PartialEq, Eq)]

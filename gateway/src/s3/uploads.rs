@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::checksums::{Algorithm, Hasher};
+use crate::core::checksums::{Algorithm, Hasher};
 
 /// Highest part number S3 allows.
 pub const MAX_PART_NUMBER: i32 = 10_000;

@@ -166,7 +166,7 @@ impl CronSchedule {
     }
 
     /// The first matching minute strictly after `t`, or `None` when none
-    /// comes within [`SEARCH_YEARS`] years (or `t` is outside the range
+    /// comes within `SEARCH_YEARS` years (or `t` is outside the range
     /// the calendar handles, years -9999 to 9999).
     pub fn next_after(&self, t: SystemTime) -> Option<SystemTime> {
         let now = Timestamp::try_from(t).ok()?;

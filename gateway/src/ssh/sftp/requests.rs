@@ -21,7 +21,7 @@ use super::handles::{
     DirHandle, DirListing, Handle, HandleTable, ReadHandle, WriteHandle, WriteState,
 };
 use super::{encode, SessionContext, MAX_DATA_LEN, MAX_PACKET_LEN};
-use crate::tree::VirtualPath;
+use crate::core::tree::VirtualPath;
 
 /// Entries sent in one READDIR reply at most.
 const NAMES_PER_REPLY: usize = 128;

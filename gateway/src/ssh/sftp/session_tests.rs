@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::Barrier;
 
 use super::{serve, SessionContext};
-use crate::transfers::ActiveTransfers;
-use crate::tree::Tree;
+use crate::core::transfers::ActiveTransfers;
+use crate::core::tree::Tree;
 
 /// A backend whose reads only complete once `n` of them are in flight at
 /// the same time: a session that serves requests one by one deadlocks.

@@ -5,7 +5,7 @@ use backends::{BackendError, ConnectFailure, ErrorKind, PathError};
 use policy::Permission;
 use russh_sftp::protocol::StatusCode;
 
-use crate::tree::VirtualPath;
+use crate::core::tree::VirtualPath;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use backends::{DirEntry, FileReader, FileWriter, ListStream, WriteMode};
 use bytes::Bytes;
 
 use super::error::RequestError;
-use crate::transfers::TransferGuard;
-use crate::tree::{Location, VirtualPath};
+use crate::core::transfers::TransferGuard;
+use crate::core::tree::{Location, VirtualPath};
 
 /// Most handles one session may hold open.
 pub const MAX_HANDLES: usize = 256;

@@ -1,7 +1,10 @@
 //! The SSH side of a connection: authentication against policy, the login
 //! throttle and address allow-lists, and handing the `sftp` subsystem to
-//! [`crate::sftp`], and SSH commands to [`crate::exec`] (the checksum
+//! [`crate::ssh::sftp`], and SSH commands to [`crate::ssh::exec`] (the checksum
 //! commands; any other is refused there). Shells and forwarding are refused.
+
+pub mod exec;
+pub mod sftp;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -9,129 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::{Backend, LocalBackend, StoragePath};
-use policy::{Authenticator, LoginThrottle, User};
+use policy::User;
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
-use crate::checksums::Checksums;
-use crate::config::Settings;
-use crate::exec::{self, ExecContext};
-use crate::remotes::Remotes;
-use crate::sessions::{LimitRefusal, SessionGuard, Sessions};
-use crate::sftp::{self, Ended, SessionContext};
-use crate::transfers::ActiveTransfers;
-use crate::tree::{Mount, Tree};
-
-/// What every connection shares.
-pub struct Shared {
-    /// The parts of the configuration a reload replaces.
-    live: std::sync::RwLock<Arc<Live>>,
-    /// Refuses addresses after repeated failures.
-    pub throttle: LoginThrottle,
-    /// The gateway's own storage; each user gets the subtree of their home.
-    pub storage: LocalBackend,
-    /// Transfers in flight, for graceful shutdown.
-    pub transfers: ActiveTransfers,
-    /// The connections open now, and their limits.
-    pub sessions: Sessions,
-    /// Checksums of files (SSH checksum commands, S3 ETags), cached for
-    /// the gateway's own storage.
-    pub checksums: Arc<Checksums>,
-}
-
-/// A user's tree could not be set up (their home folder is unusable).
-#[derive(Debug, thiserror::Error)]
-#[error("user {user}: {message}")]
-pub struct TreeError {
-    /// The user.
-    pub user: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// The configuration connections use, replaced whole by a reload: a
-/// connection keeps the one it started with for what it already set up
-/// (its mounts), and reads the current one for each new decision.
-pub struct Live {
-    /// The validated config.
-    pub settings: Arc<Settings>,
-    /// Checks credentials and addresses.
-    pub authenticator: Arc<Authenticator>,
-    /// The configured remotes.
-    pub remotes: Arc<Remotes>,
-    /// The SSH server settings for new connections.
-    pub ssh_config: Arc<russh::server::Config>,
-}
-
-impl Shared {
-    /// Shared state starting from `live`.
-    pub fn new(
-        live: Live,
-        throttle: LoginThrottle,
-        storage: LocalBackend,
-        checksums: Arc<Checksums>,
-    ) -> Self {
-        Shared {
-            live: std::sync::RwLock::new(Arc::new(live)),
-            throttle,
-            storage,
-            transfers: ActiveTransfers::default(),
-            sessions: Sessions::default(),
-            checksums,
-        }
-    }
-
-    /// The configuration in force now.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The tree `user` sees now: their home in the gateway's storage and
-    /// their mounts. Every front end (SFTP, the S3 endpoint, SSH commands)
-    /// builds a user's view here, so they all see the same thing.
-    pub async fn tree_for(&self, user: &User) -> Result<Tree, TreeError> {
-        let home = StoragePath::parse(&user.home).map_err(|e| TreeError {
-            user: user.name.clone(),
-            message: format!("home folder unusable: {e}"),
-        })?;
-        let home_storage = self.storage.subtree(&home).await.map_err(|e| TreeError {
-            user: user.name.clone(),
-            message: format!("cannot open the home folder: {e}"),
-        })?;
-        Ok(Tree::with_mounts(
-            Arc::new(home_storage),
-            self.live().mounts_of(&user.name),
-        ))
-    }
-
-    /// Puts a new configuration in force (a reload).
-    pub fn replace_live(&self, live: Live) {
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-    }
-}
-
-impl Live {
-    /// The mounts of `user` as tree entries.
-    fn mounts_of(&self, user: &str) -> Vec<Mount> {
-        let Some(mounts) = self.settings.mounts.get(user) else {
-            return Vec::new();
-        };
-        mounts
-            .iter()
-            .filter_map(|m| {
-                let remote = self.remotes.get(&m.remote)?;
-                let backend: Arc<dyn Backend> = remote.backend.clone();
-                Some(Mount {
-                    at: m.path.clone(),
-                    backend,
-                    base: m.remote_path.clone(),
-                })
-            })
-            .collect()
-    }
-}
+use crate::core::sessions::{LimitRefusal, SessionGuard};
+use crate::core::tree::Tree;
+use crate::core::Shared;
+use exec::ExecContext;
+use sftp::{Ended, SessionContext};
 
 /// russh server settings: host keys, methods, and the figures that were
 /// measured to matter for throughput (see PERF-NOTES): 8 MiB windows,

@@ -1,12 +1,12 @@
 //! Checksums of files in a user's tree, for the SSH checksum commands
-//! (`md5sum` and friends, see [`crate::exec`]) and the S3 endpoint's ETags.
+//! (`md5sum` and friends, see [`crate::ssh::exec`]) and the S3 endpoint's ETags.
 //!
 //! Where a checksum comes from:
 //! - a file in the gateway's own storage is read through once and its
 //!   checksum kept in the state store ([`Table::Checksums`]), valid while
 //!   the file's size and modification time stay the same;
 //! - a file on a remote is asked of the remote first
-//!   ([`Backend::checksum`]: an S3 ETag that is an MD5, `md5sum` run by an
+//!   ([`backends::Backend::checksum`]: an S3 ETag that is an MD5, `md5sum` run by an
 //!   SFTP server, an FTP server's `HASH`), and read through the gateway
 //!   when the remote has no answer.
 //!
@@ -22,8 +22,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::core::tree::Location;
 use crate::state::{StateStore, Table};
-use crate::tree::Location;
 
 /// How much one read takes while streaming a file.
 const CHUNK: usize = 256 * 1024;

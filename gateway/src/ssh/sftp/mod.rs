@@ -8,7 +8,7 @@
 //! task. Replies go out in request order: SFTP allows any order, but
 //! OpenSSH's `scp` and `sftp` truncate a download at the first reply that
 //! arrives out of order. Writes to one handle are applied in offset order
-//! by the handle itself ([`handles::WriteHandle`]).
+//! by the handle itself (`handles::WriteHandle`).
 //!
 //! The loop keeps reading its channel whatever runs (see [`flow`] for why
 //! stopping would deadlock), and ends the session when the client has
@@ -20,7 +20,7 @@ pub mod error;
 pub mod flow;
 mod handles;
 pub mod notices;
-mod ops;
+mod requests;
 #[cfg(test)]
 mod session_tests;
 
@@ -38,8 +38,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::transfers::ActiveTransfers;
-use crate::tree::Tree;
+use crate::core::transfers::ActiveTransfers;
+use crate::core::tree::Tree;
 pub use flow::Budget;
 use flow::{request_cost, Outbox};
 
@@ -99,7 +99,7 @@ where
     let budget = ctx.budget;
     let idle_timeout = ctx.idle_timeout;
     let mut connection = ctx.connection.clone();
-    let session = Arc::new(ops::Session::new(ctx));
+    let session = Arc::new(requests::Session::new(ctx));
     let (mut reader, writer) = tokio::io::split(stream);
     let outbox = Arc::new(Outbox::default());
     let (replies, queue) = mpsc::unbounded_channel::<Bytes>();

@@ -17,8 +17,8 @@ use policy::{Permission, User};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
-use crate::checksums::{Algorithm, ChecksumError, Checksums, Hasher};
-use crate::tree::{Tree, VirtualPath};
+use crate::core::checksums::{Algorithm, ChecksumError, Checksums, Hasher};
+use crate::core::tree::{Tree, VirtualPath};
 
 /// Exit status of a command that ran but failed for some file.
 const EXIT_FAILED: u32 = 1;
