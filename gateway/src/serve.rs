@@ -30,7 +30,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         )
     })?;
 
-    let (store, shared_store) = state::open_shared(&settings)?;
+    let (store, shared_store) = crate::cluster::open_state_shared(&settings)?;
     let host_keys = match &shared_store {
         Some(_) => crate::cluster::host_keys::load_or_share(
             store.as_ref(),

@@ -6,9 +6,7 @@
 //! committed write transaction is fsynced before `commit` returns, so a
 //! crash right after a write loses nothing.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -176,48 +174,6 @@ impl RedbStore {
         };
         f(&db)
     }
-}
-
-/// Opens the store `settings` name: the embedded one in the state folder
-/// (created if needed), or the cluster's PostgreSQL database.
-pub fn open(settings: &crate::config::Settings) -> anyhow::Result<Arc<dyn StateStore>> {
-    Ok(open_shared(settings)?.0)
-}
-
-/// The store, and the same store as PostgreSQL's when it is shared.
-pub type OpenedStore = (
-    Arc<dyn StateStore>,
-    Option<Arc<crate::cluster::store::PgStore>>,
-);
-
-/// [`open`], also returning the PostgreSQL store itself when it is one
-/// (`serve` starts its lock session).
-pub fn open_shared(settings: &crate::config::Settings) -> anyhow::Result<OpenedStore> {
-    use anyhow::Context;
-    // The node's own folder: the embedded store, or (with PostgreSQL)
-    // node-local files such as S3 uploads in progress.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&settings.state)
-        .with_context(|| {
-            format!(
-                "cannot create the state folder {}",
-                settings.state.display()
-            )
-        })?;
-    if let Some(database) = &settings.state_database {
-        let (node, _) = crate::cluster::node_identity();
-        let store = Arc::new(
-            crate::cluster::store::PgStore::open(database, node)
-                .context("cannot open the shared state database")?,
-        );
-        return Ok((store.clone(), Some(store)));
-    }
-    Ok((
-        Arc::new(RedbStore::open(&settings.state).context("cannot open the state database")?),
-        None,
-    ))
 }
 
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {

@@ -3,10 +3,10 @@
 use anyhow::{bail, Result};
 use certs::host_keys::fingerprint;
 
+use crate::cluster::open_state as open_store;
 use crate::config::{CertificatePolicy, FtpTlsMode, ProtocolSettings, RemoteSettings, Settings};
 use crate::remotes::host_keys;
 use crate::remotes::report::{find_remote, refuse_trust, test_report, trust_remote};
-use crate::state::open as open_store;
 
 fn find<'s>(settings: &'s Settings, name: &str) -> Result<&'s RemoteSettings> {
     Ok(find_remote(settings, name)?)

@@ -4,10 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 
+use crate::cluster::open_state as open_store;
 use crate::config::Settings;
 use crate::s3::keys::KeyBook;
 use crate::state;
-use crate::state::open as open_store;
 
 fn book(settings: &Settings) -> Result<KeyBook> {
     Ok(KeyBook::new(open_store(settings)?))

@@ -13,9 +13,9 @@ use anyhow::{bail, Context, Result};
 use backends::LocalBackend;
 use tokio::sync::watch;
 
+use crate::cluster::open_state as open_store;
 use crate::config::{Settings, SyncSettings};
 use crate::remotes::connect_remote;
-use crate::state::open as open_store;
 use crate::sync::records::{Outcome, Records, Trigger};
 use crate::sync::run::{self, arrow, side_name, Action, Event, Observer, SyncSides};
 use crate::sync::scheduler::next_run;

@@ -11,6 +11,7 @@ use policy::Permission;
 use serde::Deserialize;
 
 use super::secrets::Secret;
+use crate::sync::settings::{AfterCopy, SyncDirection};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -85,30 +86,6 @@ pub struct ApiKeySection {
     pub hash: String,
     /// When the key stops working (RFC 3339, `2027-01-31T00:00:00Z`).
     pub expires: Option<String>,
-}
-
-/// `direction` of a sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncDirection {
-    /// Gateway folder to remote.
-    Push,
-    /// Remote to gateway folder.
-    Pull,
-    /// Both ways, never deleting.
-    TwoWay,
-}
-
-/// `after_copy` of a sync: what happens to a source file once its copy
-/// is verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AfterCopy {
-    /// The source stays.
-    #[default]
-    Keep,
-    /// The source is deleted.
-    Delete,
 }
 
 /// One `[[syncs]]` entry.

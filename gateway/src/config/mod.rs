@@ -23,13 +23,12 @@ use backends::StoragePath;
 use ipnet::IpNet;
 use policy::{PathPermissions, PermissionSet, ThrottleSettings, User};
 
-pub use file::{
-    AfterCopy, CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind, SyncDirection,
-};
+pub use file::{CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind};
 use locate::KeyMap;
 pub use ops_settings::{parse_key_hash, ApiKey, OpsSettings, S3EndpointSettings, SessionLimits};
 pub use secrets::{Secret, REDACTED};
-pub use syncs::{SyncSettings, DEFAULT_PARALLEL};
+// What a sync is lives with the syncs; the names stay reachable here.
+pub use crate::sync::settings::{AfterCopy, SyncDirection, SyncSettings, DEFAULT_PARALLEL};
 
 /// Prefix of environment overrides: `GATEWAY__SERVER__LISTEN=127.0.0.1:2022`.
 pub const ENV_PREFIX: &str = "GATEWAY";
@@ -48,7 +47,7 @@ pub struct Settings {
     pub state: PathBuf,
     /// The shared PostgreSQL state database of a cluster (`server.state`
     /// given as a `postgres://` URL); `None`: the embedded store.
-    pub state_database: Option<crate::cluster::pg::Database>,
+    pub state_database: Option<crate::database::Database>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Grace period for transfers in flight at shutdown.
@@ -242,7 +241,7 @@ impl fmt::Debug for RemoteSettings {
 #[derive(Debug, Clone)]
 pub struct MountSettings {
     /// Where it appears in the user's tree.
-    pub path: crate::core::tree::VirtualPath,
+    pub path: crate::virtual_path::VirtualPath,
     /// The remote's name.
     pub remote: String,
     /// The folder under the remote's root.
@@ -283,7 +282,7 @@ pub fn load_private_key(
 
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct ConfigProblem {
     /// The file, or `None` for the environment or defaults.
     pub file: Option<PathBuf>,
     /// 1-based line in the file.
@@ -294,7 +293,7 @@ pub struct Problem {
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.file, self.line) {
             (Some(file), Some(line)) => write!(f, "{}:{line}: ", file.display())?,
@@ -310,7 +309,7 @@ impl fmt::Display for Problem {
 
 /// Everything wrong with a configuration (at least one problem).
 #[derive(Debug, thiserror::Error)]
-pub struct ConfigError(pub Vec<Problem>);
+pub struct ConfigError(pub Vec<ConfigProblem>);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -323,13 +322,13 @@ impl fmt::Display for ConfigError {
 struct Reporter<'a> {
     file: Option<&'a Path>,
     keys: KeyMap,
-    problems: Vec<Problem>,
+    problems: Vec<ConfigProblem>,
 }
 
 impl Reporter<'_> {
     fn at_key(&mut self, key: &str, message: impl Into<String>) {
         let line = self.keys.line_of(key);
-        self.problems.push(Problem {
+        self.problems.push(ConfigProblem {
             file: self.file.map(Path::to_path_buf),
             line,
             key: Some(key.to_string()),
@@ -378,7 +377,7 @@ fn load_from(
 ) -> Result<Settings, ConfigError> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            ConfigError(vec![Problem {
+            ConfigError(vec![ConfigProblem {
                 file: Some(p.to_path_buf()),
                 line: None,
                 key: None,
@@ -412,7 +411,7 @@ fn load_from(
                 message.push_str(&format!(" (found {found})"));
             }
         }
-        return Err(ConfigError(vec![Problem {
+        return Err(ConfigError(vec![ConfigProblem {
             file: path.map(Path::to_path_buf),
             line: offset.map(|o| keys.line_at(o)),
             key,
@@ -467,7 +466,7 @@ fn with_env(text: &str, env: Vec<(String, String)>) -> Result<ConfigFile, Config
             for value in &hidden {
                 message = message.replace(value.as_str(), secrets::REDACTED);
             }
-            ConfigError(vec![Problem {
+            ConfigError(vec![ConfigProblem {
                 file: None,
                 line: None,
                 key: None,
@@ -542,7 +541,7 @@ fn validate(
     let (state, state_database) = match server.state {
         Some(p) if is_database_url(&p) => {
             let url = p.to_string_lossy();
-            let database = match crate::cluster::pg::Database::parse(&url) {
+            let database = match crate::database::Database::parse(&url) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     r.at_key("server.state", e);
@@ -1064,7 +1063,7 @@ fn validate_mounts(
         let mut seen = HashSet::new();
         for (j, m) in mounts.iter().enumerate() {
             let at = |k: &str| format!("users[{i}].mounts[{j}].{k}");
-            let path = match crate::core::tree::VirtualPath::resolve(&m.path) {
+            let path = match crate::virtual_path::VirtualPath::resolve(&m.path) {
                 Ok(p) if m.path.starts_with('/') && !m.path.split('/').any(|n| n == "..") => p,
                 Ok(_) => {
                     r.at_key(

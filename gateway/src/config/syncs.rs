@@ -6,45 +6,11 @@ use std::time::Duration;
 
 use backends::StoragePath;
 
-use super::file::{AfterCopy, SyncDirection, SyncSection};
+use super::file::SyncSection;
 use super::{ProtocolSettings, RemoteSettings, Reporter};
 use crate::sync::filter::PathFilter;
 use crate::sync::schedule::{parse_time_zone, CronSchedule, Schedule};
-
-/// Files copied at once unless a sync says otherwise.
-pub const DEFAULT_PARALLEL: usize = 4;
-
-/// A validated sync.
-#[derive(Debug, Clone)]
-pub struct SyncSettings {
-    /// Its name.
-    pub name: String,
-    /// The folder of the gateway's storage.
-    pub folder: StoragePath,
-    /// The remote's name.
-    pub remote: String,
-    /// The path under the remote's root.
-    pub remote_path: StoragePath,
-    /// Which way files go.
-    pub direction: SyncDirection,
-    /// What happens to a source after a verified copy.
-    pub after_copy: AfterCopy,
-    /// When the sync runs by itself (`every`, `cron` + `time_zone`, or
-    /// only on demand).
-    pub schedule: Schedule,
-    /// Which files under the folder are synced (`include`, `exclude`).
-    pub filter: PathFilter,
-    /// Files modified within this are left for a later run.
-    pub settle: Duration,
-    /// A run's time limit.
-    pub time_limit: Duration,
-    /// Files copied at once.
-    pub parallel: usize,
-    /// Remove folders emptied by deletes.
-    pub delete_empty_folders: bool,
-    /// Written at the destination when a run finishes.
-    pub trigger_file: Option<String>,
-}
+use crate::sync::settings::{AfterCopy, SyncDirection, SyncSettings, DEFAULT_PARALLEL};
 
 /// A folder path as written in the config (`/outbound`, `inbox/a`).
 fn folder_path(text: &str) -> Result<StoragePath, String> {

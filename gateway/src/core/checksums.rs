@@ -103,7 +103,7 @@ impl Algorithm {
 
 /// A running checksum of one [`Algorithm`], fed piece by piece.
 #[derive(Clone)]
-pub struct Hasher(State);
+pub struct ChecksumHasher(State);
 
 #[derive(Clone)]
 enum State {
@@ -113,16 +113,16 @@ enum State {
     Sha256(sha2::Sha256),
 }
 
-impl std::fmt::Debug for Hasher {
+impl std::fmt::Debug for ChecksumHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hasher")
+        f.write_str("ChecksumHasher")
     }
 }
 
-impl Hasher {
+impl ChecksumHasher {
     /// A hasher that has seen no bytes yet.
     pub fn new(algorithm: Algorithm) -> Self {
-        Hasher(match algorithm {
+        ChecksumHasher(match algorithm {
             Algorithm::Md5 => State::Backend(BackendHasher::new(HashKind::Md5)),
             Algorithm::Crc32 => State::Backend(BackendHasher::new(HashKind::Crc32)),
             Algorithm::Sha1 => State::Sha1(sha1::Sha1::new()),
@@ -162,7 +162,7 @@ impl Hasher {
 
 /// The checksum of `data` as lowercase hex.
 pub fn of_bytes(algorithm: Algorithm, data: &[u8]) -> String {
-    let mut h = Hasher::new(algorithm);
+    let mut h = ChecksumHasher::new(algorithm);
     h.update(data);
     h.finish()
 }
@@ -345,7 +345,7 @@ async fn stream(
     size: u64,
     algorithm: Algorithm,
 ) -> Result<String, ChecksumError> {
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ChecksumHasher::new(algorithm);
     let mut pos = 0u64;
     let chunk = CHUNK as u64;
     let mut reads = futures::stream::iter((0..size.div_ceil(chunk)).map(|i| i * chunk))
@@ -370,7 +370,7 @@ async fn stream(
 /// false if the file ended first.
 async fn fill_gap(
     reader: &dyn FileReader,
-    hasher: &mut Hasher,
+    hasher: &mut ChecksumHasher,
     pos: &mut u64,
     until: u64,
 ) -> Result<bool, ChecksumError> {
@@ -381,7 +381,7 @@ async fn fill_gap(
             return Ok(false);
         }
         *pos += data.len() as u64;
-        let h = std::mem::replace(hasher, Hasher::new(Algorithm::Crc32));
+        let h = std::mem::replace(hasher, ChecksumHasher::new(Algorithm::Crc32));
         *hasher = h.update_off_thread(data).await?;
     }
     Ok(true)
@@ -417,7 +417,7 @@ mod tests {
             "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
         );
         assert_eq!(of_bytes(Algorithm::Crc32, b"hello\n"), "363a3020");
-        let mut h = Hasher::new(Algorithm::Sha256);
+        let mut h = ChecksumHasher::new(Algorithm::Sha256);
         h.update(b"hel");
         h.update(b"lo\n");
         assert_eq!(h.finish(), of_bytes(Algorithm::Sha256, b"hello\n"));

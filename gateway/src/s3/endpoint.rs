@@ -21,7 +21,7 @@ use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
 use super::paths::{parse_key, KeyTarget};
 use super::uploads::{self, UploadInfo, Uploads};
-use crate::core::checksums::{Algorithm, Hasher};
+use crate::core::checksums::{Algorithm, ChecksumHasher};
 use crate::core::tree::{Location, Tree, VirtualPath};
 use crate::core::Shared;
 
@@ -465,7 +465,7 @@ impl Endpoint {
             .open_write(&loc.path, WriteMode::Replace { exclusive: false })
             .await
             .map_err(|e| storage_error(path, e))?;
-        let mut md5 = Hasher::new(Algorithm::Md5);
+        let mut md5 = ChecksumHasher::new(Algorithm::Md5);
         let mut size = 0u64;
         let written: S3Result<()> = async {
             while let Some(chunk) = body.next().await {

@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::core::checksums::{Algorithm, Hasher};
+use crate::core::checksums::{Algorithm, ChecksumHasher};
 
 /// Highest part number S3 allows.
 pub const MAX_PART_NUMBER: i32 = 10_000;
@@ -135,7 +135,7 @@ impl Uploads {
         ));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut md5 = Hasher::new(Algorithm::Md5);
+            let mut md5 = ChecksumHasher::new(Algorithm::Md5);
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| PartError::Body(e.to_string()))?;
@@ -249,7 +249,7 @@ impl Uploads {
 /// The ETag S3 gives a multipart object: the MD5 of the parts' MD5s,
 /// `-` and the number of parts.
 pub fn multipart_etag(parts: &[PartInfo]) -> String {
-    let mut md5 = Hasher::new(Algorithm::Md5);
+    let mut md5 = ChecksumHasher::new(Algorithm::Md5);
     for p in parts {
         let mut raw = [0u8; 16];
         for (i, byte) in raw.iter_mut().enumerate() {

@@ -17,7 +17,7 @@ use policy::{Permission, User};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
-use crate::core::checksums::{Algorithm, ChecksumError, Checksums, Hasher};
+use crate::core::checksums::{Algorithm, ChecksumError, ChecksumHasher, Checksums};
 use crate::core::tree::{Tree, VirtualPath};
 
 /// Exit status of a command that ran but failed for some file.
@@ -326,7 +326,7 @@ async fn file(ctx: &ExecContext, algorithm: Algorithm, name: &str) -> Result<Str
 
 /// The checksum of what the client sends until it closes its side.
 async fn stdin(channel: &mut Channel<Msg>, algorithm: Algorithm) -> Result<String, String> {
-    let mut hasher = Hasher::new(algorithm);
+    let mut hasher = ChecksumHasher::new(algorithm);
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => {

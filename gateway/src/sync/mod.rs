@@ -20,4 +20,5 @@ pub mod records;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;
+pub mod settings;
 pub mod walk;

@@ -23,8 +23,8 @@ use super::plan::{self, Direction, FileState, HoldReason, PlanSettings, Side, St
 use super::records::{
     millis, Counts, Outcome, RecordError, Records, RunError, RunRecord, Trigger, KEPT_ERRORS,
 };
-use super::walk::{join, walk, Tree, WalkOptions};
-use crate::config::{AfterCopy, SyncDirection, SyncSettings};
+use super::settings::{AfterCopy, SyncDirection, SyncSettings};
+use super::walk::{join, walk, Snapshot, WalkOptions};
 use crate::state::StateStore;
 
 /// How often a run saves its counts while it goes.
@@ -349,12 +349,12 @@ async fn prepare(
     settings: &SyncSettings,
     sides: &SyncSides,
     create: bool,
-) -> Result<(Vec<Action>, [Tree; 2]), BackendError> {
+) -> Result<(Vec<Action>, [Snapshot; 2]), BackendError> {
     let dir = direction(settings);
     let options = WalkOptions {
         skip_top_file: settings.trigger_file.as_deref(),
     };
-    let mut trees = [Tree::default(), Tree::default()];
+    let mut trees = [Snapshot::default(), Snapshot::default()];
     for (i, s) in [Side::Gateway, Side::Remote].into_iter().enumerate() {
         let (backend, top) = side(settings, sides, s);
         // A missing source folder is an error (a typo in the config would
@@ -371,7 +371,7 @@ async fn prepare(
                 if create {
                     make_folders(backend, top).await?;
                 }
-                Tree::default()
+                Snapshot::default()
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(BackendError::new(
@@ -734,7 +734,12 @@ fn second(t: Option<SystemTime>) -> Option<u64> {
 }
 
 /// Removes the source side's folders that are empty now, deepest first.
-async fn remove_empty_folders(settings: &SyncSettings, sides: &SyncSides, from: Side, tree: &Tree) {
+async fn remove_empty_folders(
+    settings: &SyncSettings,
+    sides: &SyncSides,
+    from: Side,
+    tree: &Snapshot,
+) {
     let (backend, top) = side(settings, sides, from);
     let mut folders: Vec<&String> = tree.folders.iter().collect();
     folders.sort_by_key(|f| std::cmp::Reverse(f.matches('/').count()));
@@ -806,8 +811,8 @@ struct KnownFolders {
 }
 
 impl KnownFolders {
-    fn new(settings: &SyncSettings, trees: &[Tree; 2]) -> Self {
-        let set = |top: &StoragePath, t: &Tree| {
+    fn new(settings: &SyncSettings, trees: &[Snapshot; 2]) -> Self {
+        let set = |top: &StoragePath, t: &Snapshot| {
             let mut set: HashSet<String> = t
                 .folders
                 .iter()

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::records::{Outcome, RecordError, Records, RunRecord, Trigger};
 use super::run::{run, LogObserver, RunFailure, SyncSides};
 use super::schedule::Schedule;
-use crate::config::SyncSettings;
+use super::settings::SyncSettings;
 use crate::state::StateStore;
 
 /// How long a node waits after another claimed a due run before it looks

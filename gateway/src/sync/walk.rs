@@ -11,7 +11,7 @@ use super::plan::{FileState, Listing};
 
 /// The files and folders under a sync's folder on one side.
 #[derive(Debug, Default, Clone)]
-pub struct Tree {
+pub struct Snapshot {
     /// Files the filter lets through, by relative path.
     pub files: Listing,
     /// Every folder below the top one, by relative path.
@@ -32,8 +32,8 @@ pub async fn walk(
     top: &StoragePath,
     filter: &PathFilter,
     options: WalkOptions<'_>,
-) -> Result<Tree, BackendError> {
-    let mut tree = Tree::default();
+) -> Result<Snapshot, BackendError> {
+    let mut tree = Snapshot::default();
     let mut pending = vec![(top.clone(), String::new())];
     while let Some((folder, relative)) = pending.pop() {
         let mut pages = backend.list(&folder).await?;
