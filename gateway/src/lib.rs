@@ -19,7 +19,10 @@
 //!     shares.
 //! - [`remotes`]: one backend and connection pool per remote server, host
 //!   key pinning, and what `remote test`/`trust` report.
-//! - [`config`]: the TOML file and environment overrides, validated once.
+//! - [`config`]: the TOML file and environment overrides, validated once;
+//!   [`virtual_path`] and [`database`]: two values it parses (a path in a
+//!   user's tree, the cluster database's URL), leaves that both the config
+//!   and their users import.
 //! - [`state`]: what the gateway learns while running (embedded redb);
 //!   [`cluster`]: several nodes as one (the state in PostgreSQL, remotes'
 //!   connection caps across nodes, heartbeats).
