@@ -8,38 +8,33 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use backends::{BackendError, EntryKind, ErrorKind, FileReader, Metadata, WriteMode};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use policy::{Permission, User};
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
-use super::paths::{parse_key, KeyTarget};
+use super::paths::KeyTarget;
+use super::streams::{body_stream, download_stream, parts_stream};
 use super::uploads::{self, UploadInfo, Uploads};
+use super::wire::{
+    check_bucket, content_md5_hex, key_target, metadata_mtime, mtime_metadata, no_such_key,
+    parse_copy_range, parse_mtime, storage_error, timestamp, url_encode, version_etag, EMPTY_MD5,
+    MTIME_KEY,
+};
 use crate::core::checksums::{Algorithm, ChecksumHasher};
 use crate::core::tree::{Location, Tree, VirtualPath};
 use crate::core::Shared;
 
 /// The only bucket.
-pub const BUCKET: &str = "default";
-/// Bytes read from storage per request of a download.
-const READ_CHUNK: usize = 256 * 1024;
-/// Reads of one download in flight at once (hides a remote's latency).
-const READS_IN_FLIGHT: usize = 8;
-/// User metadata key holding a file's modification time (what rclone and
-/// our own S3 remotes write): Unix seconds with an optional fraction.
-const MTIME_KEY: &str = "mtime";
-/// Longest pause allowed between two pieces of a request body.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub use super::wire::BUCKET;
 /// Content type of a folder marker.
 const FOLDER_TYPE: &str = "application/x-directory";
-/// MD5 of nothing: the ETag of a folder marker.
-const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
 /// The client's address, put into each request's extensions by the HTTP
 /// layer, for allow-lists and audit lines.
@@ -107,210 +102,6 @@ impl Caller {
             Err(e) => self.audit(op, path, e.code().as_str(), bytes),
         }
         result
-    }
-}
-
-/// A storage error as S3 reports it.
-fn storage_error(path: &VirtualPath, e: BackendError) -> S3Error {
-    let message = format!("{path}: {e}");
-    let code = match e.kind() {
-        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
-            S3ErrorCode::NoSuchKey
-        }
-        ErrorKind::PermissionDenied => S3ErrorCode::AccessDenied,
-        ErrorKind::InvalidPath => S3ErrorCode::InvalidArgument,
-        ErrorKind::NoSpace => S3ErrorCode::EntityTooLarge,
-        ErrorKind::Unsupported => S3ErrorCode::NotImplemented,
-        ErrorKind::ConnectionLost | ErrorKind::Timeout => S3ErrorCode::ServiceUnavailable,
-        ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty => S3ErrorCode::OperationAborted,
-        ErrorKind::Other => S3ErrorCode::InternalError,
-    };
-    S3Error::with_message(code, message)
-}
-
-fn no_such_key(path: &VirtualPath) -> S3Error {
-    s3_error!(NoSuchKey, "{path}: no such key")
-}
-
-fn check_bucket(bucket: &str) -> S3Result<()> {
-    if bucket == BUCKET {
-        Ok(())
-    } else {
-        Err(s3_error!(
-            NoSuchBucket,
-            "this endpoint has one bucket, `{BUCKET}`"
-        ))
-    }
-}
-
-fn key_target(key: &str) -> S3Result<KeyTarget> {
-    parse_key(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))
-}
-
-fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
-    t.map(Timestamp::from)
-}
-
-/// A stand-in ETag for a file whose MD5 is not known without reading it:
-/// it changes when the size or time does, and its `-1` suffix marks it as
-/// not an MD5 (as a multipart ETag is), so no client checks content
-/// against it.
-fn version_etag(meta: &Metadata) -> String {
-    let nanos = meta
-        .modified
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let stamp = crate::core::checksums::of_bytes(
-        Algorithm::Md5,
-        format!("{}:{nanos}", meta.size).as_bytes(),
-    );
-    format!("{stamp}-1")
-}
-
-/// The modification time in `mtime` user metadata.
-fn metadata_mtime(metadata: Option<&s3s::dto::Metadata>) -> Option<SystemTime> {
-    parse_mtime(metadata?.get(MTIME_KEY)?)
-}
-
-/// An `mtime` value: Unix seconds with an optional fraction.
-fn parse_mtime(text: &str) -> Option<SystemTime> {
-    let secs: f64 = text.trim().parse().ok()?;
-    if !secs.is_finite() || !(0.0..=1e11).contains(&secs) {
-        return None;
-    }
-    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
-}
-
-fn mtime_metadata(t: Option<SystemTime>) -> Option<s3s::dto::Metadata> {
-    let d = t?.duration_since(UNIX_EPOCH).ok()?;
-    let mut m = s3s::dto::Metadata::new();
-    m.insert(
-        MTIME_KEY.to_string(),
-        format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-    );
-    Some(m)
-}
-
-/// Percent-encodes a key for `encoding-type=url` listings (what the AWS
-/// CLI asks for), keeping `/`.
-fn url_encode(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decodes a `Content-MD5` header (base64 of 16 bytes) to hex.
-fn content_md5_hex(header: &str) -> S3Result<String> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(header.trim())
-        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
-    if raw.len() != 16 {
-        return Err(s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"));
-    }
-    Ok(backends::hash::hex(&raw))
-}
-
-/// The request body as a stream of byte chunks.
-/// A client that stops sending mid-body for [`BODY_IDLE_TIMEOUT`] fails
-/// the request, so it cannot hold an upload open forever.
-fn body_stream(
-    body: Option<StreamingBlob>,
-) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin {
-    let inner = match body {
-        Some(b) => b.map_err(|e| e.to_string()).left_stream(),
-        None => futures::stream::empty().right_stream(),
-    };
-    Box::pin(futures::stream::unfold(Some(inner), |state| async move {
-        let mut inner = state?;
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, inner.next()).await {
-            Ok(Some(item)) => Some((item, Some(inner))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(format!(
-                    "the client sent nothing for {} s in the middle of the body",
-                    BODY_IDLE_TIMEOUT.as_secs()
-                )),
-                None,
-            )),
-        }
-    }))
-}
-
-/// Reads exactly `len` bytes at `offset` (fewer only at end of file).
-async fn read_fully(reader: &dyn FileReader, offset: u64, len: usize) -> backends::Result<Bytes> {
-    let first = reader.read_at(offset, len).await?;
-    if first.len() == len || first.is_empty() {
-        return Ok(first);
-    }
-    let mut buf = bytes::BytesMut::from(&first[..]);
-    while buf.len() < len {
-        let more = reader
-            .read_at(offset + buf.len() as u64, len - buf.len())
-            .await?;
-        if more.is_empty() {
-            break;
-        }
-        buf.extend_from_slice(&more);
-    }
-    Ok(buf.freeze())
-}
-
-/// Streams `range` of an open file, several reads in flight.
-fn download_stream(
-    reader: Arc<dyn FileReader>,
-    range: std::ops::Range<u64>,
-    path: VirtualPath,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-    let chunks: Vec<(u64, usize)> = {
-        let mut v = Vec::new();
-        let mut at = range.start;
-        while at < range.end {
-            let len = (range.end - at).min(READ_CHUNK as u64) as usize;
-            v.push((at, len));
-            at += len as u64;
-        }
-        v
-    };
-    let stream = futures::stream::iter(chunks)
-        .map(move |(offset, len)| {
-            let reader = reader.clone();
-            let path = path.clone();
-            async move {
-                let data = read_fully(reader.as_ref(), offset, len)
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("{path}: {e}")))?;
-                if data.len() != len {
-                    return Err(std::io::Error::other(format!(
-                        "{path}: the file shrank while being read"
-                    )));
-                }
-                Ok(data)
-            }
-        })
-        .buffered(READS_IN_FLIGHT);
-    SyncStream(std::sync::Mutex::new(Box::pin(stream)))
-}
-
-/// Makes a `Send` stream `Sync` (as `StreamingBlob` needs) by locking it;
-/// only one task ever polls it, so the lock is never contended.
-struct SyncStream<S>(std::sync::Mutex<std::pin::Pin<Box<S>>>);
-
-impl<S: Stream> Stream for SyncStream<S> {
-    type Item = S::Item;
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        inner.as_mut().poll_next(cx)
     }
 }
 
@@ -1274,53 +1065,6 @@ impl s3s::S3 for Endpoint {
     }
 }
 
-/// The bytes of `files`, one after the other, in chunks of up to 1 MiB.
-fn parts_stream(
-    files: Vec<std::path::PathBuf>,
-) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin {
-    struct State {
-        files: std::collections::VecDeque<std::path::PathBuf>,
-        current: Option<tokio::fs::File>,
-    }
-    let state = State {
-        files: files.into(),
-        current: None,
-    };
-    Box::pin(futures::stream::unfold(Some(state), |state| async move {
-        use tokio::io::AsyncReadExt;
-        let mut state = state?;
-        loop {
-            let file = match state.current.as_mut() {
-                Some(f) => f,
-                None => {
-                    let next = state.files.pop_front()?;
-                    match tokio::fs::File::open(&next).await {
-                        Ok(f) => state.current.insert(f),
-                        Err(e) => {
-                            return Some((Err(format!("part {}: {e}", next.display())), None))
-                        }
-                    }
-                }
-            };
-            let mut buf = vec![0u8; 1024 * 1024];
-            let mut filled = 0;
-            while filled < buf.len() {
-                match file.read(&mut buf[filled..]).await {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) => return Some((Err(e.to_string()), None)),
-                }
-            }
-            if filled == 0 {
-                state.current = None;
-                continue;
-            }
-            buf.truncate(filled);
-            return Some((Ok(Bytes::from(buf)), Some(state)));
-        }
-    }))
-}
-
 impl Endpoint {
     /// The upload `id` if it belongs to the caller and `key`; `NoSuchUpload`
     /// otherwise (another user's upload does not exist for this one).
@@ -1409,30 +1153,10 @@ impl Endpoint {
     }
 }
 
-/// `bytes=first-last` of an UploadPartCopy, within a file of `size` bytes.
-fn parse_copy_range(text: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
-    let bad = || {
-        s3_error!(
-            InvalidArgument,
-            "x-amz-copy-source-range must be bytes=first-last within the source, not `{text}`"
-        )
-    };
-    let (first, last) = text
-        .trim()
-        .strip_prefix("bytes=")
-        .and_then(|r| r.split_once('-'))
-        .ok_or_else(bad)?;
-    let first: u64 = first.trim().parse().map_err(|_| bad())?;
-    let last: u64 = last.trim().parse().map_err(|_| bad())?;
-    if first > last || last >= size {
-        return Err(bad());
-    }
-    Ok(first..last + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn mtime_metadata_round_trips() {

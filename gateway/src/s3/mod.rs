@@ -13,7 +13,9 @@ pub mod endpoint;
 pub mod keys;
 pub mod listing;
 pub mod paths;
+mod streams;
 pub mod uploads;
+mod wire;
 
 use std::convert::Infallible;
 use std::path::Path;
