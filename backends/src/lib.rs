@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod path;
 mod pending;
 pub mod pool;
+mod pooled;
 pub mod s3;
 pub mod sftp;
 pub mod slots;

@@ -25,12 +25,12 @@ use crate::backend::{
 };
 use crate::pending::{PendingRemovals, Removal, Remover};
 use crate::pool::{Pool, PoolSettings, PoolStats, Pooled};
+use crate::pooled::{settle, PooledRemote};
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
 /// An idle connection unused for this long is checked with NOOP before use.
 const NOOP_AFTER: Duration = Duration::from_secs(15);
 /// Connections tried before giving up on finding a working one.
-const CHECKOUT_ATTEMPTS: usize = 3;
 
 /// A folder on a remote FTP or FTPS server.
 #[derive(Clone)]
@@ -123,21 +123,7 @@ impl FtpBackend {
     /// waiting, must first answer NOOP. Partial uploads that broken
     /// connections left behind are removed through it first.
     pub(super) async fn checkout(&self) -> Result<Pooled<FtpConnector>> {
-        for _ in 0..CHECKOUT_ATTEMPTS {
-            let mut conn = self.pool.get().await?;
-            let healthy = {
-                let mut c = conn.lock().await;
-                let suspicious =
-                    c.health() != super::stream::Health::Quiet || c.idle_for() >= NOOP_AFTER;
-                (!suspicious || c.expect_success("NOOP").await.is_ok())
-                    && self.removals().run(&mut *c).await.is_ok()
-            };
-            if healthy {
-                return Ok(conn);
-            }
-            conn.mark_broken();
-        }
-        self.pool.get().await
+        crate::pooled::checkout(self).await
     }
 
     /// An [`FtpError`] as a [`BackendError`] for `operation` on `path`.
@@ -153,13 +139,11 @@ impl FtpBackend {
     /// Checks out a connection, runs `op` on its control channel, and
     /// drops the connection instead of reusing it if `op` found it broken.
     async fn with_conn<T>(&self, op: impl AsyncFnOnce(&mut Control) -> Result<T>) -> Result<T> {
-        let mut conn = self.checkout().await?;
-        let result = {
+        crate::pooled::with_conn(self, async move |conn: &mut Pooled<FtpConnector>| {
             let mut c = conn.lock().await;
             op(&mut c).await
-        };
-        settle(&mut conn, &result);
-        result
+        })
+        .await
     }
 
     /// Metadata of `remote`, or `None` if it does not exist.
@@ -174,12 +158,21 @@ impl FtpBackend {
     }
 }
 
-/// Drops a connection that broke during an operation instead of reusing it.
-pub(super) fn settle<T>(conn: &mut Pooled<FtpConnector>, result: &Result<T>) {
-    if let Err(e) = result {
-        if e.is_temporary() {
-            conn.mark_broken();
-        }
+/// A connection idle for long, or with unasked bytes waiting, must first
+/// answer NOOP; then partial uploads that broken connections left behind
+/// are removed through it.
+impl PooledRemote for FtpBackend {
+    type Connector = FtpConnector;
+
+    fn pool(&self) -> &Pool<FtpConnector> {
+        &self.pool
+    }
+
+    async fn ready(&self, conn: &mut Pooled<FtpConnector>) -> bool {
+        let mut c = conn.lock().await;
+        let suspicious = c.health() != super::stream::Health::Quiet || c.idle_for() >= NOOP_AFTER;
+        (!suspicious || c.expect_success("NOOP").await.is_ok())
+            && self.removals().run(&mut *c).await.is_ok()
     }
 }
 

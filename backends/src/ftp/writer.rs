@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::backend::{rename_on, settle, FtpBackend};
+use super::backend::{rename_on, FtpBackend};
 use super::connector::FtpConnector;
 use super::control::Control;
 use super::error::FtpError;
@@ -19,6 +19,7 @@ use super::stream::MaybeTls;
 use crate::backend::{FileWriter, RenameMode, WriteMode};
 use crate::local::hidden_upload_path;
 use crate::pool::Pooled;
+use crate::pooled::settle;
 use crate::{BackendError, ErrorKind, Result, StoragePath};
 
 /// How long to wait for the server to close a finished upload's data

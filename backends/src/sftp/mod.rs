@@ -42,6 +42,7 @@ use crate::dial::{dial, SourceAddresses};
 use crate::local::{hidden_upload_path, UPLOAD_PREFIX};
 use crate::pending::{PendingRemovals, Removal, Remover};
 use crate::pool::{Connector, Pool, PoolSettings, PoolStats, Pooled};
+use crate::pooled::{settle, PooledRemote};
 use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 
 /// Largest read or write sent in one request (OpenSSH's sshd accepts 261120).
@@ -50,7 +51,6 @@ const CHUNK: usize = 255 * 1024;
 const WRITES_IN_FLIGHT: usize = 32;
 /// Connections tried at checkout before giving up on removing the
 /// temporary files that broken uploads left.
-const CHECKOUT_ATTEMPTS: usize = 3;
 /// How long a single SFTP request may take by default
 /// ([`SftpSettings::io_timeout`]).
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -341,18 +341,9 @@ impl SftpBackend {
         &self.pool.connector().removals
     }
 
-    /// A connection from the pool, through which the temporary files that
-    /// broken connections left behind are removed first; one that breaks
-    /// doing so is dropped and another one tried.
+    /// A connection from the pool in working order (see [`PooledRemote`]).
     async fn checkout(&self) -> Result<Pooled<SftpConnector>> {
-        for _ in 0..CHECKOUT_ATTEMPTS {
-            let mut conn = self.pool.get().await?;
-            if self.removals().run(&*conn).await.is_ok() {
-                return Ok(conn);
-            }
-            conn.mark_broken();
-        }
-        self.pool.get().await
+        crate::pooled::checkout(self).await
     }
 
     /// The remote path of `path`.
@@ -405,10 +396,56 @@ impl SftpBackend {
     /// Checks out a connection, runs `op` on it, and drops the connection
     /// instead of reusing it if `op` found it broken.
     async fn with_conn<T>(&self, op: impl AsyncFnOnce(&SftpConnection) -> Result<T>) -> Result<T> {
-        let mut conn = self.checkout().await?;
-        let result = op(&conn).await;
-        settle(&mut conn, &result);
-        result
+        crate::pooled::with_conn(self, async move |conn: &mut Pooled<SftpConnector>| {
+            op(conn).await
+        })
+        .await
+    }
+
+    /// The error of a refused `mkdir`, `remove` or `rmdir`, named by what
+    /// is at `path` when the server's status does not say why (SFTP v3 has
+    /// no "exists", "is a folder" or "not empty" codes: servers answer a
+    /// bare Failure, or permission denied).
+    async fn explain(
+        &self,
+        c: &SftpConnection,
+        refused: Refused,
+        path: &StoragePath,
+        e: SftpError,
+    ) -> BackendError {
+        let op = refused.op();
+        let err = self.err(op, path, e);
+        let kind = err.kind();
+        let unexplained = match refused {
+            Refused::Mkdir => !err.is_temporary(),
+            Refused::Remove => matches!(kind, ErrorKind::Other | ErrorKind::PermissionDenied),
+            Refused::Rmdir => kind == ErrorKind::Other,
+        };
+        if !unexplained {
+            return err;
+        }
+        let found = Self::probe(c, &self.remote(path)).await;
+        let named = match (refused, found) {
+            (Refused::Mkdir, Some(_)) => Some((ErrorKind::AlreadyExists, "already exists")),
+            (Refused::Mkdir, None) => match path.parent() {
+                Some(parent) if Self::probe(c, &self.remote(&parent)).await.is_none() => {
+                    Some((ErrorKind::NotFound, "the containing folder does not exist"))
+                }
+                _ => None,
+            },
+            (Refused::Remove, Some(m)) if m.is_dir() => {
+                Some((ErrorKind::IsADirectory, "is a folder"))
+            }
+            (Refused::Rmdir, Some(m)) if m.is_dir() => {
+                Some((ErrorKind::DirectoryNotEmpty, "folder is not empty"))
+            }
+            (Refused::Rmdir, Some(_)) => Some((ErrorKind::NotADirectory, "not a folder")),
+            _ => None,
+        };
+        match named {
+            Some((kind, message)) => BackendError::new(kind, op, path.as_str(), message),
+            None => err,
+        }
     }
 
     /// Metadata of `remote`, or `None` if it does not exist.
@@ -446,12 +483,35 @@ fn connection_broke(e: &SftpError) -> bool {
     !matches!(e, SftpError::Status(_) | SftpError::Limited(_))
 }
 
-/// Drops a connection that broke during an operation instead of reusing it.
-fn settle<T>(conn: &mut Pooled<SftpConnector>, result: &Result<T>) {
-    if let Err(e) = result {
-        if e.is_temporary() {
-            conn.mark_broken();
+/// An operation the server refused, for [`SftpBackend::explain`].
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    Mkdir,
+    Remove,
+    Rmdir,
+}
+
+impl Refused {
+    fn op(self) -> &'static str {
+        match self {
+            Refused::Mkdir => "mkdir",
+            Refused::Remove => "remove",
+            Refused::Rmdir => "rmdir",
         }
+    }
+}
+
+/// The temporary files that broken connections left behind are removed
+/// through a connection before it is used.
+impl PooledRemote for SftpBackend {
+    type Connector = SftpConnector;
+
+    fn pool(&self) -> &Pool<SftpConnector> {
+        &self.pool
+    }
+
+    async fn ready(&self, conn: &mut Pooled<SftpConnector>) -> bool {
+        self.removals().run(&**conn).await.is_ok()
     }
 }
 
@@ -736,29 +796,7 @@ impl Backend for SftpBackend {
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(e) => {
-                    let mut err = self.err("mkdir", path, e);
-                    if !err.is_temporary() {
-                        if Self::probe(c, &remote).await.is_some() {
-                            err = BackendError::new(
-                                ErrorKind::AlreadyExists,
-                                "mkdir",
-                                path.as_str(),
-                                "already exists",
-                            );
-                        } else if let Some(parent) = path.parent() {
-                            if Self::probe(c, &self.remote(&parent)).await.is_none() {
-                                err = BackendError::new(
-                                    ErrorKind::NotFound,
-                                    "mkdir",
-                                    path.as_str(),
-                                    "the containing folder does not exist",
-                                );
-                            }
-                        }
-                    }
-                    Err(err)
-                }
+                Err(e) => Err(self.explain(c, Refused::Mkdir, path, e).await),
             }
         })
         .await
@@ -770,22 +808,7 @@ impl Backend for SftpBackend {
         self.with_conn(
             async |c: &SftpConnection| match c.sftp.remove(remote.clone()).await {
                 Ok(_) => Ok(()),
-                Err(e) => {
-                    let mut err = self.err("remove", path, e);
-                    if err.kind() == ErrorKind::Other || err.kind() == ErrorKind::PermissionDenied {
-                        if let Some(m) = Self::probe(c, &remote).await {
-                            if m.is_dir() {
-                                err = BackendError::new(
-                                    ErrorKind::IsADirectory,
-                                    "remove",
-                                    path.as_str(),
-                                    "is a folder",
-                                );
-                            }
-                        }
-                    }
-                    Err(err)
-                }
+                Err(e) => Err(self.explain(c, Refused::Remove, path, e).await),
             },
         )
         .await
@@ -796,31 +819,7 @@ impl Backend for SftpBackend {
         self.with_conn(
             async |c: &SftpConnection| match c.sftp.rmdir(remote.clone()).await {
                 Ok(_) => Ok(()),
-                Err(e) => {
-                    let mut err = self.err("rmdir", path, e);
-                    if err.kind() == ErrorKind::Other {
-                        match Self::probe(c, &remote).await {
-                            Some(m) if m.is_dir() => {
-                                err = BackendError::new(
-                                    ErrorKind::DirectoryNotEmpty,
-                                    "rmdir",
-                                    path.as_str(),
-                                    "folder is not empty",
-                                )
-                            }
-                            Some(_) => {
-                                err = BackendError::new(
-                                    ErrorKind::NotADirectory,
-                                    "rmdir",
-                                    path.as_str(),
-                                    "not a folder",
-                                )
-                            }
-                            None => {}
-                        }
-                    }
-                    Err(err)
-                }
+                Err(e) => Err(self.explain(c, Refused::Rmdir, path, e).await),
             },
         )
         .await
