@@ -41,6 +41,7 @@ pub mod path;
 mod pending;
 pub mod pool;
 mod pooled;
+mod read_window;
 pub mod s3;
 pub mod sftp;
 pub mod slots;

@@ -4,7 +4,7 @@
 //! window of recently read bytes, or by reading ahead, instead of
 //! reopening the transfer for each.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use super::backend::FtpBackend;
@@ -13,6 +13,7 @@ use super::error::FtpError;
 use super::stream::MaybeTls;
 use crate::backend::{FileReader, Metadata};
 use crate::pool::Pooled;
+use crate::read_window::ReadWindow;
 use crate::{BackendError, Result, StoragePath};
 
 /// Bytes kept behind the stream's position for late reads.
@@ -37,9 +38,8 @@ struct ReadState {
     conn: Option<Pooled<FtpConnector>>,
     /// The open RETR stream, positioned at `pos`.
     data: Option<MaybeTls>,
-    /// Bytes `[window_start, pos)` of the file.
-    window: BytesMut,
-    window_start: u64,
+    /// The bytes just before `pos`.
+    window: ReadWindow,
     pos: u64,
     /// The stream reached the end of the file at `pos`.
     eof: bool,
@@ -62,8 +62,7 @@ impl FtpReader {
             state: tokio::sync::Mutex::new(ReadState {
                 conn: Some(conn),
                 data: None,
-                window: BytesMut::new(),
-                window_start: 0,
+                window: ReadWindow::new(WINDOW),
                 pos: 0,
                 eof: false,
             }),
@@ -83,8 +82,7 @@ impl FtpReader {
             return Ok(());
         };
         let data = st.data.take();
-        st.window.clear();
-        st.window_start = offset;
+        st.window.reset(offset);
         st.pos = offset;
         st.eof = false;
         let result = {
@@ -125,10 +123,9 @@ impl FtpReader {
             let want = usize::try_from(end - st.pos)
                 .unwrap_or(READ_CHUNK)
                 .min(READ_CHUNK);
-            st.window.reserve(want);
-            let read =
-                tokio::time::timeout(timeout, data.take(want as u64).read_buf(&mut st.window))
-                    .await;
+            let window = st.window.buffer();
+            window.reserve(want);
+            let read = tokio::time::timeout(timeout, data.take(want as u64).read_buf(window)).await;
             let n = match read {
                 Ok(Ok(n)) => n,
                 // TLS ended without close_notify: the final reply decides.
@@ -182,15 +179,6 @@ impl ReadState {
             conn.mark_broken();
         }
     }
-
-    /// Keeps at most [`WINDOW`] bytes behind the position.
-    fn trim(&mut self) {
-        if self.window.len() > WINDOW {
-            let excess = self.window.len() - WINDOW;
-            self.window.advance(excess);
-            self.window_start += excess as u64;
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -201,7 +189,7 @@ impl FileReader for FtpReader {
         if len == 0 || (st.eof && offset >= st.pos) {
             return Ok(Bytes::new());
         }
-        let in_window = offset >= st.window_start && offset < st.pos;
+        let in_window = st.window.holds(offset, st.pos);
         let reachable = offset >= st.pos && offset - st.pos <= REACH && st.data.is_some();
         if !in_window && !reachable {
             if offset >= self.metadata.size {
@@ -211,14 +199,8 @@ impl FileReader for FtpReader {
             self.reopen(&mut st, offset).await?;
         }
         self.fill(&mut st, end).await?;
-        let start = usize::try_from(offset.saturating_sub(st.window_start)).unwrap_or(usize::MAX);
-        let stop = usize::try_from(end.min(st.pos) - st.window_start).unwrap_or(usize::MAX);
-        let out = st
-            .window
-            .get(start..stop)
-            .map(Bytes::copy_from_slice)
-            .unwrap_or_default();
-        st.trim();
+        let out = st.window.copy(offset, end.min(st.pos));
+        st.window.trim();
         Ok(out)
     }
 

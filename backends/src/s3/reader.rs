@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::objects::{Bucket, ObjectInfo};
 use crate::backend::{FileReader, Metadata};
+use crate::read_window::ReadWindow;
 use crate::{ErrorKind, Result, StoragePath};
 
 /// Bytes kept behind the stream's position for late reads.
@@ -29,13 +30,11 @@ pub struct S3Reader {
     state: tokio::sync::Mutex<ReadState>,
 }
 
-#[derive(Default)]
 struct ReadState {
     /// The open GET, positioned at `pos`.
     body: Option<aws_sdk_s3::primitives::ByteStream>,
-    /// Bytes `[window_start, pos)` of the object.
-    window: BytesMut,
-    window_start: u64,
+    /// The bytes just before `pos`.
+    window: ReadWindow,
     pos: u64,
     /// The object ended at `pos`.
     eof: bool,
@@ -48,7 +47,12 @@ impl S3Reader {
             bucket,
             path,
             info,
-            state: tokio::sync::Mutex::new(ReadState::default()),
+            state: tokio::sync::Mutex::new(ReadState {
+                body: None,
+                window: ReadWindow::new(WINDOW),
+                pos: 0,
+                eof: false,
+            }),
         }
     }
 
@@ -100,7 +104,7 @@ impl S3Reader {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     st.pos += chunk.len() as u64;
-                    st.window.extend_from_slice(&chunk);
+                    st.window.buffer().extend_from_slice(&chunk);
                 }
                 Some(Err(e)) => {
                     st.body = None;
@@ -120,19 +124,9 @@ impl ReadState {
     /// Drops the stream and the window; the next fill starts at `offset`.
     fn seek(&mut self, offset: u64) {
         self.body = None;
-        self.window.clear();
-        self.window_start = offset;
+        self.window.reset(offset);
         self.pos = offset;
         self.eof = false;
-    }
-
-    /// Keeps at most [`WINDOW`] bytes behind the position.
-    fn trim(&mut self) {
-        if self.window.len() > WINDOW {
-            let excess = self.window.len() - WINDOW;
-            self.window.advance(excess);
-            self.window_start += excess as u64;
-        }
     }
 }
 
@@ -145,21 +139,14 @@ impl FileReader for S3Reader {
         }
         let end = offset.saturating_add(len as u64).min(size);
         let mut st = self.state.lock().await;
-        let in_window = offset >= st.window_start && offset < st.pos;
+        let in_window = st.window.holds(offset, st.pos);
         let reachable = offset >= st.pos && offset - st.pos <= REACH && !st.eof;
         if !in_window && !reachable {
             st.seek(offset);
         }
         self.fill(&mut st, end).await?;
-        let start = usize::try_from(offset - st.window_start).unwrap_or(usize::MAX);
-        let stop =
-            usize::try_from(end.min(st.pos).saturating_sub(st.window_start)).unwrap_or(usize::MAX);
-        let out = st
-            .window
-            .get(start..stop)
-            .map(Bytes::copy_from_slice)
-            .unwrap_or_default();
-        st.trim();
+        let out = st.window.copy(offset, end.min(st.pos));
+        st.window.trim();
         Ok(out)
     }
 
