@@ -5,11 +5,6 @@
 //!
 //! Any I/O failure, timeout or `421` marks the connection broken, so the
 //! pool closes it instead of handing it out again.
-//!
-//! A TLS 1.3 control connection that has no session ticket left for its
-//! next data connection is renewed in place first (see `super::tls` for
-//! why tickets run out on some servers): QUIT, then a new login with the
-//! same settings, within the pool's slot.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -58,13 +53,8 @@ pub struct Control {
     /// `OPTS HASH` selects another).
     hash_selected: Option<String>,
     last_used: Instant,
-    /// What this connection was opened with, to renew it.
+    /// What this connection was opened with (its remote's name for logs).
     settings: FtpSettings,
-    tls_setup: Option<TlsSetup>,
-    /// Times this connection was renewed for lack of TLS 1.3 tickets.
-    renewals: u64,
-    /// The folder the last successful CWD entered (restored on renewal).
-    cwd: Option<String>,
 }
 
 impl Control {
@@ -114,9 +104,6 @@ impl Control {
             hash_selected: None,
             last_used: Instant::now(),
             settings: s.clone(),
-            tls_setup: tls.cloned(),
-            renewals: 0,
-            cwd: None,
         };
         control.read_welcome().await?;
         let wants_explicit = matches!(s.tls, FtpTls::Require | FtpTls::IfAvailable);
@@ -259,11 +246,7 @@ impl Control {
             )));
         }
         self.send(line).await?;
-        let reply = self.read_reply_within(limit).await?;
-        if let (Some(folder), 250) = (line.strip_prefix("CWD "), reply.code) {
-            self.cwd = Some(folder.to_string());
-        }
-        Ok(reply)
+        self.read_reply_within(limit).await
     }
 
     /// The reply to `line`, which must be a success (2xx).
@@ -355,9 +338,6 @@ impl Control {
         if self.transfer_open {
             return Err(FtpError::Protocol("a transfer is already open".into()));
         }
-        if self.out_of_tickets() {
-            self.renew().await?;
-        }
         let tcp = self.open_data().await?;
         if let Some(offset) = offset.filter(|o| *o > 0) {
             self.expect_code(&format!("REST {offset}"), 350).await?;
@@ -391,45 +371,6 @@ impl Control {
                 Err(e)
             }
         }
-    }
-
-    /// Whether the next data connection would have no TLS 1.3 ticket to
-    /// resume the control connection's session with.
-    fn out_of_tickets(&self) -> bool {
-        let Some(session) = &self.data_tls else {
-            return false;
-        };
-        let tls13 = self
-            .stream
-            .get_ref()
-            .tls()
-            .and_then(|c| c.protocol_version())
-            == Some(rustls::ProtocolVersion::TLSv1_3);
-        tls13 && session.tls13_tickets() == 0
-    }
-
-    /// Replaces this connection by a new one with the same settings (QUIT
-    /// first, so the remote never sees more connections than the pool
-    /// allows), in the same working folder (a listing's CWD comes before
-    /// its data connection). On failure the connection is left broken.
-    async fn renew(&mut self) -> Result<(), FtpError> {
-        let settings = self.settings.clone();
-        let tls = self.tls_setup.clone();
-        let renewals = self.renewals + 1;
-        let cwd = self.cwd.take();
-        self.close_in_place().await;
-        tracing::debug!(
-            remote = %settings.name,
-            renewals,
-            "FTPS control connection renewed: no TLS 1.3 session ticket left for the next data connection (the server did not send new ones)"
-        );
-        let mut fresh = Control::open(&settings, tls.as_ref()).await?;
-        fresh.renewals = renewals;
-        if let Some(folder) = cwd {
-            fresh.expect_code(&format!("CWD {folder}"), 250).await?;
-        }
-        *self = fresh;
-        Ok(())
     }
 
     fn accept_start(&mut self, command: &str, reply: Reply) -> Result<(), FtpError> {
@@ -558,7 +499,7 @@ impl Control {
         let shut = tokio::time::timeout(QUIT_TIMEOUT, stream.shutdown()).await;
         if answered && matches!(shut, Ok(Ok(()))) {
             // A server that answered QUIT closes its end at once: wait for
-            // that, so that a connection opened next (a renewal) does not
+            // that, so that a connection the pool opens next does not
             // overlap this one at the server. A broken one is not waited for.
             let tcp = stream.tcp();
             let _ = tokio::time::timeout(QUIT_TIMEOUT, async {

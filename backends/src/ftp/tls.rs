@@ -24,10 +24,10 @@
 //! fresh tickets first and keeps a copy of the last one to offer again, as
 //! OpenSSL, GnuTLS and JSSE FTPS clients do (ProFTPD tags its tickets to
 //! check they belong to this FTP session). Copying a ticket needs a patched
-//! rustls (`vendor/rustls/PATCHED.md`). Should a store still be empty (a
-//! server that sent no ticket at all), the control connection renews
-//! itself before its next data connection (`Control::start_transfer`): a
-//! new login, whose handshake may bring tickets.
+//! rustls (`vendor/rustls/PATCHED.md`). (The first answer to empty stores
+//! was to log in again before the next data connection; that renewal could
+//! overlap the old connection at the server, beyond the pool's cap, and is
+//! gone.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,12 +96,11 @@ impl TlsSetup {
     pub fn session(&self) -> TlsSession {
         let mut config = (*self.base).clone();
         let store = Arc::new(TicketStore::default());
-        config.resumption = Resumption::store(store.clone());
+        config.resumption = Resumption::store(store);
         TlsSession {
             config: Arc::new(config),
             server_name: self.server_name.clone(),
             host: self.host.clone(),
-            store,
         }
     }
 
@@ -118,15 +117,9 @@ pub struct TlsSession {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     host: String,
-    store: Arc<TicketStore>,
 }
 
 impl TlsSession {
-    /// The TLS 1.3 tickets this connection holds for its data connections.
-    pub fn tls13_tickets(&self) -> usize {
-        self.store.tls13_tickets()
-    }
-
     /// Runs a TLS handshake over `tcp` within `timeout`; `what` names the
     /// connection in errors.
     pub async fn handshake(
@@ -146,8 +139,8 @@ impl TlsSession {
 }
 
 /// The session store of one control connection and its data connections:
-/// rustls' in-memory store, plus a count of the TLS 1.3 tickets in it (see
-/// the module docs for why they run out).
+/// rustls' in-memory store, plus a count of the TLS 1.3 tickets in it, so
+/// that the last one is kept to be offered again (see the module docs).
 #[derive(Debug)]
 pub struct TicketStore {
     inner: ClientSessionMemoryCache,
@@ -160,13 +153,6 @@ impl Default for TicketStore {
             inner: ClientSessionMemoryCache::new(SESSIONS_PER_CONNECTION),
             tls13: AtomicUsize::new(0),
         }
-    }
-}
-
-impl TicketStore {
-    /// The TLS 1.3 tickets held now.
-    pub fn tls13_tickets(&self) -> usize {
-        self.tls13.load(Ordering::SeqCst)
     }
 }
 
