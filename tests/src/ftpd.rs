@@ -47,20 +47,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use backends::dial::SourceAddresses;
 use backends::ftp::{CertificateCheck, FtpSettings, FtpTls};
 
 use crate::direct::pool_settings;
+use crate::peers::PortClaim;
 pub use crate::peers::{established_in_range, ConnectionSampler, SamplerReport, TcpConn};
 use crate::run_with_timeout;
 use crate::sshd::{chown_to_test_user, listening_on_port, test_user_ids, TEST_PASSWORD, TEST_USER};
@@ -251,55 +251,20 @@ impl Default for FtpServerOptions {
 }
 
 /// A port block claimed for one instance (see the module docs).
-struct PortBlock {
-    base: u16,
-    _lock: fs::File,
-}
+#[derive(Debug)]
+struct PortBlock(PortClaim);
 
 impl PortBlock {
     fn claim() -> Result<PortBlock> {
-        let dir = std::env::temp_dir().join("gw-e2e-ftp-ports");
-        fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
-        let blocks = (PORT_RANGE_END - PORT_RANGE_START) / PORT_BLOCK;
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id().wrapping_mul(2_654_435_761);
-        let first = (seed % u32::from(blocks)) as u16;
-        for i in 0..blocks {
-            let base = PORT_RANGE_START + ((first + i) % blocks) * PORT_BLOCK;
-            let path = dir.join(format!("{base}.lock"));
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: flock(2) on a descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                continue;
-            }
-            let all_free = (base..base + PORT_BLOCK)
-                .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok());
-            if all_free {
-                return Ok(PortBlock { base, _lock: file });
-            }
-        }
-        bail!(
-            "no free block of {PORT_BLOCK} ports in 127.0.0.1:{PORT_RANGE_START}..{PORT_RANGE_END} \
-             (locks in {})",
-            dir.display()
-        )
+        PortClaim::claim("ftp", PORT_RANGE_START..PORT_RANGE_END, PORT_BLOCK).map(PortBlock)
     }
 
     fn control(&self) -> u16 {
-        self.base
+        self.0.base
     }
 
     fn passive(&self) -> RangeInclusive<u16> {
-        self.base + 1..=self.base + PORT_BLOCK - 1
+        self.0.base + 1..=self.0.base + PORT_BLOCK - 1
     }
 }
 

@@ -394,9 +394,8 @@ impl Haproxy {
         let Some(mut child) = self.child.take() else {
             bail!("HAProxy on port {} is not running", self.port);
         };
-        // SAFETY: killpg(2) on the process group HAProxy leads
-        // (spawn_server starts it in its own group).
-        unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+        // spawn_server starts HAProxy in its own process group.
+        crate::peers::kill_group(&child);
         let _ = child.kill();
         let _ = child.wait();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -55,14 +55,75 @@ pub fn spawn_server(
             return Ok(child);
         }
         if Instant::now() > deadline {
-            // SAFETY: killpg only sends a signal to the group the child leads.
-            unsafe {
-                libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
-            }
+            kill_group(&child);
             let _ = child.wait();
             bail!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A block of consecutive ports no other test process holds: an `flock`
+/// on `$TMPDIR/gw-e2e-<what>-ports/<base>.lock`, held while this lives, and
+/// every port of the block free on 127.0.0.1 when claimed. Parallel tests
+/// (nextest runs each in its own process) thus never pick the same ports.
+#[derive(Debug)]
+pub struct PortClaim {
+    /// The first port of the block.
+    pub base: u16,
+    _lock: fs::File,
+}
+
+impl PortClaim {
+    /// Claims `len` consecutive ports in `range` (which should lie below
+    /// the kernel's ephemeral range, so no outgoing connection takes one),
+    /// starting the search at a random block.
+    pub fn claim(what: &str, range: std::ops::Range<u16>, len: u16) -> Result<PortClaim> {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("gw-e2e-{what}-ports"));
+        fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
+        let blocks = (range.end - range.start) / len;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        let first = (seed % u32::from(blocks)) as u16;
+        for i in 0..blocks {
+            let base = range.start + ((first + i) % blocks) * len;
+            let path = dir.join(format!("{base}.lock"));
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: flock(2) on a descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                continue;
+            }
+            let all_free = (base..base + len)
+                .all(|p| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok());
+            if all_free {
+                return Ok(PortClaim { base, _lock: file });
+            }
+        }
+        bail!(
+            "no free block of {len} ports in 127.0.0.1:{}..{} (locks in {})",
+            range.start,
+            range.end,
+            dir.display()
+        )
+    }
+}
+
+/// Kills (SIGKILL) the process group `child` leads: a server started by
+/// [`spawn_server`] and the session processes it forked.
+pub fn kill_group(child: &Child) {
+    // SAFETY: killpg only sends a signal to the group the child leads.
+    unsafe {
+        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
     }
 }
 

@@ -60,17 +60,16 @@
 //! [`S3Server::multipart_uploads_in_progress`] read the disk.
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::io::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use backends::s3::{S3Settings, MIN_PART_SIZE};
 
-use crate::peers::established_in_range;
+use crate::peers::{established_in_range, PortClaim};
 pub use crate::peers::{ConnectionSampler, SamplerReport, TcpConn};
 use crate::run_with_timeout;
 use crate::sshd::listening_on_port;
@@ -215,48 +214,6 @@ impl std::fmt::Display for S3Reply {
     }
 }
 
-/// One claimed port (see the module docs).
-struct PortClaim {
-    port: u16,
-    _lock: fs::File,
-}
-
-impl PortClaim {
-    fn claim() -> Result<PortClaim> {
-        let dir = std::env::temp_dir().join("gw-e2e-s3-ports");
-        fs::create_dir_all(&dir).with_context(|| format!("mkdir -p {}", dir.display()))?;
-        let n = PORT_RANGE_END - PORT_RANGE_START;
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id().wrapping_mul(2_654_435_761);
-        let first = (seed % u32::from(n)) as u16;
-        for i in 0..n {
-            let port = PORT_RANGE_START + (first + i) % n;
-            let path = dir.join(format!("{port}.lock"));
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: flock(2) on a descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                continue;
-            }
-            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(PortClaim { port, _lock: file });
-            }
-        }
-        bail!(
-            "no free port in 127.0.0.1:{PORT_RANGE_START}..{PORT_RANGE_END} (locks in {})",
-            dir.display()
-        )
-    }
-}
-
 /// The s3s-fs binary: `$GW_S3S_FS`, else `<target>/peers/s3s-fs/bin/s3s-fs`.
 pub fn s3s_fs_bin() -> Result<PathBuf> {
     crate::peers::peer_binary(
@@ -396,7 +353,7 @@ impl S3Server {
             S3ServerKind::Moto => moto_python()?,
             S3ServerKind::RcloneServe => rclone_new_bin()?,
         };
-        let port = PortClaim::claim()?;
+        let port = PortClaim::claim("s3", PORT_RANGE_START..PORT_RANGE_END, 1)?;
         let dir = tempfile::Builder::new().prefix("gw-e2e-s3d-").tempdir()?;
         let mut server = S3Server {
             kind,
@@ -421,7 +378,7 @@ impl S3Server {
 
     /// The port (kept across [`S3Server::stop`] / [`S3Server::start_again`]).
     pub fn port(&self) -> u16 {
-        self.port.port
+        self.port.base
     }
 
     /// `127.0.0.1:port`.
