@@ -60,8 +60,9 @@ use backends::dial::SourceAddresses;
 use backends::ftp::{CertificateCheck, FtpSettings, FtpTls};
 
 use crate::direct::pool_settings;
-use crate::peers::PortClaim;
+pub use crate::peers::process_alive;
 pub use crate::peers::{established_in_range, ConnectionSampler, SamplerReport, TcpConn};
+use crate::peers::{server_processes, PortClaim};
 use crate::run_with_timeout;
 use crate::sshd::{chown_to_test_user, listening_on_port, test_user_ids, TEST_PASSWORD, TEST_USER};
 
@@ -391,70 +392,6 @@ pub struct FtpServer {
     child: Option<Child>,
 }
 
-/// (pid, ppid, session id) of every process, read from /proc.
-fn process_table() -> Vec<(u32, u32, u32)> {
-    let mut out = vec![];
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp session ..." -- comm may hold spaces and parentheses.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = after.split_whitespace().collect();
-        if f.first() == Some(&"Z") {
-            continue;
-        }
-        if let (Some(ppid), Some(sid)) = (
-            f.get(1).and_then(|s| s.parse().ok()),
-            f.get(3).and_then(|s| s.parse().ok()),
-        ) {
-            out.push((p, ppid, sid));
-        }
-    }
-    out
-}
-
-/// `pid`'s descendants plus every process in the sessions they (or `pid`)
-/// created (per-session processes may setsid(); orphans stay in the session).
-fn descendants(pid: u32, sessions: &mut BTreeSet<u32>) -> Vec<u32> {
-    let table = process_table();
-    let mut out: Vec<u32> = vec![];
-    let mut frontier = vec![pid];
-    for &(c, _, sid) in &table {
-        if c == pid && sid == pid {
-            sessions.insert(sid);
-        }
-    }
-    while let Some(q) = frontier.pop() {
-        for &(c, pp, sid) in &table {
-            if pp == q && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-                if sid == c {
-                    sessions.insert(sid);
-                }
-            }
-        }
-    }
-    for &(c, _, sid) in &table {
-        if sessions.contains(&sid) && c != pid && !out.contains(&c) {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// pure-ftpd keeps a status file `/var/run/pure-ftpd/client-%08u` (pid) per
-/// session (for pure-ftpwho) and removes it when the session ends normally;
-/// a killed session leaves it behind. Removes those of dead processes.
 fn remove_stale_pure_ftpd_status_files() {
     let Ok(rd) = fs::read_dir(PURE_FTPD_RUN_DIR) else {
         return;
@@ -476,17 +413,6 @@ fn remove_stale_pure_ftpd_status_files() {
 
 /// pure-ftpd's run-time folder (per-session status files).
 pub const PURE_FTPD_RUN_DIR: &str = "/var/run/pure-ftpd";
-
-/// True while process `pid` exists and is not a zombie.
-pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .map(|i| !stat[i + 1..].trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
 
 impl FtpServer {
     /// Claims a port block, makes the temp dir, root folder and certificates,
@@ -1092,7 +1018,7 @@ impl FtpServer {
         };
         let pid = child.id();
         let mut all = vec![pid];
-        all.extend(descendants(pid, &mut BTreeSet::new()));
+        all.extend(server_processes(pid, &mut BTreeSet::new()));
         all
     }
 
@@ -1115,7 +1041,7 @@ impl FtpServer {
         let mut sessions = BTreeSet::new();
         let mut quiet_rounds = 0;
         for _ in 0..100 {
-            let procs = descendants(pid, &mut sessions);
+            let procs = server_processes(pid, &mut sessions);
             for &d in &procs {
                 // SAFETY: kill(2) on a process this server started.
                 unsafe { libc::kill(d as libc::pid_t, libc::SIGKILL) };

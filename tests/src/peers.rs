@@ -127,6 +127,83 @@ pub fn kill_group(child: &Child) {
     }
 }
 
+/// Every process as (pid, parent pid, session id), from /proc, zombies
+/// left out.
+pub fn process_table() -> Vec<(u32, u32, u32)> {
+    let mut out = vec![];
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp session ..." -- comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        if f.first() == Some(&"Z") {
+            continue;
+        }
+        if let (Some(ppid), Some(sid)) = (
+            f.get(1).and_then(|s| s.parse().ok()),
+            f.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            out.push((p, ppid, sid));
+        }
+    }
+    out
+}
+
+/// `pid`'s descendants plus every process in the sessions they (or `pid`)
+/// created (per-session processes may setsid(); orphans stay in the session).
+pub fn server_processes(pid: u32, sessions: &mut BTreeSet<u32>) -> Vec<u32> {
+    let table = process_table();
+    let mut out: Vec<u32> = vec![];
+    let mut frontier = vec![pid];
+    for &(c, _, sid) in &table {
+        if c == pid && sid == pid {
+            sessions.insert(sid);
+        }
+    }
+    while let Some(q) = frontier.pop() {
+        for &(c, pp, sid) in &table {
+            if pp == q && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+                if sid == c {
+                    sessions.insert(sid);
+                }
+            }
+        }
+    }
+    for &(c, _, sid) in &table {
+        if sessions.contains(&sid) && c != pid && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// pure-ftpd keeps a status file `/var/run/pure-ftpd/client-%08u` (pid) per
+/// session (for pure-ftpwho) and removes it when the session ends normally;
+/// a killed session leaves it behind. Removes those of dead processes.
+
+/// True while process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .map(|i| !stat[i + 1..].trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 /// The cargo target dirs to look in for `peers/...`.
 fn target_dirs() -> Vec<PathBuf> {
     let mut out = vec![];

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::ftpd::process_alive;
+use crate::peers::process_alive;
 use crate::peers::spawn_server;
 use crate::run_with_timeout;
 use crate::sshd::{free_port, listening_on_port};

@@ -26,6 +26,7 @@ use backends::{BackendError, ErrorKind};
 use russh::keys::PublicKey;
 
 use crate::direct::pool_settings;
+use crate::peers::server_processes;
 use crate::{run_with_timeout, toml_str, CmdOutput, GatewayCommand};
 
 /// The system account the tests' sshd lets in (created by `scripts/test.sh`).
@@ -144,59 +145,6 @@ fn yes_no(b: bool) -> &'static str {
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
-}
-
-/// (pid, ppid, session id) of every process, read from /proc.
-fn process_table() -> Vec<(u32, u32, u32)> {
-    let mut out = vec![];
-    if let Ok(rd) = fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // "pid (comm) state ppid pgrp session ..." -- comm may hold spaces and parentheses.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            let f: Vec<&str> = after.split_whitespace().collect();
-            if let (Some(ppid), Some(sid)) = (
-                f.get(1).and_then(|s| s.parse().ok()),
-                f.get(3).and_then(|s| s.parse().ok()),
-            ) {
-                out.push((p, ppid, sid));
-            }
-        }
-    }
-    out
-}
-
-/// Every process that `pid` started: its descendants, plus every process in
-/// the sessions of those descendants (sshd's per-connection processes call
-/// setsid(); their children stay in that session even when orphaned).
-fn server_processes(pid: u32, sessions: &mut BTreeSet<u32>) -> Vec<u32> {
-    let table = process_table();
-    let mut out: Vec<u32> = vec![];
-    let mut frontier = vec![pid];
-    while let Some(q) = frontier.pop() {
-        for &(c, pp, sid) in &table {
-            if pp == q && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-                if sid != pid && sid > 1 {
-                    sessions.insert(sid);
-                }
-            }
-        }
-    }
-    for &(c, _, sid) in &table {
-        if sessions.contains(&sid) && c != pid && !out.contains(&c) {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Sshd {
