@@ -280,3 +280,17 @@ fn io_kind(err: &std::io::Error) -> ErrorKind {
 
 /// Result alias for backend operations.
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// The first error of type `T` in `err`'s source chain (`err` included).
+pub(crate) fn find_in_chain<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}

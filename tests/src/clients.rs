@@ -1,4 +1,4 @@
-//! The client matrix of issue 19: every SFTP client people use, driven
+//! The client matrix: every SFTP client people use, driven
 //! against the real gateway binary on its own storage and on a folder
 //! mounted on a real OpenSSH sshd.
 //!

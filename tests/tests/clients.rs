@@ -1,4 +1,4 @@
-//! The client matrix (issue 19, point 3): every SFTP client people use,
+//! The client matrix: every SFTP client people use,
 //! at many requests in flight, through the real gateway binary, on its own
 //! storage (`::local`) and on a folder mounted on a real OpenSSH sshd
 //! (`::mount`).

@@ -1,5 +1,5 @@
 //! AsyncSSH's SFTP server (PyPI) as a remote, a second SFTP server
-//! implementation next to OpenSSH's (issue 20): the backend conformance
+//! implementation next to OpenSSH's: the backend conformance
 //! suite; a mount through the real gateway with OpenSSH's `sftp` as the
 //! client (64 MiB up and down checked on the server's disk, rename, mkdir,
 //! rmdir, remove, kept mtimes, a name with spaces and non-ASCII); a push

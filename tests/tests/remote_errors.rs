@@ -1,5 +1,5 @@
-//! What a person sees when a mounted remote cannot be used (issue 19,
-//! point 5): the remote is unreachable, disabled after a host key change,
+//! What a person sees when a mounted remote cannot be used: the remote is
+//! unreachable, disabled after a host key change,
 //! refuses the gateway's login, or has no free connection. Each is tried
 //! with OpenSSH's `sftp` (which shows only a status code's own text, so
 //! the gateway also writes the reason to the channel's stderr), paramiko

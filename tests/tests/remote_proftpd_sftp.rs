@@ -1,4 +1,4 @@
-//! ProFTPD 1.3.8's `mod_sftp` (Debian 12) as an SFTP remote (issue 20): a
+//! ProFTPD 1.3.8's `mod_sftp` (Debian 12) as an SFTP remote: a
 //! third SFTP server implementation, with its own extensions (no
 //! `limits@openssh.com`, no exec for checksums): the backend conformance
 //! suite, then a mount through the real gateway with OpenSSH's `sftp` (64

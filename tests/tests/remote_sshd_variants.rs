@@ -1,4 +1,4 @@
-//! SFTP remotes run the way counterparties run OpenSSH (issue 20): stock
+//! SFTP remotes run the way counterparties run OpenSSH: stock
 //! `MaxStartups 10:30:100` under a burst of 40 clients, PAM with
 //! keyboard-interactive as the only password method, and a server limited
 //! to legacy algorithms (SHA-1 key exchange, `ssh-rsa` host key, CBC

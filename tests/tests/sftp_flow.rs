@@ -1,4 +1,4 @@
-//! The inbound SFTP loop's flow control end to end (issue 19): a scripted
+//! The inbound SFTP loop's flow control end to end: a scripted
 //! client over a real SSH connection (tests/flow/flow_client.py, raw SFTP
 //! on paramiko) that sends 10,000 reads at once and stops reading, one
 //! that vanishes with 500 requests in flight, one that never reads again;

@@ -11,6 +11,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::answers::unreadable;
 use super::http::HttpFailure;
+use crate::error::find_in_chain;
 use crate::{BackendError, ErrorKind};
 
 /// What an error message needs to know about the remote.
@@ -120,18 +121,6 @@ fn below_http(err: &(dyn Error + 'static)) -> Option<(ErrorKind, String)> {
     }
     if let Some(dial) = find_in_chain::<BackendError>(err) {
         return Some((dial.kind(), dial.message().to_string()));
-    }
-    None
-}
-
-/// The first error of type `T` in `err`'s source chain (`err` included).
-pub fn find_in_chain<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
     }
     None
 }

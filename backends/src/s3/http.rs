@@ -40,7 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use super::connector::{BoxError, Connector};
-use super::error::find_in_chain;
+use crate::error::find_in_chain;
 use crate::{BackendError, ErrorKind};
 
 /// Idle pooled connections are closed after this long.
