@@ -392,6 +392,9 @@ pub struct FtpServer {
     child: Option<Child>,
 }
 
+/// pure-ftpd keeps a status file `/var/run/pure-ftpd/client-%08u` (pid) per
+/// session (for pure-ftpwho) and removes it when the session ends normally;
+/// a killed session leaves it behind. Removes those of dead processes.
 fn remove_stale_pure_ftpd_status_files() {
     let Ok(rd) = fs::read_dir(PURE_FTPD_RUN_DIR) else {
         return;

@@ -189,10 +189,6 @@ pub fn server_processes(pid: u32, sessions: &mut BTreeSet<u32>) -> Vec<u32> {
     out
 }
 
-/// pure-ftpd keeps a status file `/var/run/pure-ftpd/client-%08u` (pid) per
-/// session (for pure-ftpwho) and removes it when the session ends normally;
-/// a killed session leaves it behind. Removes those of dead processes.
-
 /// True while process `pid` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

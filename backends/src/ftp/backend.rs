@@ -30,7 +30,6 @@ use crate::{BackendError, ErrorKind, Result, StoragePath};
 
 /// An idle connection unused for this long is checked with NOOP before use.
 const NOOP_AFTER: Duration = Duration::from_secs(15);
-/// Connections tried before giving up on finding a working one.
 
 /// A folder on a remote FTP or FTPS server.
 #[derive(Clone)]

@@ -49,8 +49,6 @@ use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 const CHUNK: usize = 255 * 1024;
 /// Writes of one file in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
-/// Connections tried at checkout before giving up on removing the
-/// temporary files that broken uploads left.
 /// How long a single SFTP request may take by default
 /// ([`SftpSettings::io_timeout`]).
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
