@@ -103,6 +103,32 @@ setup_test_user() {
     "${SUDO[@]}" mkdir -p /run/sshd
 }
 
+# extract_debian_packages DIR PKG... : downloads Debian packages with
+# `apt-get download` (no install, so packages that conflict with one another,
+# or that would start a service, can sit side by side) and unpacks them into
+# DIR, replacing what was there.
+extract_debian_packages() {
+    local dir=$1
+    shift
+    local tmp
+    tmp=$(mktemp -d)
+    # apt's download sandbox user must be able to write there.
+    chmod 755 "$tmp"
+    if id _apt >/dev/null 2>&1; then "${SUDO[@]}" chown _apt "$tmp"; fi
+    if ! (cd "$tmp" && apt-get download "$@"); then
+        "${SUDO[@]}" apt-get update -qq
+        (cd "$tmp" && apt-get download "$@")
+    fi
+    rm -rf "$dir.new"
+    mkdir -p "$dir.new"
+    local deb
+    for deb in "$tmp"/*.deb; do
+        dpkg -x "$deb" "$dir.new"
+    done
+    rm -rf "$tmp" "$dir"
+    mv "$dir.new" "$dir"
+}
+
 # pure-ftpd conflicts with vsftpd (both provide ftp-server), so it is only
 # extracted from its packages (pure-ftpd: the server; pure-ftpd-common: pure-pw)
 # into a stable folder; the tests find it through GW_PURE_FTPD (or, when run by
@@ -115,23 +141,7 @@ setup_pure_ftpd() {
         echo "present: $GW_PURE_FTPD"
         return 0
     fi
-    local tmp
-    tmp=$(mktemp -d)
-    # apt's download sandbox user must be able to write there.
-    chmod 755 "$tmp"
-    if id _apt >/dev/null 2>&1; then "${SUDO[@]}" chown _apt "$tmp"; fi
-    if ! (cd "$tmp" && apt-get download pure-ftpd pure-ftpd-common); then
-        "${SUDO[@]}" apt-get update -qq
-        (cd "$tmp" && apt-get download pure-ftpd pure-ftpd-common)
-    fi
-    rm -rf "$PURE_FTPD_DIR.new"
-    mkdir -p "$PURE_FTPD_DIR.new"
-    local deb
-    for deb in "$tmp"/*.deb; do
-        dpkg -x "$deb" "$PURE_FTPD_DIR.new"
-    done
-    rm -rf "$tmp" "$PURE_FTPD_DIR"
-    mv "$PURE_FTPD_DIR.new" "$PURE_FTPD_DIR"
+    extract_debian_packages "$PURE_FTPD_DIR" pure-ftpd pure-ftpd-common
     # Its shared libraries are the machine's own: fail here, not in the tests.
     if ldd "$GW_PURE_FTPD" | grep -q 'not found'; then
         ldd "$GW_PURE_FTPD"
@@ -160,22 +170,7 @@ setup_proftpd() {
         echo "present: $GW_PROFTPD"
         return 0
     fi
-    local tmp
-    tmp=$(mktemp -d)
-    chmod 755 "$tmp"
-    if id _apt >/dev/null 2>&1; then "${SUDO[@]}" chown _apt "$tmp"; fi
-    if ! (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto); then
-        "${SUDO[@]}" apt-get update -qq
-        (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto)
-    fi
-    rm -rf "$PROFTPD_DIR.new"
-    mkdir -p "$PROFTPD_DIR.new"
-    local deb
-    for deb in "$tmp"/*.deb; do
-        dpkg -x "$deb" "$PROFTPD_DIR.new"
-    done
-    rm -rf "$tmp" "$PROFTPD_DIR"
-    mv "$PROFTPD_DIR.new" "$PROFTPD_DIR"
+    extract_debian_packages "$PROFTPD_DIR" proftpd-core proftpd-mod-crypto
     if ldd "$GW_PROFTPD" "$PROFTPD_DIR/usr/lib/proftpd/mod_tls.so" | grep -q 'not found'; then
         ldd "$GW_PROFTPD" "$PROFTPD_DIR/usr/lib/proftpd/mod_tls.so"
         echo "proftpd is missing shared libraries" >&2
@@ -183,6 +178,22 @@ setup_proftpd() {
     fi
     "$GW_PROFTPD" -v 2>&1 | head -1 || true
     echo "extracted: $GW_PROFTPD"
+}
+
+# promtool, which checks and unit-tests the alert rules in deploy/prometheus
+# (tests/tests/monitoring.rs), is only extracted from Debian's prometheus
+# package: installing it would also install and start a Prometheus server.
+PROMETHEUS_DIR="$PWD/target/peers/prometheus"
+export GW_PROMTOOL="$PROMETHEUS_DIR/usr/bin/promtool"
+
+setup_promtool() {
+    if [ -x "$GW_PROMTOOL" ]; then
+        echo "present: $GW_PROMTOOL"
+        return 0
+    fi
+    extract_debian_packages "$PROMETHEUS_DIR" prometheus
+    "$GW_PROMTOOL" --version 2>&1 | head -1
+    echo "extracted: $GW_PROMTOOL"
 }
 
 # s3s-fs, the S3 server of the S3 tests (tests/src/s3d.rs), built from
@@ -292,6 +303,7 @@ step "install test packages" install_packages
 step "test user $GWTEST_USER and /run/sshd" setup_test_user
 step "pure-ftpd (extracted to target/peers/pure-ftpd)" setup_pure_ftpd
 step "ProFTPD 1.3.8 (extracted to target/peers/proftpd)" setup_proftpd
+step "promtool (extracted to target/peers/prometheus)" setup_promtool
 step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
 step "moto server (pip, if missing)" setup_moto
 step "schemathesis (pip, if missing)" setup_schemathesis

@@ -70,7 +70,7 @@ use crate::backend::{
     Backend, Capabilities, FileReader, FileWriter, HashKind, ListStream, Metadata, RenameMode,
     SpaceInfo, WriteMode,
 };
-use crate::{BackendError, ErrorKind, Result, StoragePath};
+use crate::{BackendError, ConnectFailure, ErrorKind, Result, StoragePath};
 
 /// Gauge: connections open (in use, idle, being set up or closed).
 pub const CONNECTIONS: &str = "gateway_remote_connections";
@@ -101,6 +101,24 @@ pub const BYTES_WRITTEN: &str = "gateway_remote_bytes_written_total";
 pub const OPERATION_SECONDS: &str = "gateway_remote_operation_seconds";
 /// Counter (labels `operation`, `kind`): operations that failed.
 pub const OPERATION_ERRORS: &str = "gateway_remote_operation_errors_total";
+
+/// Every metric above, by name.
+pub const NAMES: &[&str] = &[
+    CONNECTIONS,
+    CONNECTIONS_IN_USE,
+    CONNECTIONS_IDLE,
+    WAITERS,
+    CONNECTIONS_MAX,
+    CONNECT_ATTEMPTS,
+    CONNECT_FAILURES,
+    CONNECT_RETRIES,
+    POOL_WAIT_SECONDS,
+    POOL_TIMEOUTS,
+    BYTES_READ,
+    BYTES_WRITTEN,
+    OPERATION_SECONDS,
+    OPERATION_ERRORS,
+];
 
 /// Registers the help text and unit of every metric above with the
 /// installed recorder (call once, after installing it).
@@ -181,6 +199,12 @@ impl ConnectMetrics {
     /// The counters of `remote`.
     pub(crate) fn new(remote: &str) -> Self {
         let remote = remote_label(remote);
+        // Every reason from the start, at 0, so that an alert on
+        // `increase()` sees a remote's first failure.
+        for reason in ConnectFailure::ALL {
+            ::metrics::counter!(CONNECT_FAILURES, "remote" => remote.clone(), "reason" => reason.as_str())
+                .increment(0);
+        }
         ConnectMetrics {
             attempts: ::metrics::counter!(CONNECT_ATTEMPTS, "remote" => remote.clone()),
             remote,

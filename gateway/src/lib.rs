@@ -14,9 +14,11 @@
 //!     commands ([`ssh::exec`]: `md5sum` and friends);
 //!   - [`s3`]: the S3-compatible endpoint over the same trees, with
 //!     per-user access keys;
-//!   - [`admin`]: the admin HTTP API; [`ops_endpoint`]: Prometheus metrics,
+//!   - [`admin`]: the admin HTTP API; [`ops_endpoint`]: `/metrics`,
 //!     `/healthz` and `/readyz`, and the small HTTP server the admin API
 //!     shares.
+//! - [`telemetry`]: every metric the gateway exports (the catalogue that
+//!   dashboards and alert rules may name), the recorder, process metrics.
 //! - [`remotes`]: one backend and connection pool per remote server, host
 //!   key pinning, and what `remote test`/`trust` report.
 //! - [`config`]: the TOML file and environment overrides, validated once;
@@ -53,4 +55,5 @@ pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod sync;
+pub mod telemetry;
 pub mod virtual_path;

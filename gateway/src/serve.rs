@@ -61,7 +61,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // The recorder comes before the remotes: their pools and connectors
     // register their metric handles when they are built.
     let recorder = match settings.ops.metrics_listen {
-        Some(_) => Some(crate::ops_endpoint::install_recorder()?),
+        Some(_) => Some(crate::telemetry::install_recorder()?),
         None => None,
     };
     let remotes = Arc::new(Remotes::build(&settings, store.clone())?);
@@ -143,6 +143,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let mut endpoints = Vec::new();
     let ready = crate::ops_endpoint::readiness(store.clone(), listeners.len());
     if let (Some(addr), Some(recorder)) = (ops.metrics_listen, recorder) {
+        let recorder = recorder.with_refresh(crate::telemetry::state_gauges::refresh(
+            shared.clone(),
+            store.clone(),
+        ));
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;

@@ -179,6 +179,13 @@ impl SftpBackend {
     pub fn new(settings: SftpSettings) -> Self {
         let name = settings.name.clone();
         let pool_settings = settings.pool;
+        // Exported at 0 from the start, like the connect failures.
+        ::metrics::counter!(
+            crate::metrics::CONNECT_RETRIES,
+            "remote" => name.clone(),
+            "reason" => "closed_before_login"
+        )
+        .increment(0);
         SftpBackend {
             pool: Pool::new(name, SftpConnector::new(settings), pool_settings),
             exec: Arc::default(),

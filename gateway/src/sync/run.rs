@@ -208,6 +208,24 @@ pub async fn dry_run(
 /// Runs a sync once and returns its record (also stored). When `stop`
 /// turns true (shutdown, Ctrl-C) the run ends as at its time limit, and
 /// its record says "interrupted".
+/// `gateway_sync_running` of one sync: 1 from the start of a run until
+/// the guard drops, however the run ends.
+struct RunningGauge(metrics::Gauge);
+
+impl RunningGauge {
+    fn set(sync: &str) -> Self {
+        let gauge = metrics::gauge!("gateway_sync_running", "sync" => sync.to_string());
+        gauge.set(1.0);
+        RunningGauge(gauge)
+    }
+}
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        self.0.set(0.0);
+    }
+}
+
 pub async fn run(
     settings: &SyncSettings,
     sides: &SyncSides,
@@ -218,6 +236,7 @@ pub async fn run(
 ) -> Result<RunRecord, RunFailure> {
     let records = Records::new(store);
     let mut record = records.begin(&settings.name, trigger)?;
+    let _running = RunningGauge::set(&settings.name);
     let state = RunState::default();
     let deadline = Instant::now() + settings.time_limit;
     let work = async {

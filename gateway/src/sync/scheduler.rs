@@ -62,6 +62,7 @@ pub async fn supervise(
         tasks.retain(|_, t| !t.is_finished());
         let current = table.borrow_and_update().clone();
         for (settings, _) in current.iter() {
+            register_series(&settings.name);
             if settings.schedule == Schedule::Manual || tasks.contains_key(&settings.name) {
                 continue;
             }
@@ -125,6 +126,11 @@ async fn schedule_loop(
                 _ = stop.wait_for(|s| *s) => return,
             }
         };
+        let due_unix = due
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("gateway_sync_next_run_timestamp_seconds", "sync" => name.clone())
+            .set(due_unix);
         let wait = due
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
@@ -207,6 +213,30 @@ async fn schedule_loop(
             return;
         }
     }
+}
+
+/// Exports the counters of sync `name` at 0 and marks it not running, so
+/// that dashboards show it and an alert on `increase()` sees its first
+/// failure.
+pub fn register_series(name: &str) {
+    for outcome in [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::TimeLimit,
+        Outcome::Interrupted,
+    ] {
+        metrics::counter!("gateway_sync_runs_total", "sync" => name.to_string(), "outcome" => outcome.as_str())
+            .increment(0);
+    }
+    for counter in [
+        "gateway_sync_files_copied_total",
+        "gateway_sync_bytes_copied_total",
+        "gateway_sync_files_failed_total",
+    ] {
+        metrics::counter!(counter, "sync" => name.to_string()).increment(0);
+    }
+    let running = metrics::gauge!("gateway_sync_running", "sync" => name.to_string());
+    running.increment(0.0);
 }
 
 /// The per-sync metrics of a finished run (see the README's list).
