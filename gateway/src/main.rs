@@ -5,7 +5,7 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use gateway::cli::{remote as remote_cli, s3 as s3_cli, sync as sync_cli};
 use gateway::cli::{
     AdminCommand, Cli, ClusterCommand, Command, ConfigCommand, RemoteCommand, S3KeyCommand,
@@ -17,11 +17,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let settings = match config::load(config.as_deref()) {
+            let chosen = config::discover::choose(config.as_deref());
+            let settings = match config::load(chosen.as_ref().map(|c| c.path.as_path())) {
                 Ok(s) => s,
                 Err(e) => return config_failed(&e),
             };
             logging::init(settings.log_format);
+            match &chosen {
+                Some(c) => tracing::info!("config: {c}"),
+                None => tracing::info!(
+                    "config: the built-in defaults ({})",
+                    config::discover::none_found()
+                ),
+            }
             for warning in &settings.warnings {
                 tracing::warn!("{warning}");
             }
@@ -40,34 +48,60 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => match config::load(config.as_deref()) {
-            Ok(s) => {
-                for warning in &s.warnings {
-                    eprintln!("warning: {warning}");
+        } => {
+            let path = match chosen_config(config.as_deref(), Needs::FileOrDefaults, "config check")
+            {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match config::load(path.as_deref()) {
+                Ok(s) => {
+                    for warning in &s.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    let source = s
+                        .source
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "built-in defaults".to_string());
+                    println!(
+                        "config OK: {source} ({} user(s), listening on {})",
+                        s.users.len(),
+                        list(&s.listen)
+                    );
+                    ExitCode::SUCCESS
                 }
-                let source = s
-                    .source
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "built-in defaults".to_string());
-                println!(
-                    "config OK: {source} ({} user(s), listening on {})",
-                    s.users.len(),
-                    list(&s.listen)
-                );
-                ExitCode::SUCCESS
+                Err(e) => config_failed(&e),
             }
-            Err(e) => config_failed(&e),
-        },
+        }
         Command::Admin {
             command: AdminCommand::NewKey { name, expires },
         } => report(gateway::admin::keys::print_new_key(
             &name,
             expires.as_deref(),
         )),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gateway",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                // A reader that stops early (`gateway man | head`) is no failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
         Command::Keygen { out, comment } => report(remote_cli::keygen(&out, &comment)),
         Command::Remote { command, config } => {
-            let (settings, runtime) = match tool_setup(config.as_deref()) {
+            let (settings, runtime) = match tool_setup(config.as_deref(), "remote") {
                 Ok(x) => x,
                 Err(code) => return code,
             };
@@ -82,7 +116,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Cluster { command, config } => {
-            let (settings, runtime) = match tool_setup(config.as_deref()) {
+            let (settings, runtime) = match tool_setup(config.as_deref(), "cluster") {
                 Ok(x) => x,
                 Err(code) => return code,
             };
@@ -93,7 +127,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Sync { command, config } => {
-            let (settings, runtime) = match tool_setup(config.as_deref()) {
+            let (settings, runtime) = match tool_setup(config.as_deref(), "sync") {
                 Ok(x) => x,
                 Err(code) => return code,
             };
@@ -117,7 +151,12 @@ fn main() -> ExitCode {
         Command::User {
             command: UserCommand::S3Key { command, config },
         } => {
-            let settings = match config::load(config.as_deref()) {
+            let path = match chosen_config(config.as_deref(), Needs::FileOrDefaults, "user s3-key")
+            {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let settings = match config::load(path.as_deref()) {
                 Ok(s) => s,
                 Err(e) => return config_failed(&e),
             };
@@ -154,12 +193,53 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the admin commands (`remote`, `sync`) need: the validated config,
-/// quiet logging and a runtime; or the exit code after saying why not.
+/// Whether a command can run on the built-in defaults.
+enum Needs {
+    /// A config file (the defaults have no remotes or syncs to act on).
+    File,
+    /// A config file if there is one, else the built-in defaults.
+    FileOrDefaults,
+}
+
+/// The config file `command` uses (`--config`, `GATEWAY_CONFIG`, the
+/// system file), said on standard error; `None` for the built-in
+/// defaults; or the exit code after saying why there is none.
+fn chosen_config(
+    flag: Option<&std::path::Path>,
+    needs: Needs,
+    command: &str,
+) -> Result<Option<std::path::PathBuf>, ExitCode> {
+    match (config::discover::choose(flag), needs) {
+        (Some(chosen), _) => {
+            eprintln!("using config {chosen}");
+            Ok(Some(chosen.path))
+        }
+        (None, Needs::File) => {
+            eprintln!(
+                "error: `gateway {command}` needs a config file: {}",
+                config::discover::how_to_give_one()
+            );
+            Err(ExitCode::from(2))
+        }
+        (None, Needs::FileOrDefaults) => {
+            eprintln!(
+                "using the built-in defaults ({})",
+                config::discover::none_found()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// What the admin commands (`remote`, `sync`, `cluster`) need: the
+/// validated config file, quiet logging and a runtime; or the exit code
+/// after saying why not.
 fn tool_setup(
     config: Option<&std::path::Path>,
+    command: &str,
 ) -> Result<(config::Settings, tokio::runtime::Runtime), ExitCode> {
-    let settings = config::load(config).map_err(|e| config_failed(&e))?;
+    let path = chosen_config(config, Needs::File, command)?;
+    let settings = config::load(path.as_deref()).map_err(|e| config_failed(&e))?;
     logging::init_quiet();
     Ok((settings, runtime()?))
 }

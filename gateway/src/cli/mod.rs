@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the SFTP server (built-in defaults when no config is given).
     Serve {
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -46,7 +46,7 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RemoteCommand,
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
@@ -55,7 +55,7 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: SyncCommand,
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
@@ -64,7 +64,7 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ClusterCommand,
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
@@ -74,6 +74,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `gateway man > gateway.1`).
+    Man,
     /// Generate an RSA-4096 key pair for logging in to a remote server.
     Keygen {
         /// Where to write the private key (the public key goes to PATH.pub).
@@ -143,7 +150,7 @@ pub enum SyncCommand {
 pub enum ConfigCommand {
     /// Validate a config file and name the key, file and line of every problem.
     Check {
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -159,7 +166,7 @@ pub enum UserCommand {
         /// What to do.
         #[command(subcommand)]
         command: S3KeyCommand,
-        /// The TOML config file.
+        /// The TOML config file (else $GATEWAY_CONFIG, else /etc/gateway/config.toml).
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },

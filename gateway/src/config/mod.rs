@@ -6,6 +6,8 @@
 //! `config` crate layers the environment on top. Every later check
 //! (hashes, keys, CIDRs, permission rules) also names file, line and key.
 
+pub mod discover;
+mod duration;
 mod file;
 mod locate;
 mod mounts;
