@@ -108,7 +108,7 @@ pub struct SyncSection {
     pub after_copy: AfterCopy,
     /// Run every so often (`15m`). Without it or `cron` the sync runs only
     /// on demand.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub every: Option<Duration>,
     /// Run at the minutes a five-field cron expression names
     /// (`*/5 * * * *`, `@daily`); not together with `every`.
@@ -125,10 +125,10 @@ pub struct SyncSection {
     #[serde(default)]
     pub exclude: Vec<String>,
     /// Files modified more recently than this are left for a later run.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub settle: Option<Duration>,
     /// A run stops cleanly after this long (default 24 h).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub time_limit: Option<Duration>,
     /// Files copied at once (default 4, at most the remote's cap).
     pub parallel: Option<usize>,
@@ -158,10 +158,10 @@ pub struct ServerSection {
     #[serde(default)]
     pub log_format: LogFormat,
     /// How long transfers in flight may run on after SIGTERM/SIGINT.
-    #[serde(default = "default_grace", with = "humantime_serde")]
+    #[serde(default = "default_grace", with = "super::duration")]
     pub shutdown_grace: Duration,
     /// A session with no traffic for this long is closed.
-    #[serde(default = "default_idle", with = "humantime_serde")]
+    #[serde(default = "default_idle", with = "super::duration")]
     pub idle_timeout: Duration,
     /// Source networks allowed to connect at all (empty: any).
     #[serde(default)]
@@ -219,16 +219,16 @@ pub struct LoginSection {
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
     /// The window in which failures are counted.
-    #[serde(default = "default_window", with = "humantime_serde")]
+    #[serde(default = "default_window", with = "super::duration")]
     pub failure_window: Duration,
     /// How long a banned address is refused.
-    #[serde(default = "default_ban", with = "humantime_serde")]
+    #[serde(default = "default_ban", with = "super::duration")]
     pub ban_duration: Duration,
     /// Authentication attempts allowed on one connection.
     #[serde(default = "default_attempts")]
     pub max_auth_attempts: usize,
     /// A connection that has not logged in within this is closed.
-    #[serde(default = "default_grace_time", with = "humantime_serde")]
+    #[serde(default = "default_grace_time", with = "super::duration")]
     pub grace_time: Duration,
     /// Connections that have not logged in yet, at once (0: no limit).
     #[serde(default = "default_max_unauthenticated")]
@@ -388,13 +388,13 @@ pub struct RemoteSection {
     #[serde(default)]
     pub root: String,
     /// Limit for connecting and logging in.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(default = "default_connect_timeout", with = "super::duration")]
     pub connect_timeout: Duration,
     /// How long work waits for a free connection.
-    #[serde(default = "default_pool_wait", with = "humantime_serde")]
+    #[serde(default = "default_pool_wait", with = "super::duration")]
     pub pool_wait: Duration,
     /// How long an unused connection stays open.
-    #[serde(default = "default_remote_idle", with = "humantime_serde")]
+    #[serde(default = "default_remote_idle", with = "super::duration")]
     pub idle_timeout: Duration,
     /// FTP: plain, explicit or implicit TLS (default `require`).
     pub tls: Option<FtpTlsMode>,
@@ -412,7 +412,7 @@ pub struct RemoteSection {
     pub legacy_algorithms: Option<Vec<String>>,
     /// How long a request (SFTP), command or transfer (FTP) or HTTP
     /// request (S3) may stall.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "super::duration::option")]
     pub io_timeout: Option<Duration>,
     /// S3: the service URL (`https://s3.example.com`).
     pub endpoint: Option<String>,

@@ -544,3 +544,14 @@ fn sync_filter_mistakes_are_named() {
         .to_string();
     assert!(err.contains("includes"), "{err}");
 }
+
+#[test]
+fn an_absurd_duration_is_refused_with_its_key_and_line() {
+    let text = "[[remotes]]\nname = \"partner\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nconnect_timeout = \"99999999999999h\"\n";
+    let err = load_text(text).unwrap_err().to_string();
+    assert!(err.contains("gw.toml:7"), "{err}");
+    assert!(err.contains("connect_timeout"), "{err}");
+    assert!(err.contains("at most 365 days"), "{err}");
+    let fine = text.replace("99999999999999h", "365days");
+    load_text(&fine).unwrap();
+}

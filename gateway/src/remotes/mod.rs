@@ -93,14 +93,9 @@ impl Remotes {
                     if (was.max, was.wait, was.idle) != (now.max, now.wait, now.idle) {
                         old.access.set_pool_settings(now);
                         changes.push(format!(
-                            "{}: max_connections {} -> {}, pool_wait {} -> {}, idle_timeout {} -> {}",
+                            "{}: {}",
                             r.name,
-                            was.max,
-                            now.max,
-                            humantime::format_duration(was.wait),
-                            humantime::format_duration(now.wait),
-                            humantime::format_duration(was.idle),
-                            humantime::format_duration(now.idle),
+                            pool_changes(&was, &now).join(", ")
                         ));
                     }
                     Remote {
@@ -396,5 +391,57 @@ pub fn ftp_settings(
         io_timeout: f.io_timeout,
         atomic_uploads: f.atomic_uploads,
         pool: pool_settings(r),
+    }
+}
+
+/// What changed between two pool settings, one `key old -> new` per
+/// changed key (a reload's report names only what it changes).
+fn pool_changes(was: &PoolSettings, now: &PoolSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if was.max != now.max {
+        out.push(format!("max_connections {} -> {}", was.max, now.max));
+    }
+    let duration = |d| humantime::format_duration(d).to_string();
+    if was.wait != now.wait {
+        out.push(format!(
+            "pool_wait {} -> {}",
+            duration(was.wait),
+            duration(now.wait)
+        ));
+    }
+    if was.idle != now.idle {
+        out.push(format!(
+            "idle_timeout {} -> {}",
+            duration(was.idle),
+            duration(now.idle)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod pool_change_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_reload_report_names_only_what_changed() {
+        let was = PoolSettings {
+            max: 5,
+            wait: Duration::from_secs(120),
+            idle: Duration::from_secs(60),
+        };
+        let now = PoolSettings { max: 2, ..was };
+        assert_eq!(pool_changes(&was, &now), ["max_connections 5 -> 2"]);
+        let now = PoolSettings {
+            wait: Duration::from_secs(30),
+            idle: Duration::from_secs(600),
+            ..was
+        };
+        assert_eq!(
+            pool_changes(&was, &now),
+            ["pool_wait 2m -> 30s", "idle_timeout 1m -> 10m"]
+        );
+        assert!(pool_changes(&was, &was).is_empty());
     }
 }
