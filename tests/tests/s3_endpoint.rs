@@ -1263,6 +1263,42 @@ fn keys_wrong_unknown_revoked_listed() {
     // a key for a user that does not exist is not issued.
     let out = s3_key_command(&s.config, &["create", "nobody"]).unwrap();
     assert!(!out.success(), "{out}");
+
+    // An API the endpoint does not offer (bucket ACLs) is the client's
+    // business too.
+    let (status, body) = signed_request(
+        &s.url,
+        "GET",
+        "/default?acl=",
+        None,
+        &second.id,
+        &second.secret,
+        &s.scratch,
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (501, "NotImplemented"),
+        "{body}"
+    );
+    // The client's mistakes above (wrong, unknown and revoked keys, an
+    // unsigned request, an API not offered) are logged as refusals at
+    // INFO, never as the gateway's errors.
+    let logs = s.gw.logs();
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .filter(|l| l.to_lowercase().contains("s3"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "client mistakes logged as errors: {errors:#?}"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains(" INFO ")
+            && l.contains("S3 request refused")
+            && l.contains("status=403")),
+        "no INFO line for the refused requests\n{logs}"
+    );
 }
 
 #[test]

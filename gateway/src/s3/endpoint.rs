@@ -23,9 +23,9 @@ use super::paths::KeyTarget;
 use super::streams::{body_stream, download_stream, parts_stream};
 use super::uploads::{self, UploadInfo, Uploads};
 use super::wire::{
-    check_bucket, content_md5_hex, key_target, metadata_mtime, mtime_metadata, no_such_key,
-    parse_copy_range, parse_mtime, storage_error, timestamp, url_encode, version_etag, EMPTY_MD5,
-    MTIME_KEY,
+    check_bucket, content_md5_hex, internal_error, key_target, metadata_mtime, mtime_metadata,
+    no_such_key, parse_copy_range, parse_mtime, storage_error, timestamp, url_encode, version_etag,
+    EMPTY_MD5, MTIME_KEY,
 };
 use crate::core::checksums::{Algorithm, ChecksumHasher};
 use crate::core::tree::{Location, Tree, VirtualPath};
@@ -155,8 +155,8 @@ impl Endpoint {
         let id = credentials.access_key.clone();
         let key = tokio::task::spawn_blocking(move || keys.find(&id))
             .await
-            .map_err(|e| s3_error!(InternalError, "key lookup failed: {e}"))?
-            .map_err(|e| s3_error!(InternalError, "the key store cannot be read: {e}"))?
+            .map_err(|e| internal_error(format!("key lookup failed: {e}")))?
+            .map_err(|e| internal_error(format!("the key store cannot be read: {e}")))?
             .ok_or_else(|| s3_error!(InvalidAccessKeyId, "the access key was revoked"))?;
         let live = self.shared.live();
         let Some(user) = live.authenticator.user(&key.user) else {
@@ -179,7 +179,7 @@ impl Endpoint {
             .shared
             .tree_for(&user)
             .await
-            .map_err(|e| s3_error!(InternalError, "{e}"))?;
+            .map_err(|e| internal_error(format!("{e}")))?;
         Ok(Caller {
             user,
             tree,
@@ -829,7 +829,7 @@ impl s3s::S3 for Endpoint {
             .uploads
             .create(&info)
             .await
-            .map_err(|e| s3_error!(InternalError, "cannot start the upload: {e}"))?;
+            .map_err(|e| internal_error(format!("cannot start the upload: {e}")))?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(BUCKET.to_string()),
             key: Some(req.input.key),
@@ -863,7 +863,7 @@ impl s3s::S3 for Endpoint {
             .await
             .map_err(|e| match e {
                 uploads::PartError::Body(m) => s3_error!(IncompleteBody, "{m}"),
-                uploads::PartError::Io(e) => s3_error!(InternalError, "{e}"),
+                uploads::PartError::Io(e) => internal_error(format!("{e}")),
             })?;
         let bad_length = input
             .content_length
@@ -926,7 +926,7 @@ impl s3s::S3 for Endpoint {
                     &src,
                     BackendError::new(ErrorKind::Other, "read", src.as_str(), m),
                 ),
-                uploads::PartError::Io(e) => s3_error!(InternalError, "{e}"),
+                uploads::PartError::Io(e) => internal_error(format!("{e}")),
             })?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
@@ -952,7 +952,7 @@ impl s3s::S3 for Endpoint {
             .uploads
             .parts(&input.upload_id)
             .await
-            .map_err(|e| s3_error!(InternalError, "{e}"))?
+            .map_err(|e| internal_error(format!("{e}")))?
             .into_iter()
             .filter(|p| p.number > marker)
             .collect();
@@ -993,7 +993,7 @@ impl s3s::S3 for Endpoint {
         self.uploads
             .remove(&req.input.upload_id)
             .await
-            .map_err(|e| s3_error!(InternalError, "{e}"))?;
+            .map_err(|e| internal_error(format!("{e}")))?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
@@ -1013,7 +1013,7 @@ impl s3s::S3 for Endpoint {
             .uploads
             .parts(&input.upload_id)
             .await
-            .map_err(|e| s3_error!(InternalError, "{e}"))?;
+            .map_err(|e| internal_error(format!("{e}")))?;
         let requested = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -1072,7 +1072,7 @@ impl Endpoint {
         match self.uploads.info(id).await {
             Ok(Some(info)) if info.user == caller.user.name && info.key == key => Ok(info),
             Ok(_) => Err(s3_error!(NoSuchUpload)),
-            Err(e) => Err(s3_error!(InternalError, "{e}")),
+            Err(e) => Err(internal_error(format!("{e}"))),
         }
     }
 

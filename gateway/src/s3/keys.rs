@@ -150,7 +150,7 @@ impl s3s::auth::S3Auth for KeyAuth {
         let id = access_key.to_string();
         let found = tokio::task::spawn_blocking(move || keys.find(&id))
             .await
-            .map_err(|e| s3s::s3_error!(InternalError, "key lookup failed: {e}"))?;
+            .map_err(|e| super::wire::internal_error(format!("key lookup failed: {e}")))?;
         match found {
             Ok(Some(key)) => Ok(s3s::auth::SecretKey::from(key.secret)),
             Ok(None) => {

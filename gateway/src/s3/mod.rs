@@ -141,6 +141,7 @@ pub async fn serve_s3(
                     req.extensions_mut().insert(endpoint::PeerAddr(peer));
                     let service = service.clone();
                     let method = req.method().to_string();
+                    let path = req.uri().path().to_string();
                     async move {
                         let resp = match hyper::service::Service::call(&service, req).await {
                             Ok(resp) => resp,
@@ -151,6 +152,7 @@ pub async fn serve_s3(
                                 resp
                             }
                         };
+                        log_answer(peer, &method, &path, resp.status());
                         let status = format!("{}xx", resp.status().as_u16() / 100);
                         metrics::counter!(
                             "gateway_s3_requests_total",
@@ -193,4 +195,19 @@ pub async fn serve_s3(
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Logs an error answer by whose mistake it was: refused credentials at
+/// INFO (who knocks matters), other client errors and APIs not offered at
+/// DEBUG (a listing of a missing key is routine), server errors at WARN
+/// (their cause was logged where it arose).
+fn log_answer(peer: std::net::SocketAddr, method: &str, path: &str, status: hyper::StatusCode) {
+    let code = status.as_u16();
+    match code {
+        401 | 403 => tracing::info!(%peer, method, path, status = code, "S3 request refused"),
+        // 501: an API the endpoint does not offer, which the client asked for.
+        400..=499 | 501 => tracing::debug!(%peer, method, path, status = code, "S3 client error"),
+        500..=599 => tracing::warn!(%peer, method, path, status = code, "S3 request failed"),
+        _ => {}
+    }
 }

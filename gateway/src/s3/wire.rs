@@ -12,10 +12,19 @@ use super::paths::{parse_key, KeyTarget};
 use crate::core::checksums::Algorithm;
 use crate::core::tree::VirtualPath;
 
-/// A storage error as S3 reports it.
 /// The only bucket.
 pub const BUCKET: &str = "default";
 
+/// An error of the gateway's own (not the client's), answered as S3's
+/// `InternalError` and logged at WARN: the S3 library's own error log is
+/// off, because it would log every client mistake at ERROR.
+pub(super) fn internal_error(message: impl std::fmt::Display) -> S3Error {
+    tracing::warn!("S3 endpoint: {message}");
+    S3Error::with_message(S3ErrorCode::InternalError, message.to_string())
+}
+
+/// A storage error as S3 reports it; one that is not the client's doing
+/// (a remote unreachable or failing) is logged at WARN.
 pub(super) fn storage_error(path: &VirtualPath, e: BackendError) -> S3Error {
     let message = format!("{path}: {e}");
     let code = match e.kind() {
@@ -30,6 +39,12 @@ pub(super) fn storage_error(path: &VirtualPath, e: BackendError) -> S3Error {
         ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty => S3ErrorCode::OperationAborted,
         ErrorKind::Other => S3ErrorCode::InternalError,
     };
+    if matches!(
+        code,
+        S3ErrorCode::ServiceUnavailable | S3ErrorCode::InternalError
+    ) {
+        tracing::warn!("S3 endpoint: {message}");
+    }
     S3Error::with_message(code, message)
 }
 
