@@ -113,13 +113,14 @@ pub async fn run(settings: &Settings, name: &str, dry_run: bool) -> Result<bool>
     printer.clear_bar();
     let c = &record.counts;
     println!(
-        "sync {name} {}: {} copied ({} bytes), {} skipped, {} deleted, {} failed in {}",
+        "sync {name} {}: {} copied ({} bytes), {} skipped, {} deleted, {} failed{} in {}",
         record.outcome.as_str(),
         c.copied,
         c.bytes,
         c.skipped,
         c.deleted,
         c.failed,
+        vanished(c),
         humantime::format_duration(std::time::Duration::from_millis(
             started.elapsed().as_millis() as u64
         ))
@@ -365,7 +366,7 @@ pub fn history(settings: &Settings, name: &str, limit: usize) -> Result<()> {
     for r in runs.iter().take(limit) {
         let c = &r.counts;
         println!(
-            "{} {} {} {} {} {} copied {} bytes {} skipped {} deleted {} failed",
+            "{} {} {} {} {} {} copied {} bytes {} skipped {} deleted {} failed{}",
             r.id,
             humantime::format_rfc3339_seconds(r.started()),
             humantime::format_duration(std::time::Duration::from_secs(r.duration().as_secs())),
@@ -375,7 +376,8 @@ pub fn history(settings: &Settings, name: &str, limit: usize) -> Result<()> {
             c.bytes,
             c.skipped,
             c.deleted,
-            c.failed
+            c.failed,
+            vanished(c)
         );
         if let Some(h) = holder.as_ref().filter(|h| h.run_id == r.id && h.alive()) {
             match &h.node {
@@ -398,4 +400,13 @@ pub fn history(settings: &Settings, name: &str, limit: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `, N vanished` when files vanished between the listing and their copy.
+fn vanished(c: &crate::sync::records::Counts) -> String {
+    if c.vanished > 0 {
+        format!(", {} vanished", c.vanished)
+    } else {
+        String::new()
+    }
 }

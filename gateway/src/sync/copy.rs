@@ -61,11 +61,18 @@ pub enum CopyOutcome {
     /// The source changed while it was copied (still being written):
     /// nothing was published; a later run copies it.
     SourceChanged(String),
+    /// The source was gone before its copy began (listed, then renamed or
+    /// removed by its writer): nothing was written.
+    SourceVanished,
 }
 
 /// Copies one file; see the module documentation for the guarantees.
 pub async fn copy_file(req: &CopyRequest<'_>) -> Result<CopyOutcome, BackendError> {
-    let before = req.from.stat(req.from_path).await?;
+    let before = match req.from.stat(req.from_path).await {
+        Ok(before) => before,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CopyOutcome::SourceVanished),
+        Err(e) => return Err(e),
+    };
     if before.size != req.planned_size {
         return Ok(CopyOutcome::SourceChanged(format!(
             "its size changed from {} to {} bytes since it was listed",
@@ -73,7 +80,16 @@ pub async fn copy_file(req: &CopyRequest<'_>) -> Result<CopyOutcome, BackendErro
         )));
     }
     let target = Target::open(req.to, req.to_path).await?;
-    let reader = req.from.open_read(req.from_path).await?;
+    let reader = match req.from.open_read(req.from_path).await {
+        Ok(reader) => reader,
+        Err(e) => {
+            let _ = target.writer.abort().await;
+            if e.kind() == ErrorKind::NotFound {
+                return Ok(CopyOutcome::SourceVanished);
+            }
+            return Err(e);
+        }
+    };
     let mut writer = target.writer;
     let mut hashes = Hashes::default();
     let streamed = stream(reader.as_ref(), writer.as_mut(), before.size, &mut hashes).await;

@@ -91,6 +91,10 @@ pub struct Counts {
     pub deleted: u64,
     /// Files that failed.
     pub failed: u64,
+    /// Listed files that were gone when their copy began (a writer's
+    /// temporary file renamed or removed): nothing to copy, not a failure.
+    #[serde(default)]
+    pub vanished: u64,
 }
 
 /// One run of one sync, as stored.

@@ -29,6 +29,9 @@ use crate::state::StateStore;
 
 /// How often a run saves its counts while it goes.
 const PROGRESS_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// The shortest time between two saves of a run's progress: a file done
+/// is saved within about this long.
+const PROGRESS_SAVE_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The two storages a sync runs between.
 #[derive(Clone)]
@@ -240,11 +243,18 @@ pub async fn run(
     let state = RunState::default();
     let deadline = Instant::now() + settings.time_limit;
     let work = async {
-        // Save the counts now and then, so a run that dies shows what it did.
+        // Save the counts soon after each change (at most every
+        // PROGRESS_SAVE_GAP) and every PROGRESS_SAVE_INTERVAL, so a run
+        // that dies (a node killed) shows what it did up to its last
+        // fraction of a second.
         let saves = async {
             let mut progress = record.clone();
             loop {
-                tokio::time::sleep(PROGRESS_SAVE_INTERVAL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(PROGRESS_SAVE_INTERVAL) => {}
+                    () = state.changed.notified() => {}
+                }
+                tokio::time::sleep(PROGRESS_SAVE_GAP).await;
                 progress.counts = state.counts();
                 progress.errors = state.errors();
                 progress.updated_ms = Some(millis(SystemTime::now()));
@@ -308,12 +318,15 @@ pub async fn run(
 #[derive(Default)]
 struct RunState {
     inner: Mutex<(Counts, Vec<RunError>)>,
+    /// Told of every change, so the progress is saved soon after it.
+    changed: tokio::sync::Notify,
 }
 
 impl RunState {
     fn update(&self, f: impl FnOnce(&mut Counts)) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g.0);
+        self.changed.notify_one();
     }
 
     fn fail(&self, path: String, message: String) {
@@ -322,6 +335,7 @@ impl RunState {
         if g.1.len() < KEPT_ERRORS {
             g.1.push(RunError { path, message });
         }
+        self.changed.notify_one();
     }
 
     fn counts(&self) -> Counts {
@@ -646,6 +660,15 @@ async fn copy_one(
                 size: source.size,
                 modified: source.modified,
             })
+        }
+        Ok(CopyOutcome::SourceVanished) => {
+            state.update(|c| c.vanished += 1);
+            observer.event(&Event::Skipped {
+                path: path.to_string(),
+                why: "vanished since it was listed (renamed or removed by its writer); nothing to copy"
+                    .to_string(),
+            });
+            None
         }
         Ok(CopyOutcome::SourceChanged(why)) => {
             state.update(|c| c.skipped += 1);
@@ -1151,5 +1174,253 @@ mod tests {
             "{:?}",
             record.errors
         );
+    }
+}
+
+/// Run records that add up: a source file renamed away by its writer
+/// after the listing is vanished, not a failure; copies are in the stored
+/// record while the run goes on and after it is stopped.
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::state::RedbStore;
+    use crate::sync::filter::PathFilter;
+    use crate::sync::schedule::Schedule;
+    use async_trait::async_trait;
+    use backends::{
+        Capabilities, FileReader, FileWriter, ListStream, LocalBackend, Metadata, RenameMode,
+        StoragePath, WriteMode,
+    };
+    use std::time::Duration;
+
+    /// The local backend, except that the first `stat` of a `.part` file
+    /// renames it to its final name first, as a writer finishing it would.
+    #[derive(Debug)]
+    struct WriterFinishesParts {
+        inner: LocalBackend,
+        root: std::path::PathBuf,
+    }
+
+    #[async_trait]
+    impl Backend for WriterFinishesParts {
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn stat(&self, path: &StoragePath) -> backends::Result<Metadata> {
+            if let Some(done) = path.as_str().strip_suffix(".part") {
+                let on_disk = self.root.join(path.as_str());
+                if on_disk.exists() {
+                    std::fs::rename(&on_disk, self.root.join(done)).expect("rename");
+                }
+            }
+            self.inner.stat(path).await
+        }
+        async fn list(&self, path: &StoragePath) -> backends::Result<ListStream> {
+            self.inner.list(path).await
+        }
+        async fn open_read(&self, path: &StoragePath) -> backends::Result<Box<dyn FileReader>> {
+            self.inner.open_read(path).await
+        }
+        async fn open_write(
+            &self,
+            path: &StoragePath,
+            mode: WriteMode,
+        ) -> backends::Result<Box<dyn FileWriter>> {
+            self.inner.open_write(path, mode).await
+        }
+        async fn mkdir(&self, path: &StoragePath) -> backends::Result<()> {
+            self.inner.mkdir(path).await
+        }
+        async fn remove(&self, path: &StoragePath) -> backends::Result<()> {
+            self.inner.remove(path).await
+        }
+        async fn rmdir(&self, path: &StoragePath) -> backends::Result<()> {
+            self.inner.rmdir(path).await
+        }
+        async fn rename(
+            &self,
+            from: &StoragePath,
+            to: &StoragePath,
+            mode: RenameMode,
+        ) -> backends::Result<()> {
+            self.inner.rename(from, to, mode).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_renamed_away_after_the_listing_is_vanished_not_failed() {
+        let dirs = [
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        ];
+        let out = dirs[0].path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("a.bin"), "a").unwrap();
+        std::fs::write(out.join("f7.bin.part"), "seven").unwrap();
+        let sides = SyncSides {
+            gateway: Arc::new(WriterFinishesParts {
+                inner: LocalBackend::open(dirs[0].path()).unwrap(),
+                root: dirs[0].path().to_path_buf(),
+            }),
+            remote: Arc::new(LocalBackend::open(dirs[1].path()).unwrap()),
+            remote_folders_are_virtual: false,
+        };
+        let store = RedbStore::open(dirs[2].path()).unwrap();
+        let settings = settings_for("t");
+        let (_tx, rx) = watch::channel(false);
+        let record = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx)
+            .await
+            .unwrap();
+        assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
+        assert_eq!(
+            (
+                record.counts.copied,
+                record.counts.vanished,
+                record.counts.failed
+            ),
+            (1, 1, 0),
+            "{:?}",
+            record.counts
+        );
+        assert!(dirs[1].path().join("in/a.bin").exists());
+        assert!(!dirs[1].path().join("in/f7.bin.part").exists());
+        // The next run copies the finished file.
+        let (_tx, rx) = watch::channel(false);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let again = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx)
+            .await
+            .unwrap();
+        assert_eq!((again.counts.copied, again.counts.vanished), (1, 0));
+        assert_eq!(
+            std::fs::read_to_string(dirs[1].path().join("in/f7.bin")).unwrap(),
+            "seven"
+        );
+    }
+
+    /// The local backend, except that reading `z-blocked.bin` never
+    /// starts: a run copying it lasts until it is stopped.
+    #[derive(Debug)]
+    struct BlocksOneFile(LocalBackend);
+
+    #[async_trait]
+    impl Backend for BlocksOneFile {
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn stat(&self, path: &StoragePath) -> backends::Result<Metadata> {
+            self.0.stat(path).await
+        }
+        async fn list(&self, path: &StoragePath) -> backends::Result<ListStream> {
+            self.0.list(path).await
+        }
+        async fn open_read(&self, path: &StoragePath) -> backends::Result<Box<dyn FileReader>> {
+            if path.as_str().ends_with("z-blocked.bin") {
+                std::future::pending::<()>().await;
+            }
+            self.0.open_read(path).await
+        }
+        async fn open_write(
+            &self,
+            path: &StoragePath,
+            mode: WriteMode,
+        ) -> backends::Result<Box<dyn FileWriter>> {
+            self.0.open_write(path, mode).await
+        }
+        async fn mkdir(&self, path: &StoragePath) -> backends::Result<()> {
+            self.0.mkdir(path).await
+        }
+        async fn remove(&self, path: &StoragePath) -> backends::Result<()> {
+            self.0.remove(path).await
+        }
+        async fn rmdir(&self, path: &StoragePath) -> backends::Result<()> {
+            self.0.rmdir(path).await
+        }
+        async fn rename(
+            &self,
+            from: &StoragePath,
+            to: &StoragePath,
+            mode: RenameMode,
+        ) -> backends::Result<()> {
+            self.0.rename(from, to, mode).await
+        }
+    }
+
+    /// What a run did is in its stored record within a second of doing it
+    /// (what a node killed mid-run leaves), and a stopped run records it.
+    #[tokio::test]
+    async fn a_run_records_its_copies_while_it_runs_and_when_stopped() {
+        let dirs = [
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        ];
+        let out = dirs[0].path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("a.bin"), "aaaa").unwrap();
+        std::fs::write(out.join("z-blocked.bin"), "zz").unwrap();
+        let sides = SyncSides {
+            gateway: Arc::new(BlocksOneFile(LocalBackend::open(dirs[0].path()).unwrap())),
+            remote: Arc::new(LocalBackend::open(dirs[1].path()).unwrap()),
+            remote_folders_are_virtual: false,
+        };
+        let store = RedbStore::open(dirs[2].path()).unwrap();
+        let mut settings = settings_for("t2");
+        settings.parallel = 1;
+        let (stop, rx) = watch::channel(false);
+        let running = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx);
+        let watch_store = async {
+            let records = Records::new(&store);
+            let started = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let newest = records.history("t2").unwrap().into_iter().next();
+                if let Some(r) = newest.filter(|r| r.counts.copied == 1) {
+                    assert_eq!(r.outcome, Outcome::Running);
+                    assert_eq!(r.counts.bytes, 4);
+                    break started.elapsed();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the copy of a.bin is not in the stored record"
+                );
+            }
+        };
+        let (record, seen_after) = tokio::join!(running, async {
+            let seen_after = watch_store.await;
+            let _ = stop.send(true);
+            seen_after
+        });
+        let record = record.unwrap();
+        assert!(seen_after < Duration::from_secs(1), "{seen_after:?}");
+        assert_eq!(record.outcome, Outcome::Interrupted);
+        assert_eq!((record.counts.copied, record.counts.bytes), (1, 4));
+        let stored = Records::new(&store).history("t2").unwrap();
+        assert_eq!(stored[0].outcome, Outcome::Interrupted);
+        assert_eq!(stored[0].counts.copied, 1);
+    }
+
+    fn settings_for(name: &str) -> SyncSettings {
+        SyncSettings {
+            name: name.into(),
+            folder: StoragePath::parse("out").unwrap(),
+            remote: "r".into(),
+            remote_path: StoragePath::parse("in").unwrap(),
+            direction: SyncDirection::Push,
+            after_copy: AfterCopy::Keep,
+            schedule: Schedule::Manual,
+            filter: PathFilter::default(),
+            settle: Duration::ZERO,
+            time_limit: Duration::from_secs(60),
+            parallel: 1,
+            delete_empty_folders: false,
+            trigger_file: None,
+        }
+    }
+
+    struct NoObserver;
+
+    impl Observer for NoObserver {
+        fn event(&self, _: &Event) {}
     }
 }
