@@ -154,12 +154,20 @@ struct Printer {
     bar: Option<Mutex<Bar>>,
 }
 
+/// The progress bar: files done, bytes moved (during a file, not only
+/// between files), the rate since the copies began and the time left.
 #[derive(Default)]
 struct Bar {
     files: u64,
     bytes: u64,
     done_files: u64,
-    done_bytes: u64,
+    /// Bytes that reached their destination, copies in progress included.
+    moved_bytes: u64,
+    /// When the plan was made (the copies begin).
+    started: Option<std::time::Instant>,
+    /// When the bar was last drawn (redrawn at most every 100 ms while
+    /// bytes move).
+    last_drawn: Option<std::time::Instant>,
     drawn: bool,
 }
 
@@ -208,25 +216,60 @@ impl Printer {
             draw(&mut bar);
         }
     }
+
+    /// Bytes moved: redraws at most every 100 ms.
+    fn moved(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+            bar.moved_bytes += bytes;
+            let due = bar
+                .last_drawn
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
+            if due {
+                draw(&mut bar);
+            }
+        }
+    }
 }
 
 fn draw(bar: &mut Bar) {
+    eprint!("\r\x1b[K{}", bar_text(bar, std::time::Instant::now()));
+    let _ = std::io::stderr().flush();
+    bar.drawn = true;
+    bar.last_drawn = Some(std::time::Instant::now());
+}
+
+/// `[#####     ] 3/10 files, 1.2 GiB / 4.0 GiB, 85.3 MiB/s, 34s left`.
+fn bar_text(bar: &Bar, now: std::time::Instant) -> String {
     const WIDTH: u64 = 30;
-    let filled = (bar.done_bytes * WIDTH)
+    let moved = bar.moved_bytes.min(bar.bytes);
+    let filled = (moved * WIDTH)
         .checked_div(bar.bytes)
         .unwrap_or(WIDTH)
         .min(WIDTH);
-    eprint!(
-        "\r\x1b[K[{}{}] {}/{} files, {} / {}",
+    let mut text = format!(
+        "[{}{}] {}/{} files, {} / {}",
         "#".repeat(filled as usize),
         " ".repeat((WIDTH - filled) as usize),
         bar.done_files,
         bar.files,
-        human_bytes(bar.done_bytes),
+        human_bytes(moved),
         human_bytes(bar.bytes)
     );
-    let _ = std::io::stderr().flush();
-    bar.drawn = true;
+    let elapsed = bar
+        .started
+        .map(|t| now.saturating_duration_since(t).as_secs_f64())
+        .unwrap_or(0.0);
+    if elapsed >= 0.5 && moved > 0 {
+        let rate = moved as f64 / elapsed;
+        let left = (bar.bytes - moved) as f64 / rate;
+        text += &format!(
+            ", {}/s, {} left",
+            human_bytes(rate as u64),
+            humantime::format_duration(std::time::Duration::from_secs(left.ceil() as u64))
+        );
+    }
+    text
 }
 
 fn human_bytes(n: u64) -> String {
@@ -250,7 +293,9 @@ impl Observer for Printer {
             Event::Planned { files, bytes } => self.progress(|b| {
                 b.files = *files;
                 b.bytes = *bytes;
+                b.started = Some(std::time::Instant::now());
             }),
+            Event::Transferred { bytes } => self.moved(*bytes),
             Event::Action(action) if self.dry_run => match action {
                 Action::Copy { path, from, .. } => {
                     self.line(format!("would copy {} {path}", arrow(*from)));
@@ -265,11 +310,8 @@ impl Observer for Printer {
             },
             Event::Action(Action::Hold { path, why }) => self.line(format!("held {path} ({why})")),
             Event::Action(_) => {}
-            Event::Copied { path, from, bytes } => {
-                self.progress(|b| {
-                    b.done_files += 1;
-                    b.done_bytes += bytes;
-                });
+            Event::Copied { path, from, .. } => {
+                self.progress(|b| b.done_files += 1);
                 self.line(format!("copied {} {path}", arrow(*from)));
             }
             Event::Deleted { path, side } => {
@@ -408,5 +450,33 @@ fn vanished(c: &crate::sync::records::Counts) -> String {
         format!(", {} vanished", c.vanished)
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_bar_moves_within_a_file_and_shows_rate_and_time_left() {
+        let start = Instant::now();
+        let mut bar = Bar {
+            files: 2,
+            bytes: 400 << 20,
+            started: Some(start),
+            ..Bar::default()
+        };
+        // Half a file in, no file done yet: the bytes already move the bar.
+        bar.moved_bytes = 100 << 20;
+        let text = bar_text(&bar, start + Duration::from_secs(2));
+        assert!(text.starts_with("[#######        "), "{text}");
+        assert!(text.contains("0/2 files, 100.0 MiB / 400.0 MiB"), "{text}");
+        assert!(text.contains("50.0 MiB/s, 6s left"), "{text}");
+        // Before half a second, no rate is guessed.
+        assert!(!bar_text(&bar, start).contains("/s"));
+        // Bytes of discarded copies never push the bar past the total.
+        bar.moved_bytes = 500 << 20;
+        assert!(bar_text(&bar, start + Duration::from_secs(4)).contains("400.0 MiB / 400.0 MiB"));
     }
 }

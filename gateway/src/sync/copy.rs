@@ -34,6 +34,8 @@ pub struct CopyRequest<'a> {
     pub planned_size: u64,
     /// The modification time to give the copy (the source's, as listed).
     pub modified: Option<SystemTime>,
+    /// Told the number of bytes each time more reach the destination.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 /// How a copy was checked.
@@ -92,7 +94,14 @@ pub async fn copy_file(req: &CopyRequest<'_>) -> Result<CopyOutcome, BackendErro
     };
     let mut writer = target.writer;
     let mut hashes = Hashes::default();
-    let streamed = stream(reader.as_ref(), writer.as_mut(), before.size, &mut hashes).await;
+    let streamed = stream(
+        reader.as_ref(),
+        writer.as_mut(),
+        before.size,
+        &mut hashes,
+        req.progress,
+    )
+    .await;
     drop(reader);
     let read = match streamed {
         Ok(n) => n,
@@ -184,6 +193,7 @@ async fn stream(
     writer: &mut dyn FileWriter,
     expected: u64,
     hashes: &mut Hashes,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<u64, BackendError> {
     let mut in_flight = FuturesOrdered::new();
     let mut next_offset = 0u64;
@@ -213,7 +223,11 @@ async fn stream(
             return Ok(done);
         }
         hashes.update(&data);
+        let len = data.len() as u64;
         writer.write(data).await?;
+        if let Some(progress) = progress {
+            progress(len);
+        }
         if done < offset + CHUNK as u64 && done < expected {
             // Short read inside the file: ask for the rest from here.
             in_flight.clear();
@@ -316,6 +330,10 @@ mod tests {
         let from = LocalBackend::open(a.path()).unwrap();
         let to = LocalBackend::open(b.path()).unwrap();
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let moved = std::sync::atomic::AtomicU64::new(0);
+        let progress = |n| {
+            moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
         let outcome = copy_file(&CopyRequest {
             from: &from,
             from_path: &path("f"),
@@ -323,9 +341,15 @@ mod tests {
             to_path: &path("g"),
             planned_size: content.len() as u64,
             modified: Some(t),
+            progress: Some(&progress),
         })
         .await
         .unwrap();
+        assert_eq!(
+            moved.load(std::sync::atomic::Ordering::Relaxed),
+            content.len() as u64,
+            "progress reports every byte"
+        );
         let CopyOutcome::Copied {
             bytes, verified, ..
         } = outcome
@@ -352,6 +376,7 @@ mod tests {
             to_path: &path("f"),
             planned_size: 5,
             modified: None,
+            progress: None,
         })
         .await
         .unwrap();

@@ -118,6 +118,12 @@ pub enum Event {
         /// Why.
         why: String,
     },
+    /// Bytes of a file being copied reached its destination (for progress
+    /// only: a copy that is later discarded counted too).
+    Transferred {
+        /// How many more bytes.
+        bytes: u64,
+    },
     /// A file failed.
     Failed {
         /// Its path ("" for the run as a whole).
@@ -163,7 +169,7 @@ impl Observer for LogObserver {
             Event::Action(Action::Hold { path, why }) => {
                 tracing::info!(sync, path = path.as_str(), "held: {why}")
             }
-            Event::Planned { .. } | Event::Action(_) => {}
+            Event::Planned { .. } | Event::Action(_) | Event::Transferred { .. } => {}
         }
     }
 }
@@ -634,6 +640,7 @@ async fn copy_one(
         if let Some(parent) = to_path.parent() {
             known.ensure(dst, from.other(), &parent).await?;
         }
+        let progress = |bytes| observer.event(&Event::Transferred { bytes });
         copy_file(&CopyRequest {
             from: src,
             from_path: &from_path,
@@ -641,6 +648,7 @@ async fn copy_one(
             to_path: &to_path,
             planned_size: listed.size,
             modified: listed.modified,
+            progress: Some(&progress),
         })
         .await
     }
@@ -946,7 +954,7 @@ mod tests {
                 Event::Action(Action::ConfirmAndRemove { path, from, .. }) => {
                     format!("would delete {} {path}", side_name(*from))
                 }
-                Event::Planned { .. } => return,
+                Event::Planned { .. } | Event::Transferred { .. } => return,
             };
             self.0.lock().unwrap().push(line);
         }
