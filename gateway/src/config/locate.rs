@@ -54,6 +54,41 @@ impl KeyMap {
     }
 }
 
+/// `text` without the key at dotted path `key` (`remotes[0].port`; a
+/// path ending in an array element drops the whole array), re-rendered;
+/// `None` when the path names no key that can be taken out (a whole table
+/// of an array, or a text that does not parse).
+pub fn without_key(text: &str, key: &str) -> Option<String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().ok()?;
+    // Segments: names, each maybe followed by [index].
+    let mut segments: Vec<(&str, Option<usize>)> = Vec::new();
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+            None => (part, None),
+        };
+        segments.push((name, index));
+    }
+    let (last, parents) = segments.split_last()?;
+    let mut table: &mut dyn toml_edit::TableLike = doc.as_table_mut();
+    for (name, index) in parents {
+        let item = table.get_mut(name)?;
+        table = match (item, index) {
+            (Item::ArrayOfTables(tables), Some(i)) => tables.get_mut(*i)?,
+            (Item::Table(t), None) => t,
+            (Item::Value(Value::InlineTable(t)), None) => t,
+            _ => return None,
+        };
+    }
+    let (name, index) = last;
+    if index.is_some() && matches!(table.get(name), Some(Item::ArrayOfTables(_))) {
+        // A whole table of an array: taking it out would renumber the rest.
+        return None;
+    }
+    table.remove(name)?;
+    Some(doc.to_string())
+}
+
 fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()

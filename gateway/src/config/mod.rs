@@ -213,37 +213,15 @@ fn load_from(
         None => String::new(),
     };
     let keys = KeyMap::new(&text);
-    // Pass 1: the file alone, for errors with positions.
-    if let Err(err) = toml::from_str::<ConfigFile>(&text) {
-        let offset = err.span().map(|s| s.start);
-        let mut message = err.message().trim().to_string();
-        let found = err.span().and_then(|s| text.get(s)).map(str::trim);
-        let key = offset.and_then(|o| keys.key_at(o)).map(str::to_string);
-        // A secret's value is never quoted, whatever the error.
-        let secret = key.as_deref().is_some_and(secrets::is_secret_key)
-            || offset.is_some_and(|o| secrets::line_is_secret(&text, o));
-        if secret {
-            let name = key
-                .as_deref()
-                .map_or("", |k| k.rsplit('.').next().unwrap_or(k));
-            message = secrets::redact_message(&message, found, name);
-        } else if let Some(found) = found {
-            // Quote the offending value when it is short enough to read.
-            if !found.is_empty()
-                && found.len() <= 80
-                && !found.contains('\n')
-                && !message.contains(found)
-            {
-                message.push_str(&format!(" (found {found})"));
-            }
-        }
-        return Err(ConfigError(vec![ConfigProblem {
-            file: path.map(Path::to_path_buf),
-            line: offset.map(|o| keys.line_at(o)),
-            key,
-            message,
-        }]));
-    }
+    // Pass 1: the file alone, for errors with positions. Each key of the
+    // wrong type is reported, and taken out to look for the next; the
+    // rest is then checked like a valid file, so every problem shows at
+    // once.
+    let (type_problems, checked_text) = type_problems(&text, path, &keys);
+    let text = match checked_text {
+        Some(pruned) => pruned,
+        None => return Err(ConfigError(type_problems)),
+    };
     // Pass 2: the file with the environment on top.
     let file = with_env(&text, env)?;
     let mut reporter = Reporter {
@@ -257,6 +235,11 @@ fn load_from(
         secrets.remember(p, "the config file");
     }
     let mut settings = validate(file, path, base.as_deref(), &mut secrets, &mut reporter);
+    if !type_problems.is_empty() {
+        let mut all = type_problems;
+        all.extend(reporter.problems);
+        return Err(ConfigError(all));
+    }
     if reporter.problems.is_empty() {
         settings.warnings = secrets::exposure_warnings(&secrets.files);
         settings.warnings.extend(s3_only_warnings(&settings));
@@ -264,6 +247,75 @@ fn load_from(
     } else {
         Err(ConfigError(reporter.problems))
     }
+}
+
+/// The most keys of the wrong type reported from one file.
+const MAX_TYPE_PROBLEMS: usize = 25;
+
+/// Every key of `text` whose value has the wrong type (or is unknown),
+/// with its line in the file; and the text without those keys when what
+/// remains is a valid file (`None` when a problem could not be taken out,
+/// such as a syntax error or a missing required key).
+fn type_problems(
+    text: &str,
+    path: Option<&Path>,
+    original: &KeyMap,
+) -> (Vec<ConfigProblem>, Option<String>) {
+    let mut problems = Vec::new();
+    let mut current = text.to_string();
+    while problems.len() < MAX_TYPE_PROBLEMS {
+        let Err(err) = toml::from_str::<ConfigFile>(&current) else {
+            return (problems, Some(current));
+        };
+        let keys = KeyMap::new(&current);
+        let offset = err.span().map(|s| s.start);
+        let key = offset.and_then(|o| keys.key_at(o)).map(str::to_string);
+        let line = if current == text {
+            offset.map(|o| keys.line_at(o))
+        } else {
+            key.as_deref().and_then(|k| original.line_of(k))
+        };
+        problems.push(ConfigProblem {
+            file: path.map(Path::to_path_buf),
+            line,
+            key: key.clone(),
+            message: type_message(&err, &current, key.as_deref(), offset),
+        });
+        match key.and_then(|k| locate::without_key(&current, &k)) {
+            Some(next) if next != current => current = next,
+            _ => return (problems, None),
+        }
+    }
+    (problems, None)
+}
+
+/// A deserialization error's message, quoting the value found unless it
+/// is a secret's.
+fn type_message(
+    err: &toml::de::Error,
+    text: &str,
+    key: Option<&str>,
+    offset: Option<usize>,
+) -> String {
+    let mut message = err.message().trim().to_string();
+    let found = err.span().and_then(|s| text.get(s)).map(str::trim);
+    // A secret's value is never quoted, whatever the error.
+    let secret = key.is_some_and(secrets::is_secret_key)
+        || offset.is_some_and(|o| secrets::line_is_secret(text, o));
+    if secret {
+        let name = key.map_or("", |k| k.rsplit('.').next().unwrap_or(k));
+        message = secrets::redact_message(&message, found, name);
+    } else if let Some(found) = found {
+        // Quote the offending value when it is short enough to read.
+        if !found.is_empty()
+            && found.len() <= 80
+            && !found.contains('\n')
+            && !message.contains(found)
+        {
+            message.push_str(&format!(" (found {found})"));
+        }
+    }
+    message
 }
 
 fn with_env(text: &str, env: Vec<(String, String)>) -> Result<ConfigFile, ConfigError> {

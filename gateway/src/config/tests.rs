@@ -555,3 +555,38 @@ fn an_absurd_duration_is_refused_with_its_key_and_line() {
     let fine = text.replace("99999999999999h", "365days");
     load_text(&fine).unwrap();
 }
+
+#[test]
+fn type_errors_in_several_keys_are_reported_with_the_semantic_ones() {
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[login]\nmax_failures = \"five\"\n\n\
+                [[remotes]]\nname = \"partner\"\nkind = \"sftp\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nport = \"twenty-two\"\nmax_connections = 3\n\n\
+                [[users]]\nname = \"alice\"\npassword_hash = \"x\"\nallowed_networks = [\"10.0.0.300/8\"]\n";
+    let err = load_text(text).unwrap_err();
+    let shown = err.to_string();
+    assert!(err.0.len() >= 3, "{shown}");
+    assert!(
+        shown.contains("gw.toml:5:") && shown.contains("max_failures"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("gw.toml:13:") && shown.contains("port"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("gw.toml:19:") && shown.contains("users[0].allowed_networks"),
+        "the semantic problem is reported with the type errors: {shown}"
+    );
+}
+
+#[test]
+fn a_key_can_be_taken_out_of_nested_tables() {
+    let text = "[server]\nlisten = [\"a\"]\n\n[[remotes]]\nname = \"x\"\nport = 1\n\n[[remotes]]\nname = \"y\"\nport = 2\n";
+    let out = super::locate::without_key(text, "remotes[1].port").unwrap();
+    assert!(
+        out.contains("port = 1") && !out.contains("port = 2"),
+        "{out}"
+    );
+    assert_eq!(super::locate::without_key(text, "remotes[1]"), None);
+    let out = super::locate::without_key(text, "server.listen[0]").unwrap();
+    assert!(!out.contains("listen"), "{out}");
+}
