@@ -60,6 +60,15 @@ def panel(kind, title, targets, x, w, h=8, unit=None, description=None, stack=Fa
     next_id += 1
 
 
+def table(title, targets, x, w, description=None):
+    """A table of instant queries merged on their labels."""
+    panel("table", title, targets, x, w, description=description,
+          extra={"transformations": [{"id": "merge", "options": {}}]})
+    for t in panels[-1]["targets"]:
+        t["format"] = "table"
+        t["instant"] = True
+
+
 def line_end(h=8):
     global y
     y += h
@@ -134,15 +143,11 @@ panel("timeseries", "Refusals and bans", [
 line_end()
 
 row("Syncs")
-panel("table", "Syncs now", [
+table("Syncs now", [
     (f"max by (sync) (gateway_sync_running{{{SEL}}})", "running"),
     (f"time() - max by (sync) (gateway_sync_last_success_timestamp_seconds{{{SEL}}})", "since last success"),
     (f"min by (sync) (gateway_sync_next_run_timestamp_seconds{{{SEL}}}) - time()", "next run in"),
-], 0, 12, description="Running: 1 while a node runs it. A negative 'next run in' is overdue.",
-      extra={"transformations": [{"id": "merge", "options": {}}]})
-for t in panels[-1]["targets"]:
-    t["format"] = "table"
-    t["instant"] = True
+], 0, 12, description="Running: 1 while a node runs it. A negative 'next run in' is overdue.")
 panel("timeseries", "Sync runs by outcome", [
     (f"sum by (sync, outcome) (increase(gateway_sync_runs_total{{{SEL}}}[1h])) > 0", "{{sync}} {{outcome}}"),
 ], 12, 6, description="Per hour.")
@@ -153,14 +158,11 @@ panel("timeseries", "Bytes and files copied by syncs", [
 line_end()
 
 row("Cluster and process")
-panel("table", "Nodes", [
+table("Nodes", [
     (f"max by (instance, version) (gateway_build_info{{{SEL}}})", "build"),
     (f"max by (instance) (gateway_state_store_up{{{SEL}}})", "state store up"),
     ('up{job="gateway", ' + SEL + '}', "scraped"),
-], 0, 8, extra={"transformations": [{"id": "merge", "options": {}}]})
-for t in panels[-1]["targets"]:
-    t["format"] = "table"
-    t["instant"] = True
+], 0, 8)
 panel("timeseries", "Resident memory", [
     (f"process_resident_memory_bytes{{job=\"gateway\", {SEL}}}", "{{instance}}"),
 ], 8, 6, unit="bytes")

@@ -12,6 +12,26 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::{spawn_line_reader, Client, Gateway, LineLog};
 
+/// Polls `check` every 50 ms for up to `secs` seconds; panics saying
+/// `what` was awaited, with `logs()`, when it never holds.
+#[track_caller]
+pub fn eventually(
+    secs: u64,
+    what: &str,
+    logs: impl Fn() -> String,
+    mut check: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting until {what}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The address in the first log line holding `marker` followed by
 /// `http://ADDR/` (e.g. `metrics on http://`), waiting up to 30 s.
 pub fn logged_http_address(gw: &Gateway, marker: &str) -> Option<SocketAddr> {

@@ -9,10 +9,9 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::ops::{http, logged_http_address, scrape, Scrape};
+use e2e::ops::{eventually, http, logged_http_address, scrape, Scrape};
 use e2e::sshd::*;
 use e2e::*;
 
@@ -30,35 +29,35 @@ fn promtool() -> PathBuf {
     .unwrap()
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
+/// Runs `cmd` (a minute at most) and returns its output; panics if it fails.
+fn run(cmd: Command) -> String {
+    let what = format!("{cmd:?}");
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    assert_ok(&out, &what);
+    out.text()
 }
 
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let dir = repo().join("deploy/prometheus");
-    let check = run(Command::new(promtool())
-        .args(["check", "rules", "gateway-alerts.yml"])
-        .current_dir(&dir));
-    assert!(check.contains("SUCCESS"), "{check}");
-    let tested = run(Command::new(promtool())
-        .args(["test", "rules", "gateway-alerts.test.yml"])
-        .current_dir(&dir));
-    assert!(tested.contains("SUCCESS"), "{tested}");
+    for (verb, file) in [
+        ("check", "gateway-alerts.yml"),
+        ("test", "gateway-alerts.test.yml"),
+    ] {
+        let mut promtool = Command::new(promtool());
+        promtool.args([verb, "rules", file]).current_dir(&dir);
+        let out = run(promtool);
+        assert!(out.contains("SUCCESS"), "promtool {verb} rules: {out}");
+    }
 }
 
 #[test]
 fn the_dashboard_is_its_generators_output() {
-    let out = run(Command::new("python3")
+    let mut generate = Command::new("python3");
+    generate
         .arg(repo().join("deploy/grafana/generate.py"))
-        .arg("--check"));
+        .arg("--check");
+    let out = run(generate);
     assert!(!out.contains("not generate.py's output"), "{out}");
     let text = fs::read_to_string(repo().join("deploy/grafana/gateway-dashboard.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -131,14 +130,6 @@ fn sample_names(m: &Scrape) -> BTreeSet<String> {
     m.samples.iter().map(|(n, _, _)| n.clone()).collect()
 }
 
-fn wait_for(secs: u64, what: &str, logs: impl Fn() -> String, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < end, "{what} within {secs} s\n{}", logs());
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A gateway with a mount on sshd and a push sync every 2 s: after an
 /// upload, a sync run and a host key change, `/metrics` holds every name
 /// the rules and the dashboard use, histograms have buckets, the process
@@ -199,7 +190,7 @@ fn every_metric_the_rules_and_dashboard_name_is_exported() {
     let s3 = e2e::s3_endpoint::endpoint_addr(s.gw()).unwrap();
     let refused = http(s3, "GET", "/default?list-type=2", &[]).unwrap();
     assert!(refused.status >= 400, "{refused:?}");
-    wait_for(
+    eventually(
         30,
         "a successful sync run",
         || s.logs(),

@@ -12,26 +12,12 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::ops::{http, logged_http_address, scrape, HeldSession, Scrape};
+use e2e::ops::{eventually, http, logged_http_address, scrape, HeldSession, Scrape};
 use e2e::sshd::*;
 use e2e::*;
 
 /// The API key of the reload test.
 const KEY: &str = "gwk_e2e_ops_0123456789abcdef0123456789abcdef";
-
-/// Polls `check` every 50 ms for up to `secs` seconds.
-#[track_caller]
-fn eventually(secs: u64, what: &str, logs: impl Fn() -> String, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting until {what}\n{}",
-            logs()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn metrics_address(gw: &Gateway) -> SocketAddr {
     logged_http_address(gw, "metrics on http://").unwrap_or_else(|| {

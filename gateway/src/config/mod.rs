@@ -270,7 +270,9 @@ fn type_problems(
         let keys = KeyMap::new(&current);
         let offset = err.span().map(|s| s.start);
         let key = offset.and_then(|o| keys.key_at(o)).map(str::to_string);
-        let line = if current == text {
+        // The first error is in the file as written; later ones are in
+        // the file with keys taken out, so their line is the original's.
+        let line = if problems.is_empty() {
             offset.map(|o| keys.line_at(o))
         } else {
             key.as_deref().and_then(|k| original.line_of(k))

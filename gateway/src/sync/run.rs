@@ -1201,16 +1201,18 @@ mod record_tests {
     };
     use std::time::Duration;
 
-    /// The local backend, except that the first `stat` of a `.part` file
-    /// renames it to its final name first, as a writer finishing it would.
+    /// The local backend as a source whose files live on: the first `stat`
+    /// of a `.part` file renames it to its final name first (a writer
+    /// finishing it), and reading `z-blocked.bin` never starts (a run
+    /// copying it lasts until it is stopped).
     #[derive(Debug)]
-    struct WriterFinishesParts {
+    struct LivelySource {
         inner: LocalBackend,
         root: std::path::PathBuf,
     }
 
     #[async_trait]
-    impl Backend for WriterFinishesParts {
+    impl Backend for LivelySource {
         fn capabilities(&self) -> Capabilities {
             self.inner.capabilities()
         }
@@ -1227,6 +1229,9 @@ mod record_tests {
             self.inner.list(path).await
         }
         async fn open_read(&self, path: &StoragePath) -> backends::Result<Box<dyn FileReader>> {
+            if path.as_str().ends_with("z-blocked.bin") {
+                std::future::pending::<()>().await;
+            }
             self.inner.open_read(path).await
         }
         async fn open_write(
@@ -1255,31 +1260,76 @@ mod record_tests {
         }
     }
 
+    /// A push of `out/` from a [`LivelySource`] holding `files` to a local
+    /// remote folder, one copy at a time.
+    struct Rig {
+        dirs: [tempfile::TempDir; 3],
+        sides: SyncSides,
+        store: RedbStore,
+        settings: SyncSettings,
+    }
+
+    impl Rig {
+        fn new(files: &[(&str, &str)]) -> Rig {
+            let dirs = [
+                tempfile::tempdir().unwrap(),
+                tempfile::tempdir().unwrap(),
+                tempfile::tempdir().unwrap(),
+            ];
+            let out = dirs[0].path().join("out");
+            std::fs::create_dir_all(&out).unwrap();
+            for (name, content) in files {
+                std::fs::write(out.join(name), content).unwrap();
+            }
+            let sides = SyncSides {
+                gateway: Arc::new(LivelySource {
+                    inner: LocalBackend::open(dirs[0].path()).unwrap(),
+                    root: dirs[0].path().to_path_buf(),
+                }),
+                remote: Arc::new(LocalBackend::open(dirs[1].path()).unwrap()),
+                remote_folders_are_virtual: false,
+            };
+            let store = RedbStore::open(dirs[2].path()).unwrap();
+            let settings = SyncSettings {
+                name: "t".into(),
+                folder: StoragePath::parse("out").unwrap(),
+                remote: "r".into(),
+                remote_path: StoragePath::parse("in").unwrap(),
+                direction: SyncDirection::Push,
+                after_copy: AfterCopy::Keep,
+                schedule: Schedule::Manual,
+                filter: PathFilter::default(),
+                settle: Duration::ZERO,
+                time_limit: Duration::from_secs(60),
+                parallel: 1,
+                delete_empty_folders: false,
+                trigger_file: None,
+            };
+            Rig {
+                dirs,
+                sides,
+                store,
+                settings,
+            }
+        }
+
+        fn remote(&self, name: &str) -> std::path::PathBuf {
+            self.dirs[1].path().join("in").join(name)
+        }
+
+        async fn run(&self, stop: watch::Receiver<bool>) -> RunRecord {
+            let (s, sides) = (&self.settings, &self.sides);
+            run(s, sides, &self.store, Trigger::Manual, &NoObserver, stop)
+                .await
+                .unwrap()
+        }
+    }
+
     #[tokio::test]
     async fn a_file_renamed_away_after_the_listing_is_vanished_not_failed() {
-        let dirs = [
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        ];
-        let out = dirs[0].path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join("a.bin"), "a").unwrap();
-        std::fs::write(out.join("f7.bin.part"), "seven").unwrap();
-        let sides = SyncSides {
-            gateway: Arc::new(WriterFinishesParts {
-                inner: LocalBackend::open(dirs[0].path()).unwrap(),
-                root: dirs[0].path().to_path_buf(),
-            }),
-            remote: Arc::new(LocalBackend::open(dirs[1].path()).unwrap()),
-            remote_folders_are_virtual: false,
-        };
-        let store = RedbStore::open(dirs[2].path()).unwrap();
-        let settings = settings_for("t");
+        let rig = Rig::new(&[("a.bin", "a"), ("f7.bin.part", "seven")]);
         let (_tx, rx) = watch::channel(false);
-        let record = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx)
-            .await
-            .unwrap();
+        let record = rig.run(rx).await;
         assert_eq!(record.outcome, Outcome::Succeeded, "{:?}", record.errors);
         assert_eq!(
             (
@@ -1291,98 +1341,31 @@ mod record_tests {
             "{:?}",
             record.counts
         );
-        assert!(dirs[1].path().join("in/a.bin").exists());
-        assert!(!dirs[1].path().join("in/f7.bin.part").exists());
+        assert!(rig.remote("a.bin").exists());
+        assert!(!rig.remote("f7.bin.part").exists());
         // The next run copies the finished file.
         let (_tx, rx) = watch::channel(false);
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let again = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx)
-            .await
-            .unwrap();
+        let again = rig.run(rx).await;
         assert_eq!((again.counts.copied, again.counts.vanished), (1, 0));
         assert_eq!(
-            std::fs::read_to_string(dirs[1].path().join("in/f7.bin")).unwrap(),
+            std::fs::read_to_string(rig.remote("f7.bin")).unwrap(),
             "seven"
         );
-    }
-
-    /// The local backend, except that reading `z-blocked.bin` never
-    /// starts: a run copying it lasts until it is stopped.
-    #[derive(Debug)]
-    struct BlocksOneFile(LocalBackend);
-
-    #[async_trait]
-    impl Backend for BlocksOneFile {
-        fn capabilities(&self) -> Capabilities {
-            self.0.capabilities()
-        }
-        async fn stat(&self, path: &StoragePath) -> backends::Result<Metadata> {
-            self.0.stat(path).await
-        }
-        async fn list(&self, path: &StoragePath) -> backends::Result<ListStream> {
-            self.0.list(path).await
-        }
-        async fn open_read(&self, path: &StoragePath) -> backends::Result<Box<dyn FileReader>> {
-            if path.as_str().ends_with("z-blocked.bin") {
-                std::future::pending::<()>().await;
-            }
-            self.0.open_read(path).await
-        }
-        async fn open_write(
-            &self,
-            path: &StoragePath,
-            mode: WriteMode,
-        ) -> backends::Result<Box<dyn FileWriter>> {
-            self.0.open_write(path, mode).await
-        }
-        async fn mkdir(&self, path: &StoragePath) -> backends::Result<()> {
-            self.0.mkdir(path).await
-        }
-        async fn remove(&self, path: &StoragePath) -> backends::Result<()> {
-            self.0.remove(path).await
-        }
-        async fn rmdir(&self, path: &StoragePath) -> backends::Result<()> {
-            self.0.rmdir(path).await
-        }
-        async fn rename(
-            &self,
-            from: &StoragePath,
-            to: &StoragePath,
-            mode: RenameMode,
-        ) -> backends::Result<()> {
-            self.0.rename(from, to, mode).await
-        }
     }
 
     /// What a run did is in its stored record within a second of doing it
     /// (what a node killed mid-run leaves), and a stopped run records it.
     #[tokio::test]
     async fn a_run_records_its_copies_while_it_runs_and_when_stopped() {
-        let dirs = [
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        ];
-        let out = dirs[0].path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join("a.bin"), "aaaa").unwrap();
-        std::fs::write(out.join("z-blocked.bin"), "zz").unwrap();
-        let sides = SyncSides {
-            gateway: Arc::new(BlocksOneFile(LocalBackend::open(dirs[0].path()).unwrap())),
-            remote: Arc::new(LocalBackend::open(dirs[1].path()).unwrap()),
-            remote_folders_are_virtual: false,
-        };
-        let store = RedbStore::open(dirs[2].path()).unwrap();
-        let mut settings = settings_for("t2");
-        settings.parallel = 1;
+        let rig = Rig::new(&[("a.bin", "aaaa"), ("z-blocked.bin", "zz")]);
         let (stop, rx) = watch::channel(false);
-        let running = run(&settings, &sides, &store, Trigger::Manual, &NoObserver, rx);
         let watch_store = async {
-            let records = Records::new(&store);
+            let records = Records::new(&rig.store);
             let started = std::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let newest = records.history("t2").unwrap().into_iter().next();
+                let newest = records.history("t").unwrap().into_iter().next();
                 if let Some(r) = newest.filter(|r| r.counts.copied == 1) {
                     assert_eq!(r.outcome, Outcome::Running);
                     assert_eq!(r.counts.bytes, 4);
@@ -1394,36 +1377,17 @@ mod record_tests {
                 );
             }
         };
-        let (record, seen_after) = tokio::join!(running, async {
+        let (record, seen_after) = tokio::join!(rig.run(rx), async {
             let seen_after = watch_store.await;
             let _ = stop.send(true);
             seen_after
         });
-        let record = record.unwrap();
         assert!(seen_after < Duration::from_secs(1), "{seen_after:?}");
         assert_eq!(record.outcome, Outcome::Interrupted);
         assert_eq!((record.counts.copied, record.counts.bytes), (1, 4));
-        let stored = Records::new(&store).history("t2").unwrap();
+        let stored = Records::new(&rig.store).history("t").unwrap();
         assert_eq!(stored[0].outcome, Outcome::Interrupted);
         assert_eq!(stored[0].counts.copied, 1);
-    }
-
-    fn settings_for(name: &str) -> SyncSettings {
-        SyncSettings {
-            name: name.into(),
-            folder: StoragePath::parse("out").unwrap(),
-            remote: "r".into(),
-            remote_path: StoragePath::parse("in").unwrap(),
-            direction: SyncDirection::Push,
-            after_copy: AfterCopy::Keep,
-            schedule: Schedule::Manual,
-            filter: PathFilter::default(),
-            settle: Duration::ZERO,
-            time_limit: Duration::from_secs(60),
-            parallel: 1,
-            delete_empty_folders: false,
-            trigger_file: None,
-        }
     }
 
     struct NoObserver;

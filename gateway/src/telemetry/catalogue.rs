@@ -1,9 +1,9 @@
 //! Every metric the gateway exports, with its kind and help text: the
 //! gateway's own below, the remotes' in [`backends::metrics::NAMES`], the
-//! process's in [`super::process::NAMES`]. Dashboards and alert rules
+//! process's in [`super::process::names`]. Dashboards and alert rules
 //! (`deploy/`) may name only these; a test holds the list to the code.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge};
 
 /// How a metric behaves, as Prometheus types it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,8 +12,6 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
-    /// Observations counted in buckets (`_bucket`, `_sum`, `_count`).
-    Histogram,
 }
 
 /// One of the gateway's metrics.
@@ -140,7 +138,7 @@ pub fn all_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|m| m.name)
         .chain(backends::metrics::NAMES.iter().copied())
-        .chain(super::process::NAMES.iter().copied())
+        .chain(super::process::names())
 }
 
 /// Registers the help text of every metric with the installed recorder.
@@ -149,7 +147,6 @@ pub fn describe() {
         match m.kind {
             Kind::Counter => describe_counter!(m.name, m.help),
             Kind::Gauge => describe_gauge!(m.name, m.help),
-            Kind::Histogram => describe_histogram!(m.name, Unit::Seconds, m.help),
         }
     }
     backends::metrics::describe();

@@ -7,16 +7,60 @@
 
 use std::fmt::Write as _;
 
-/// The process metrics' names.
-pub const NAMES: &[&str] = &[
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_threads",
-    "process_start_time_seconds",
+/// One process metric: name, Prometheus type and help text.
+struct ProcessMetric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const fn metric(name: &'static str, kind: &'static str, help: &'static str) -> ProcessMetric {
+    ProcessMetric { name, kind, help }
+}
+
+/// The process metrics, in the order [`ProcessFigures::values`] gives them.
+const METRICS: [ProcessMetric; 7] = [
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+    ),
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    ),
+    metric(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+    ),
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+    ),
+    metric(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors.",
+    ),
+    metric(
+        "process_threads",
+        "gauge",
+        "Number of OS threads in the process.",
+    ),
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    ),
 ];
+
+/// The process metrics' names.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    METRICS.iter().map(|m| m.name)
+}
 
 /// What `/proc` says about this process now.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -35,6 +79,22 @@ pub struct ProcessFigures {
     pub threads: Option<u64>,
     /// When the process started, Unix time in seconds.
     pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessFigures {
+    /// The figures in the order of [`METRICS`].
+    fn values(&self) -> [Option<f64>; 7] {
+        let float = |v: Option<u64>| v.map(|v| v as f64);
+        [
+            self.cpu_seconds,
+            float(self.resident_bytes),
+            float(self.virtual_bytes),
+            float(self.open_fds),
+            float(self.max_fds),
+            float(self.threads),
+            self.start_time_seconds,
+        ]
+    }
 }
 
 /// Reads the figures of this process.
@@ -98,56 +158,15 @@ pub fn render() -> String {
 
 fn render_figures(f: &ProcessFigures) -> String {
     let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+    for (m, value) in METRICS.iter().zip(f.values()) {
         if let Some(v) = value {
+            let (name, kind, help) = (m.name, m.kind, m.help);
             let _ = write!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n\n"
             );
         }
-    };
-    line(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        f.cpu_seconds,
-    );
-    line(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        f.resident_bytes.map(|v| v as f64),
-    );
-    line(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        f.virtual_bytes.map(|v| v as f64),
-    );
-    line(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        f.open_fds.map(|v| v as f64),
-    );
-    line(
-        "process_max_fds",
-        "gauge",
-        "Maximum number of open file descriptors.",
-        f.max_fds.map(|v| v as f64),
-    );
-    line(
-        "process_threads",
-        "gauge",
-        "Number of OS threads in the process.",
-        f.threads.map(|v| v as f64),
-    );
-    line(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-        f.start_time_seconds,
-    );
+    }
     out
 }
 
