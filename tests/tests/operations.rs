@@ -215,11 +215,19 @@ fn reload_lowers_a_cap_under_load_and_refuses_a_bad_config() {
     let mut after_fall = None;
     let outs = thread::scope(|scope| {
         let transfers = scope.spawn(|| sftp_in_parallel(jobs));
+        // Ten connections at sshd, all checked out by downloads (a
+        // connection still idle before its download starts may be closed
+        // by the lower cap at once, which is allowed).
         eventually(
             60,
-            "sshd carries 10 connections",
+            "sshd carries 10 connections, all in use",
             || s.logs(),
-            || s.sshd.established_connections().ok() == Some(10),
+            || {
+                s.sshd.established_connections().ok() == Some(10)
+                    && scrape(metrics).is_ok_and(|m| {
+                        m.get("gateway_remote_connections_in_use", &[("remote", REMOTE)]) == 10.0
+                    })
+            },
         );
         set_cap_in_config(&s, 3);
         send_sighup(s.gw());
