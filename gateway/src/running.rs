@@ -18,8 +18,8 @@ use russh::keys::PrivateKey;
 use tokio::sync::watch;
 
 use crate::admin::control::{
-    Control, ControlError, ReloadReport, RemoteStatus, RemoteTestReport, RunStarted, SessionStatus,
-    SyncStatus, TrustReport,
+    ClusterHealth, Control, ControlError, ReloadReport, RemoteStatus, RemoteTestReport, RunStarted,
+    SessionStatus, SyncStatus, ThroughputReport, TrustReport,
 };
 use crate::admin::ApiKeys;
 use crate::config::{self, ProtocolSettings, RemoteKind, Settings};
@@ -30,6 +30,9 @@ use crate::state::{self, StateStore};
 use crate::sync::records::{Records, RunRecord, Trigger};
 use crate::sync::run::{self as sync_run, LogObserver, SyncSides};
 use crate::sync::scheduler::{next_run, record_metrics, SyncTable};
+use crate::telemetry::figures::Figures;
+use crate::telemetry::throughput::Throughput;
+use crate::telemetry::Exporter;
 
 /// The handles of a running gateway that operations need.
 pub struct Running {
@@ -45,6 +48,10 @@ pub struct Running {
     pub api_keys: Arc<ApiKeys>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The metrics read back for the admin API (`None`: no recorder).
+    pub figures: Option<Exporter>,
+    /// Bytes per second per remote over the last minutes.
+    pub throughput: Arc<Throughput>,
 }
 
 /// The users that may log in: the file's, else those the gateway created
@@ -129,7 +136,24 @@ impl Running {
             stop,
             api_keys,
             reloading: tokio::sync::Mutex::new(()),
+            figures: None,
+            throughput: Arc::default(),
         }
+    }
+
+    /// The same, reading connect failures and bytes per remote from
+    /// `exporter`'s metrics.
+    pub fn with_figures(mut self, exporter: Option<Exporter>) -> Self {
+        self.figures = exporter;
+        self
+    }
+
+    /// The metrics now (empty without a recorder).
+    fn read_figures(&self) -> Figures {
+        self.figures
+            .as_ref()
+            .map(|e| Figures::parse(&e.render_counters()))
+            .unwrap_or_default()
     }
 
     /// Reads the config file again and applies it (see the module docs).
@@ -280,6 +304,10 @@ fn internal(e: impl std::fmt::Display) -> ControlError {
 impl Control for Running {
     fn remotes(&self) -> Vec<RemoteStatus> {
         let live = self.shared.live();
+        let figures = self.read_figures();
+        let failures = figures.by_two(backends::metrics::CONNECT_FAILURES, "remote", "reason");
+        let read = figures.by(backends::metrics::BYTES_READ, "remote");
+        let written = figures.by(backends::metrics::BYTES_WRITTEN, "remote");
         live.remotes
             .all()
             .into_iter()
@@ -289,6 +317,14 @@ impl Control for Running {
                     .ok()
                     .flatten();
                 let stats = r.access.pool_stats();
+                let pinned = match &s.protocol {
+                    ProtocolSettings::Sftp(sftp) => sftp.host_key.clone().or_else(|| {
+                        host_keys::pinned(self.store.as_ref(), &s.name)
+                            .ok()
+                            .flatten()
+                    }),
+                    _ => None,
+                };
                 let address = match &s.protocol {
                     ProtocolSettings::S3(s3) => format!("{} bucket {}", s3.endpoint, s3.bucket),
                     _ => format!("{}:{}", s.host, s.port),
@@ -303,16 +339,25 @@ impl Control for Running {
                         "enabled"
                     }
                     .to_string(),
+                    presented_fingerprint: disabled.as_ref().map(|d| d.presented.clone()),
                     disabled_reason: disabled.map(|d| {
                         format!(
                             "host key mismatch: expected {}, presented {}",
                             d.expected, d.presented
                         )
                     }),
+                    host_key_fingerprint: pinned.map(|k| certs::host_keys::fingerprint(&k)),
                     max_connections: s.max_connections,
                     connections_open: stats.open,
+                    connections_in_use: stats.in_use,
                     connections_idle: stats.idle,
                     waiters: stats.waiting,
+                    connect_failures: failures
+                        .get(&s.name)
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), *v as u64)).collect())
+                        .unwrap_or_default(),
+                    bytes_read: read.get(&s.name).copied().unwrap_or(0.0) as u64,
+                    bytes_written: written.get(&s.name).copied().unwrap_or(0.0) as u64,
                 }
             })
             .collect()
@@ -445,14 +490,48 @@ impl Control for Running {
             .sessions
             .list()
             .into_iter()
-            .map(|s| SessionStatus {
-                id: s.id,
-                authenticated: s.user.is_some(),
-                user: s.user.unwrap_or_default(),
-                address: s.peer.to_string(),
-                connected_at: rfc3339(s.since),
+            .map(|s| {
+                let activity = s.activity.snapshot();
+                SessionStatus {
+                    id: s.id,
+                    authenticated: s.user.is_some(),
+                    user: s.user.unwrap_or_default(),
+                    address: s.peer.to_string(),
+                    connected_at: rfc3339(s.since),
+                    protocol: activity.protocol.to_string(),
+                    bytes_in: activity.bytes_in,
+                    bytes_out: activity.bytes_out,
+                    activity: activity.doing,
+                }
             })
             .collect()
+    }
+
+    fn throughput(&self) -> ThroughputReport {
+        self.throughput.report()
+    }
+
+    async fn cluster(&self) -> Option<ClusterHealth> {
+        let live = self.shared.live();
+        let database = live.settings.state_database.as_ref()?;
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::cluster::status::read(database),
+        )
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".to_string()));
+        Some(match read {
+            Ok(status) => ClusterHealth {
+                database: status.database,
+                nodes: status.nodes,
+                error: None,
+            },
+            Err(e) => ClusterHealth {
+                database: database.shown().to_string(),
+                nodes: Vec::new(),
+                error: Some(e),
+            },
+        })
     }
 
     async fn reload(&self) -> Result<ReloadReport, ControlError> {

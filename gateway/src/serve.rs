@@ -60,9 +60,12 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     // The recorder comes before the remotes: their pools and connectors
     // register their metric handles when they are built.
-    let recorder = match settings.ops.metrics_listen {
-        Some(_) => Some(crate::telemetry::install_recorder()?),
-        None => None,
+    // The admin API reads the same figures back (connect failures, bytes
+    // per remote), so it needs the recorder too.
+    let recorder = if settings.ops.metrics_listen.is_some() || settings.ops.admin_listen.is_some() {
+        Some(crate::telemetry::install_recorder()?)
+    } else {
+        None
     };
     let remotes = Arc::new(Remotes::build(&settings, store.clone())?);
     let mut first_user_password = None;
@@ -132,14 +135,17 @@ pub async fn run(settings: Settings) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
-    let running = Arc::new(Running::new(
-        shared.clone(),
-        store.clone(),
-        host_keys,
-        sync_storage,
-        syncs_tx,
-        stop_rx.clone(),
-    ));
+    let running = Arc::new(
+        Running::new(
+            shared.clone(),
+            store.clone(),
+            host_keys,
+            sync_storage,
+            syncs_tx,
+            stop_rx.clone(),
+        )
+        .with_figures(recorder.clone()),
+    );
     let mut endpoints = Vec::new();
     let ready = crate::ops_endpoint::readiness(store.clone(), listeners.len());
     if let (Some(addr), Some(recorder)) = (ops.metrics_listen, recorder) {
@@ -169,6 +175,11 @@ pub async fn run(settings: Settings) -> Result<()> {
             tracing::warn!(
                 "the admin API has no keys ([[admin.keys]]): every request will be refused"
             );
+        }
+        if let Some(exporter) = running.figures.clone() {
+            let sampler = running.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move { sampler.throughput.run(exporter, stop).await });
         }
         endpoints.push(tokio::spawn(crate::admin::serve_admin(
             listener,

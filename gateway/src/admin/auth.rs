@@ -67,11 +67,17 @@ impl ApiKeys {
     /// has not expired at `now`. Every configured hash is compared, each
     /// in constant time.
     pub fn check(&self, presented: &str, now: SystemTime) -> Result<String, AuthError> {
-        let hash = hash_key(presented);
+        self.check_hash(&hash_key(presented), now)
+    }
+
+    /// The same for a key known by its hash (a console session keeps the
+    /// hash of the key it logged in with, so revoking or expiring the key
+    /// ends the session too).
+    pub fn check_hash(&self, hash: &[u8; 32], now: SystemTime) -> Result<String, AuthError> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let mut found: Option<&ApiKey> = None;
         for k in keys.iter() {
-            if bool::from(k.sha256.ct_eq(&hash)) && found.is_none() {
+            if bool::from(k.sha256.ct_eq(hash)) && found.is_none() {
                 found = Some(k);
             }
         }
@@ -97,7 +103,7 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 }
 
 /// The key a request carries.
-fn presented_key(headers: &HeaderMap) -> Result<&str, AuthError> {
+pub fn presented_key(headers: &HeaderMap) -> Result<&str, AuthError> {
     if let Some(v) = headers.get(AUTHORIZATION) {
         let text = v.to_str().map_err(|_| AuthError::Invalid)?.trim();
         let (scheme, key) = text.split_once(' ').ok_or(AuthError::Invalid)?;

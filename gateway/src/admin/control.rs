@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::sync::records::RunRecord;
+pub use crate::telemetry::throughput::ThroughputReport;
 
 /// Why a control action failed; the HTTP layer maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +52,30 @@ pub struct RemoteStatus {
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// The SHA-256 fingerprint of the pinned host key (SFTP, once pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+    /// The fingerprint the server presented instead, while it is disabled
+    /// for a mismatch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presented_fingerprint: Option<String>,
     /// The connection cap (S3: the request cap).
     pub max_connections: usize,
     /// Connections open now (in use + idle + being set up).
     pub connections_open: usize,
+    /// Connections checked out by work now (S3: requests in flight).
+    pub connections_in_use: usize,
     /// Connections idle now.
     pub connections_idle: usize,
     /// Requests waiting for a connection.
     pub waiters: usize,
+    /// Failed connection attempts since start, by reason (`refused`,
+    /// `timeout`, `auth`, ...).
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Bytes read from the remote since start.
+    pub bytes_read: u64,
+    /// Bytes written to the remote since start.
+    pub bytes_written: u64,
 }
 
 /// What `test` found.
@@ -152,6 +169,52 @@ pub struct SessionStatus {
     pub connected_at: String,
     /// Whether it has logged in.
     pub authenticated: bool,
+    /// `sftp`, `exec` (a checksum command), or `ssh` before either.
+    pub protocol: String,
+    /// Bytes the client uploaded.
+    pub bytes_in: u64,
+    /// Bytes the client downloaded.
+    pub bytes_out: u64,
+    /// `idle`, or the transfers it has open (`downloading /a/b`).
+    pub activity: String,
+}
+
+/// The cluster as the health page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterHealth {
+    /// The state database, without its password.
+    pub database: String,
+    /// Nodes seen in the last hour.
+    pub nodes: Vec<crate::cluster::status::NodeStatus>,
+    /// Why the nodes could not be read, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `GET /api/v1/health` answers: readiness and what bears on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// Whether `/readyz` answers ready.
+    pub ready: bool,
+    /// Why not, when not ready.
+    pub reasons: Vec<String>,
+    /// The state store's check.
+    pub state_store: StoreHealth,
+    /// Remotes disabled (host key mismatch).
+    pub remotes_disabled: Vec<String>,
+    /// The cluster's nodes; `null` for a single node.
+    pub cluster: Option<ClusterHealth>,
+    /// The gateway's version.
+    pub version: String,
+}
+
+/// The state store's check.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreHealth {
+    /// Whether it took a write.
+    pub ok: bool,
+    /// What was checked, or what failed.
+    pub detail: String,
 }
 
 /// What a reload changed.
@@ -186,6 +249,10 @@ pub trait Control: Send + Sync {
     fn sync_history(&self, name: &str, limit: usize) -> Result<Vec<RunRecord>, ControlError>;
     /// The open inbound sessions.
     fn sessions(&self) -> Vec<SessionStatus>;
+    /// Bytes per second per remote over the last minutes.
+    fn throughput(&self) -> ThroughputReport;
+    /// The cluster's nodes, when the state is shared (`None`: one node).
+    async fn cluster(&self) -> Option<ClusterHealth>;
     /// Reads and validates the config file again and applies it; an
     /// invalid config is refused and the running one stays.
     async fn reload(&self) -> Result<ReloadReport, ControlError>;

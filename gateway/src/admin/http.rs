@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::auth::{ApiKeys, AuthError};
-use super::control::{Control, ControlError};
+use super::console::{Console, ConsoleRefusal};
+use super::control::{Control, ControlError, HealthReport, StoreHealth};
 use super::problem::Problem;
 use crate::ops_endpoint::{Body, Handler, Readiness};
 
@@ -34,8 +35,9 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 20;
 pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 /// Serves the admin API on `listener` until `stop` turns true: the
-/// `/api/v1/` endpoints (API key required, except the OpenAPI document),
-/// `/healthz` and `/readyz`. `keys` may be replaced while it runs (a
+/// `/api/v1/` endpoints (API key or console session required, except the
+/// OpenAPI document), the web console under `/console/`, `/healthz` and
+/// `/readyz`. `keys` may be replaced while it runs (a
 /// config reload).
 pub async fn serve_admin(
     listener: TcpListener,
@@ -46,7 +48,7 @@ pub async fn serve_admin(
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
-            "admin API at http://{addr}/api/v1/ (OpenAPI document: http://{addr}/api/v1/openapi.json)"
+            "admin API at http://{addr}/api/v1/ (OpenAPI document: http://{addr}/api/v1/openapi.json); console at http://{addr}/console/"
         );
     }
     let api = Arc::new(AdminApi::new(control, keys, ready));
@@ -59,6 +61,7 @@ pub struct AdminApi {
     keys: Arc<ApiKeys>,
     ready: Readiness,
     timeout: Duration,
+    console: Console,
 }
 
 /// What a request asks for.
@@ -75,6 +78,8 @@ enum Endpoint {
     SyncHistory(String),
     Sessions,
     Reload,
+    Health,
+    Throughput,
 }
 
 impl Endpoint {
@@ -98,6 +103,8 @@ impl Endpoint {
             ["syncs", _, "run"] => (RunSync(name(1)?), "POST"),
             ["syncs", _, "history"] => (SyncHistory(name(1)?), "GET"),
             ["sessions"] => (Sessions, "GET"),
+            ["health"] => (Health, "GET"),
+            ["throughput"] => (Throughput, "GET"),
             ["reload"] => (Reload, "POST"),
             _ => return None,
         })
@@ -120,6 +127,7 @@ impl AdminApi {
             keys,
             ready,
             timeout: REQUEST_TIMEOUT,
+            console: Console::default(),
         }
     }
 
@@ -134,24 +142,43 @@ impl AdminApi {
         Arc::new(move |req: Request<Incoming>| {
             let api = self.clone();
             Box::pin(async move {
-                let (parts, _body) = req.into_parts();
+                let (parts, body) = req.into_parts();
+                if Console::wants_body(&parts.method, parts.uri.path()) {
+                    let limited =
+                        http_body_util::Limited::new(body, super::console::MAX_FORM_BYTES);
+                    let Ok(collected) = http_body_util::BodyExt::collect(limited).await else {
+                        return Problem::bad_params("the form is too large or was cut off")
+                            .response(&parts.method, parts.uri.path());
+                    };
+                    let bytes = collected.to_bytes();
+                    return api.console.answer(
+                        &api.keys,
+                        &parts.method,
+                        parts.uri.path(),
+                        &parts.headers,
+                        &bytes,
+                    );
+                }
                 api.answer(&parts.method, &parts.uri, &parts.headers).await
             })
         })
     }
 
-    /// Answers one request (its body, if any, is not read: no endpoint
-    /// takes one).
+    /// Answers one request (its body, if any, is not read: no API
+    /// endpoint takes one; the console's forms are answered before).
     pub async fn answer(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
         let path = uri.path();
+        if Console::owns(path) {
+            return self.console.answer(&self.keys, method, path, headers, &[]);
+        }
         let found = Endpoint::parse(path);
         let public = found.as_ref().is_some_and(|(e, _)| e.is_public());
         let key = if public {
             None
         } else {
-            match self.keys.check_request(headers, SystemTime::now()) {
+            match self.caller(method, headers) {
                 Ok(name) => Some(name),
-                Err(e) => return unauthenticated(&e).response(method, path),
+                Err(p) => return p.response(method, path),
             }
         };
         let Some((endpoint, allowed)) = found else {
@@ -184,6 +211,53 @@ impl AdminApi {
             }
         }
         response
+    }
+
+    /// Who sends the request: an API key's name, from the key itself or
+    /// from the console session it logged in.
+    fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<String, Problem> {
+        let has_key = super::auth::presented_key(headers) != Err(AuthError::Missing);
+        if !has_key {
+            if let Some(console) = self.console.caller(&self.keys, method, headers) {
+                return console
+                    .map(|name| format!("{name} (console)"))
+                    .map_err(|e| refused_console(&e));
+            }
+        }
+        self.keys
+            .check_request(headers, SystemTime::now())
+            .map_err(|e| unauthenticated(&e))
+    }
+
+    /// `GET /api/v1/health`: the readiness check and what bears on it.
+    async fn health(&self) -> Result<HealthReport, Problem> {
+        let ready = self.ready.clone();
+        let store = blocking(move || ready()).await?;
+        let remotes_disabled = self
+            .control
+            .remotes()
+            .into_iter()
+            .filter(|r| r.state == "disabled")
+            .map(|r| r.name)
+            .collect();
+        let cluster = self.control.cluster().await;
+        Ok(HealthReport {
+            ready: store.is_ok(),
+            reasons: store.clone().err().into_iter().collect(),
+            state_store: match store {
+                Ok(()) => StoreHealth {
+                    ok: true,
+                    detail: "takes writes".to_string(),
+                },
+                Err(why) => StoreHealth {
+                    ok: false,
+                    detail: why,
+                },
+            },
+            remotes_disabled,
+            cluster,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
     }
 
     async fn dispatch(&self, endpoint: &Endpoint, uri: &Uri) -> Result<Response<Body>, Problem> {
@@ -238,6 +312,8 @@ impl AdminApi {
                 json(StatusCode::OK, &runs)
             }
             Endpoint::Sessions => json(StatusCode::OK, &self.control.sessions()),
+            Endpoint::Health => json(StatusCode::OK, &self.health().await?),
+            Endpoint::Throughput => json(StatusCode::OK, &self.control.throughput()),
             Endpoint::Reload => {
                 let report = control
                     .reload()
@@ -279,6 +355,28 @@ fn unauthenticated(e: &AuthError) -> Problem {
                 "not-authenticated/invalid-credentials",
                 "Invalid Credentials",
                 "The API key provided has expired.",
+            )
+        }
+    }
+}
+
+/// The answer to a console request that may not act: 401 for an ended
+/// session (the page goes back to its login), 403 for a forged one.
+fn refused_console(e: &ConsoleRefusal) -> Problem {
+    match e {
+        ConsoleRefusal::SessionEnded => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "not-authenticated/authentication-required",
+            "Authentication Required",
+            e.to_string(),
+        ),
+        ConsoleRefusal::CrossSite(_) => {
+            tracing::warn!(target: "audit", op = "console", result = "refused", reason = %e);
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-authorized/cross-site-request",
+                "Cross-Site Request Refused",
+                e.to_string(),
             )
         }
     }

@@ -43,6 +43,7 @@ fn record(n: u64) -> RunRecord {
             ..Counts::default()
         },
         errors: vec![],
+        current_file: None,
     }
 }
 
@@ -62,10 +63,16 @@ impl Control for Fake {
             address: "sftp.example:22".into(),
             state: "disabled".into(),
             disabled_reason: Some("host key mismatch".into()),
+            host_key_fingerprint: Some("SHA256:old".into()),
+            presented_fingerprint: Some("SHA256:new".into()),
             max_connections: 25,
             connections_open: 3,
+            connections_in_use: 2,
             connections_idle: 1,
             waiters: 0,
+            connect_failures: BTreeMap::from([("refused".into(), 2)]),
+            bytes_read: 10,
+            bytes_written: 20,
         }]
     }
 
@@ -142,7 +149,19 @@ impl Control for Fake {
             address: "127.0.0.1:5000".into(),
             connected_at: "2030-01-01T00:00:00Z".into(),
             authenticated: true,
+            protocol: "sftp".into(),
+            bytes_in: 5,
+            bytes_out: 6,
+            activity: "downloading /a".into(),
         }]
+    }
+
+    fn throughput(&self) -> crate::admin::control::ThroughputReport {
+        crate::telemetry::throughput::Throughput::default().report()
+    }
+
+    async fn cluster(&self) -> Option<crate::admin::control::ClusterHealth> {
+        None
     }
 
     async fn reload(&self) -> Result<ReloadReport, ControlError> {
@@ -567,10 +586,103 @@ fn the_openapi_document_matches_the_routes() {
         "/api/v1/syncs/x/run",
         "/api/v1/syncs/x/history",
         "/api/v1/sessions",
+        "/api/v1/health",
+        "/api/v1/throughput",
         "/api/v1/reload",
     ];
     routes.sort();
     assert_eq!(described, routes);
+}
+
+/// A console session acts through the API with its cookie, POSTs only
+/// with its CSRF token; the health report gathers readiness and remotes.
+#[tokio::test]
+async fn a_console_session_uses_the_api_with_its_token() {
+    let s = setup();
+    let login = s.api.console.answer(
+        &s.keys,
+        &Method::POST,
+        "/console/login",
+        &HeaderMap::new(),
+        format!("key={KEY}").as_bytes(),
+    );
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = s
+        .api
+        .answer(&Method::GET, &"/console/".parse().unwrap(), &{
+            let mut h = HeaderMap::new();
+            h.insert("cookie", cookie.parse().unwrap());
+            h
+        })
+        .await;
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let body = http_body_util::BodyExt::collect(page.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    let token = html
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_string();
+    assert_eq!(token.len(), 64);
+
+    let with = |pairs: &[(&'static str, &str)]| {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", cookie.parse().unwrap());
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    };
+    let a = call_with(&s.api, Method::GET, "/api/v1/health", with(&[])).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["ready"], true);
+    assert_eq!(a.body["remotes_disabled"], serde_json::json!(["partner"]));
+    assert_eq!(a.body["cluster"], Value::Null);
+    let forged = call_with(&s.api, Method::POST, "/api/v1/syncs/nightly/run", with(&[])).await;
+    assert_error(
+        &forged,
+        403,
+        "not-authorized/cross-site-request",
+        "Cross-Site Request Refused",
+    );
+    let cross = call_with(
+        &s.api,
+        Method::POST,
+        "/api/v1/syncs/nightly/run",
+        with(&[("x-csrf-token", &token), ("sec-fetch-site", "cross-site")]),
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+    let ok = call_with(
+        &s.api,
+        Method::POST,
+        "/api/v1/syncs/nightly/run",
+        with(&[("x-csrf-token", &token), ("sec-fetch-site", "same-origin")]),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+    let ended = call_with(&s.api, Method::GET, "/api/v1/remotes", {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "gw_console=0000".parse().unwrap());
+        h
+    })
+    .await;
+    assert_eq!(ended.status, 401);
 }
 
 /// The real listener: HTTP/1.1 over TCP, and `stop` ends it.

@@ -6,6 +6,7 @@
 //! ([`transfers`]) and the checksum cache ([`checksums`]). The ways in
 //! build on this module and never on one another.
 
+pub mod activity;
 pub mod checksums;
 pub mod sessions;
 pub mod transfers;

@@ -10,8 +10,10 @@ use std::time::SystemTime;
 
 use crate::config::SessionLimits;
 
+use super::activity::Activity;
+
 /// One open connection, as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// The gateway's id for it.
     pub id: u64,
@@ -21,6 +23,8 @@ pub struct SessionInfo {
     pub peer: SocketAddr,
     /// When it connected.
     pub since: SystemTime,
+    /// Its protocol, bytes and transfers, updated as it works.
+    pub activity: Arc<Activity>,
 }
 
 /// Why a connection or login is refused.
@@ -107,6 +111,7 @@ impl Sessions {
         st.next_id += 1;
         let id = st.next_id;
         st.unauthenticated += 1;
+        let activity = Arc::new(Activity::default());
         st.open.insert(
             id,
             SessionInfo {
@@ -114,12 +119,14 @@ impl Sessions {
                 user: None,
                 peer,
                 since: SystemTime::now(),
+                activity: activity.clone(),
             },
         );
         publish(&st);
         Ok(SessionGuard {
             sessions: self.clone(),
             id,
+            activity,
         })
     }
 
@@ -140,9 +147,15 @@ impl Sessions {
 pub struct SessionGuard {
     sessions: Sessions,
     id: u64,
+    activity: Arc<Activity>,
 }
 
 impl SessionGuard {
+    /// The session's live figures, for its protocol handlers to update.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
+
     /// The connection logged in as `user`: it now counts as one of the
     /// user's sessions, unless that is over a limit (then it stays
     /// unauthenticated and the caller ends it).

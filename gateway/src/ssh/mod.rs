@@ -309,7 +309,9 @@ impl russh::server::Handler for Connection {
             budget: sftp::Budget::DEFAULT,
             notices: sftp::notices::Notices::to(channel.make_writer_ext(Some(1))),
             connection: Some(self.alive.subscribe()),
+            activity: self.session.activity(),
         };
+        ctx.activity.set_protocol("sftp");
         let ssh = session.handle();
         let peer = self.peer;
         tokio::spawn(async move {
@@ -359,6 +361,7 @@ impl russh::server::Handler for Connection {
             return Ok(());
         };
         let line = String::from_utf8_lossy(data).into_owned();
+        self.session.activity().set_protocol("exec");
         let ctx = ExecContext {
             tree,
             user,

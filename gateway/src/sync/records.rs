@@ -122,6 +122,10 @@ pub struct RunRecord {
     pub counts: Counts,
     /// The first [`KEPT_ERRORS`] errors.
     pub errors: Vec<RunError>,
+    /// A file being copied at the last save, while the run goes on (the
+    /// console shows it as the run's progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_file: Option<String>,
 }
 
 impl RunRecord {
@@ -262,6 +266,7 @@ impl<'a> Records<'a> {
             pid: std::process::id(),
             counts: Counts::default(),
             errors: Vec::new(),
+            current_file: None,
         };
         let holder =
             LockHolder::for_this_process(record.id.clone(), self.store.node_id().map(String::from));

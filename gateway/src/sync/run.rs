@@ -263,6 +263,7 @@ pub async fn run(
                 tokio::time::sleep(PROGRESS_SAVE_GAP).await;
                 progress.counts = state.counts();
                 progress.errors = state.errors();
+                progress.current_file = state.current_file();
                 progress.updated_ms = Some(millis(SystemTime::now()));
                 if let Err(e) = records.update(&progress) {
                     tracing::warn!(
@@ -324,6 +325,8 @@ pub async fn run(
 #[derive(Default)]
 struct RunState {
     inner: Mutex<(Counts, Vec<RunError>)>,
+    /// Files being copied now, in the order they began.
+    copying: Mutex<Vec<String>>,
     /// Told of every change, so the progress is saved soon after it.
     changed: tokio::sync::Notify,
 }
@@ -342,6 +345,28 @@ impl RunState {
             g.1.push(RunError { path, message });
         }
         self.changed.notify_one();
+    }
+
+    /// Marks `path` as being copied until the guard is dropped.
+    fn copying(&self, path: &str) -> Copying<'_> {
+        self.copying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.to_string());
+        self.changed.notify_one();
+        Copying {
+            state: self,
+            path: path.to_string(),
+        }
+    }
+
+    /// The oldest file still being copied.
+    fn current_file(&self) -> Option<String> {
+        self.copying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .cloned()
     }
 
     fn counts(&self) -> Counts {
@@ -619,6 +644,21 @@ fn fail(state: &RunState, observer: &dyn Observer, path: &str, error: String) {
     state.fail(path.to_string(), error);
 }
 
+/// A file of [`RunState::copying`], forgotten on drop.
+struct Copying<'a> {
+    state: &'a RunState,
+    path: String,
+}
+
+impl Drop for Copying<'_> {
+    fn drop(&mut self) {
+        let mut copying = self.state.copying.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = copying.iter().position(|p| *p == self.path) {
+            copying.remove(i);
+        }
+    }
+}
+
 /// Copies one file; returns the source's state as copied when the copy is
 /// verified (what a later delete must still find).
 #[allow(clippy::too_many_arguments)]
@@ -634,6 +674,7 @@ async fn copy_one(
 ) -> Option<FileState> {
     let (src, src_top) = side(settings, sides, from);
     let (dst, dst_top) = side(settings, sides, from.other());
+    let _copying = state.copying(path);
     let result = async {
         let from_path = join(src_top, path)?;
         let to_path = join(dst_top, path)?;

@@ -2,14 +2,17 @@
 //! metrics go through (installed once, with histogram buckets), the list
 //! of every metric the gateway exports ([`catalogue`]), the process
 //! metrics read from `/proc` ([`process`]), and the gauges read from the
-//! gateway's state at each scrape ([`state_gauges`]).
+//! gateway's state at each scrape ([`state_gauges`]); the same figures
+//! read back for the admin API and console ([`figures`], [`throughput`]).
 //!
 //! Metrics are recorded through the `metrics` facade everywhere (backends,
 //! sessions, syncs); the HTTP side lives in [`crate::ops_endpoint`].
 
 pub mod catalogue;
+pub mod figures;
 pub mod process;
 pub mod state_gauges;
+pub mod throughput;
 
 use std::sync::Arc;
 
@@ -50,6 +53,12 @@ impl Exporter {
         let mut text = self.handle.render();
         text.push_str(&process::render());
         text
+    }
+
+    /// The recorder's own metrics only, without the scrape-time refresh
+    /// or the process figures (what the admin API reads back).
+    pub fn render_counters(&self) -> String {
+        self.handle.render()
     }
 }
 

@@ -39,6 +39,8 @@ pub struct ReadHandle {
     pub bytes: AtomicU64,
     /// Keeps the transfer counted while open.
     pub _transfer: TransferGuard,
+    /// Shows the transfer in the session's activity while it is open.
+    pub _doing: crate::core::activity::Doing,
 }
 
 /// A file open for writing.
@@ -51,6 +53,8 @@ pub struct WriteHandle {
     pub state: tokio::sync::Mutex<WriteState>,
     /// Keeps the transfer counted while open.
     pub _transfer: TransferGuard,
+    /// Shows the transfer in the session's activity while it is open.
+    pub _doing: crate::core::activity::Doing,
 }
 
 /// The changing part of a write handle.

@@ -74,6 +74,9 @@ pub struct SessionContext {
     /// connection to watch). A channel's stream shows the end of a
     /// connection only as end of input, like a client that merely sent EOF.
     pub connection: Option<tokio::sync::watch::Receiver<()>>,
+    /// The session's figures for the admin API: bytes each way and the
+    /// transfers open now.
+    pub activity: Arc<crate::core::activity::Activity>,
 }
 
 /// How a session ended.

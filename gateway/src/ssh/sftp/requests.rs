@@ -291,6 +291,8 @@ impl Session {
             OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
         );
         let loc = self.ctx.tree.locate(&path);
+        // Shown while the open waits (a full pool on a remote).
+        let opening = self.ctx.activity.begin(format!("opening {path}"));
         if !writing {
             let result = async {
                 self.require(&path, Permission::Read)?;
@@ -301,11 +303,14 @@ impl Session {
             }
             .await;
             let reader = self.audited("open-read", &path, result)?;
+            let doing = self.ctx.activity.begin(format!("downloading {path}"));
+            drop(opening);
             let handle = self.handles.insert(Handle::Read(Arc::new(ReadHandle {
                 path,
                 reader,
                 bytes: AtomicU64::new(0),
                 _transfer: self.ctx.transfers.begin(),
+                _doing: doing,
             })))?;
             return Ok(Packet::Handle(HandleReply { id, handle }));
         }
@@ -384,9 +389,12 @@ impl Session {
         }
         .await;
         let writer = self.audited("open-write", &path, result)?;
+        let doing = self.ctx.activity.begin(format!("uploading {path}"));
+        drop(opening);
         let handle = self.handles.insert(Handle::Write(Arc::new(WriteHandle {
             path,
             location: loc,
+            _doing: doing,
             state: tokio::sync::Mutex::new(WriteState::new(writer)),
             _transfer: self.ctx.transfers.begin(),
         })))?;
@@ -407,6 +415,7 @@ impl Session {
             return Ok(status(id, StatusCode::Eof, "end of file"));
         }
         r.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.ctx.activity.sent(data.len() as u64);
         Ok(Packet::Data(Data {
             id,
             // Zero-copy when the reader handed over the only reference.
@@ -418,6 +427,7 @@ impl Session {
         let Handle::Write(w) = self.handles.get(handle)? else {
             return Err(RequestError::BadHandle);
         };
+        self.ctx.activity.received(data.len() as u64);
         w.write(offset, Bytes::from(data)).await?;
         Ok(ok(id))
     }

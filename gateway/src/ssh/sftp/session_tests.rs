@@ -124,6 +124,7 @@ fn start_with(
         budget: super::Budget::DEFAULT,
         notices: Default::default(),
         connection: None,
+        activity: Default::default(),
     };
     let task = tokio::spawn(async move {
         match serve(server, ctx).await {
