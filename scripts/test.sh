@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's single test command (CI runs it through .ci/run).
 #   1. installs the OpenSSH clients and server, puttygen, ss, vsftpd, curl,
-#      openssl, PostgreSQL and HAProxy the end-to-end tests drive (if
-#      missing), and extracts pure-ftpd
+#      openssl, PostgreSQL, HAProxy and chromium with chromedriver the
+#      end-to-end tests drive (if missing), and extracts pure-ftpd
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
@@ -72,8 +72,12 @@ install_packages() {
     # may try to start is not used.
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    # The web console's browser tests (tests/tests/console.rs): headless
+    # chromium driven through chromedriver.
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, lftp, python3, python3-venv, openssl, awscli, systemd, postgresql, haproxy"
+        echo "all present: openssh-client, sshpass, openssh-server, putty-tools, iproute2, rclone, vsftpd, curl, lftp, python3, python3-venv, openssl, awscli, systemd, postgresql, haproxy, chromium, chromium-driver"
         return 0
     fi
     echo "installing: ${missing[*]}"

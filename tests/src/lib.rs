@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 pub mod asyncssh_sftpd;
+pub mod browser;
 pub mod clients;
 pub mod cluster;
 mod config;
