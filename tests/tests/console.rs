@@ -96,6 +96,48 @@ fn text_in_remote(b: &mut Browser, css: &str) -> String {
     .to_string()
 }
 
+/// What a screen reader would miss on the page shown now: controls
+/// without an accessible name, fields without a label, tables without a
+/// caption or header scopes, a pool bar without its words.
+fn accessibility_problems(b: &mut Browser) -> Vec<String> {
+    let v = b
+        .eval(
+            r#"const out = [];
+            const visible = e => !e.closest('[hidden]');
+            for (const e of document.querySelectorAll('button, a[href]')) {
+              if (!visible(e)) continue;
+              const name = (e.getAttribute('aria-label') || e.textContent || '').trim();
+              if (!name) out.push('unnamed ' + e.tagName + ' ' + e.outerHTML.slice(0, 80));
+            }
+            for (const e of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+              if (!visible(e)) continue;
+              if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+                out.push('unlabelled field ' + e.outerHTML.slice(0, 80));
+            }
+            for (const t of document.querySelectorAll('table')) {
+              if (!visible(t)) continue;
+              if (!t.caption && !t.getAttribute('aria-label') && !t.getAttribute('aria-labelledby'))
+                out.push('table without caption: ' + (t.id || t.className));
+              for (const th of t.querySelectorAll('thead th'))
+                if (!th.getAttribute('scope')) out.push('th without scope: ' + th.textContent);
+            }
+            for (const p of document.querySelectorAll('.pool')) {
+              if (p.getAttribute('role') !== 'img' || !/in use/.test(p.getAttribute('aria-label') || ''))
+                out.push('pool bar without words');
+            }
+            return out;"#,
+            json!([]),
+        )
+        .unwrap_or(Value::Null);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Serves one page from another origin (another port of 127.0.0.1) until
 /// dropped: a form that POSTs to the admin API as soon as it loads, the
 /// classic cross-site request forgery.
@@ -223,6 +265,24 @@ fn console_in_a_real_browser() {
         text_in_remote(&mut b, ".fingerprint")
     );
     b.screenshot("remotes").unwrap();
+    assert_eq!(accessibility_problems(&mut b), Vec::<String>::new());
+
+    // Test: the `remote test` report in the page.
+    b.click(&format!(
+        "article.remote[data-remote=\"{REMOTE}\"] button.test-remote"
+    ))
+    .unwrap();
+    let report = b
+        .wait_for("the test report", Duration::from_secs(60), |b| {
+            let r = text_in_remote(b, ".test-report");
+            Ok((r.contains("round trip") || r.contains("FAILED")).then_some(r))
+        })
+        .unwrap();
+    assert!(
+        report.contains("OK") && report.contains(&first_key) && report.contains("source address"),
+        "{report}"
+    );
+    b.screenshot("remote-tested").unwrap();
 
     // Five slow downloads fill the pool: the bar shows the cap in use and
     // the others waiting.
@@ -273,6 +333,7 @@ fn console_in_a_real_browser() {
             });
             if downloading.is_ok() {
                 b.screenshot("sessions").unwrap();
+                assert_eq!(accessibility_problems(&mut b), Vec::<String>::new());
             }
             b.click("#nav-remotes").unwrap();
             downloading.map(|_| ()).unwrap_or_else(|e| panic!("{e}"));
@@ -285,6 +346,15 @@ fn console_in_a_real_browser() {
         Ok((pool(b, "inUse") == Some(0)).then_some(()))
     })
     .unwrap();
+    // The chart has the downloads' bytes per second (sampled every 5 s).
+    let peak = b
+        .wait_for("the throughput chart's peak", SHOWN_WITHIN, |b| {
+            let t = text_in_remote(b, ".chart-peak");
+            Ok((t.starts_with("peak") && !t.starts_with("peak 0 B")).then_some(t))
+        })
+        .unwrap();
+    b.screenshot("throughput").unwrap();
+    eprintln!("throughput chart: {peak}");
 
     // The sshd comes back with a new host key: the remote is disabled and
     // the page says so; the operator compares and trusts the new key.
@@ -358,6 +428,7 @@ fn console_in_a_real_browser() {
         b"a,b\n1,2\n"
     );
     b.screenshot("sync-history").unwrap();
+    assert_eq!(accessibility_problems(&mut b), Vec::<String>::new());
 
     // The health page.
     b.click("#nav-health").unwrap();
@@ -370,6 +441,7 @@ fn console_in_a_real_browser() {
         .unwrap();
     assert_eq!(health.trim(), "ready");
     b.screenshot("health").unwrap();
+    assert_eq!(accessibility_problems(&mut b), Vec::<String>::new());
 
     // Nothing on the console's pages broke the Content Security Policy or
     // threw (the wrong key's 401 is the one error expected).

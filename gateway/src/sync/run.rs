@@ -1410,6 +1410,8 @@ mod record_tests {
                 if let Some(r) = newest.filter(|r| r.counts.copied == 1) {
                     assert_eq!(r.outcome, Outcome::Running);
                     assert_eq!(r.counts.bytes, 4);
+                    // The copy still going shows as the current file.
+                    assert_eq!(r.current_file.as_deref(), Some("z-blocked.bin"));
                     break started.elapsed();
                 }
                 assert!(
@@ -1429,6 +1431,7 @@ mod record_tests {
         let stored = Records::new(&rig.store).history("t").unwrap();
         assert_eq!(stored[0].outcome, Outcome::Interrupted);
         assert_eq!(stored[0].counts.copied, 1);
+        assert_eq!(stored[0].current_file, None, "an ended run copies nothing");
     }
 
     struct NoObserver;
