@@ -75,10 +75,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Admin {
-            command: AdminCommand::NewKey { name, expires },
+            command:
+                AdminCommand::NewKey {
+                    name,
+                    expires,
+                    scope,
+                },
         } => report(gateway::admin::keys::print_new_key(
             &name,
             expires.as_deref(),
+            gateway::config::ApiScope::parse(&scope).unwrap_or(gateway::config::ApiScope::ReadOnly),
         )),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -634,6 +634,8 @@ pub struct AdminKeyConfig {
     pub hash: String,
     /// `expires` (RFC 3339), if any.
     pub expires: Option<String>,
+    /// `scope` (`read-only`, `operator`, `admin`); none: the default.
+    pub scope: Option<String>,
 }
 
 impl AdminKeyConfig {
@@ -643,7 +645,14 @@ impl AdminKeyConfig {
             name: name.into(),
             hash: format!("sha256:{}", sha256_hex(key.as_bytes())),
             expires: expires.map(str::to_string),
+            scope: None,
         }
+    }
+
+    /// The same with `scope`.
+    pub fn scope(mut self, scope: &str) -> Self {
+        self.scope = Some(scope.into());
+        self
     }
 }
 
@@ -668,6 +677,9 @@ impl AdminConfig {
             );
             if let Some(e) = &k.expires {
                 s += &format!("expires = {}\n", toml_str(e));
+            }
+            if let Some(scope) = &k.scope {
+                s += &format!("scope = {}\n", toml_str(scope));
             }
         }
         s

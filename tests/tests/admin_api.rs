@@ -498,6 +498,8 @@ fn admin_new_key_prints_a_key_that_works() {
             "deploy bot",
             "--expires",
             "2999-01-01T00:00:00Z",
+            "--scope",
+            "read-only",
         ],
         Duration::from_secs(30),
     )
@@ -521,6 +523,7 @@ fn admin_new_key_prints_a_key_that_works() {
     assert!(out.stdout.contains("[[admin.keys]]"), "{out}");
     assert_eq!(value("name"), "deploy bot");
     assert_eq!(value("expires"), "2999-01-01T00:00:00Z");
+    assert_eq!(value("scope"), "read-only");
     let hash = value("hash");
     assert_eq!(
         hash,
@@ -533,13 +536,47 @@ fn admin_new_key_prints_a_key_that_works() {
         "the key is printed once\n{out}"
     );
 
-    let a = AdminSetup::start_with(vec![AdminKeyConfig {
-        name: value("name"),
-        hash,
-        expires: Some(value("expires")),
-    }]);
+    let operator_key = "gwk_e2e_operator_0123456789abcdef01234567";
+    let a = AdminSetup::start_with(vec![
+        AdminKeyConfig {
+            name: value("name"),
+            hash,
+            expires: Some(value("expires")),
+            scope: Some(value("scope")),
+        },
+        AdminKeyConfig::for_key("on-call", operator_key, None).scope("operator"),
+    ]);
     let r = a.call("GET", "/api/v1/remotes", Some(&key));
     assert_eq!(r.status, 200, "{r:?}\n{}", a.logs());
+    // Read-only: every POST is beyond its scope; operator: all but reload.
+    fs::write(a.s.env.data.join("outbound/a.txt"), b"a\n").unwrap();
+    for path in [
+        format!("/api/v1/remotes/{REMOTE}/test"),
+        format!("/api/v1/syncs/{SYNC}/run"),
+        "/api/v1/reload".to_string(),
+    ] {
+        let r = a.call("POST", &path, Some(&key));
+        assert_error(
+            &r,
+            403,
+            "not-authorized/insufficient-scope",
+            "Insufficient Scope",
+        );
+    }
+    let r = a.call(
+        "POST",
+        &format!("/api/v1/syncs/{SYNC}/run"),
+        Some(operator_key),
+    );
+    assert_eq!(r.status, 202, "{r:?}\n{}", a.logs());
+    let r = a.call("POST", "/api/v1/reload", Some(operator_key));
+    assert_error(
+        &r,
+        403,
+        "not-authorized/insufficient-scope",
+        "Insufficient Scope",
+    );
+    assert!(r.body.contains("needs `admin`"), "{r:?}");
 
     let out = gateway_run(
         &["admin", "new-key", "x", "--expires", "soon"],

@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 
 /// The API key the operator logs in with.
 const KEY: &str = "gwk_e2e_console_0123456789abcdef01234567";
+/// A read-only key (a dashboard's).
+const READ_ONLY_KEY: &str = "gwk_e2e_console_ro_0123456789abcdef012345";
 /// The sync of the set-up.
 const SYNC: &str = "outgoing";
 /// The remote's connection cap: five downloads fill it and wait.
@@ -217,7 +219,10 @@ fn console_in_a_real_browser() {
         .push(SyncConfig::new(SYNC, "/outbound", REMOTE, "drop", "push").settle("0s"));
     s.cfg = s.cfg.clone().admin(
         "127.0.0.1:0",
-        vec![AdminKeyConfig::for_key("ops", KEY, None)],
+        vec![
+            AdminKeyConfig::for_key("ops", KEY, None).scope("operator"),
+            AdminKeyConfig::for_key("wall", READ_ONLY_KEY, None).scope("read-only"),
+        ],
     );
     s.start_gateway().expect("gateway starts");
     let admin = logged_http_address(s.gw(), "admin API at http://")
@@ -493,5 +498,23 @@ fn console_in_a_real_browser() {
     .unwrap();
     b.goto(&console).unwrap();
     assert!(b.url().unwrap().ends_with("/console/login"));
+
+    // A read-only key sees everything and can act on nothing.
+    b.type_into("#key", READ_ONLY_KEY).unwrap();
+    b.click("#login-button").unwrap();
+    b.wait_for("the console as read-only", SHOWN_WITHIN, |b| {
+        Ok((remote_state(b) == "enabled").then_some(()))
+    })
+    .unwrap();
+    assert!(b.text("#key-scope").unwrap().contains("read-only"));
+    let disabled = b
+        .eval(
+            "return [...document.querySelectorAll('button.test-remote, button.trust-remote')]\
+             .map(x => x.disabled);",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(disabled, json!([true, true]), "read-only action buttons");
+    b.screenshot("read-only").unwrap();
     eprintln!("screenshots in {}", screenshots().display());
 }

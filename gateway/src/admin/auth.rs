@@ -9,7 +9,7 @@ use hyper::header::{HeaderMap, AUTHORIZATION};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::ApiKey;
+use crate::config::{ApiKey, ApiScope};
 
 /// The header Files.com clients send their key in (accepted as well as
 /// `Authorization: Bearer`).
@@ -30,6 +30,15 @@ pub enum AuthError {
         /// The key's name (for the log, never for the client).
         name: String,
     },
+}
+
+/// Who sent a request: the key's name and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's name (for the audit log).
+    pub name: String,
+    /// Its scope.
+    pub scope: ApiScope,
 }
 
 /// The configured API keys, shared by the server and whoever reloads the
@@ -63,17 +72,17 @@ impl ApiKeys {
         self.len() == 0
     }
 
-    /// The name of the key `presented` is, if it is a configured key that
-    /// has not expired at `now`. Every configured hash is compared, each
-    /// in constant time.
-    pub fn check(&self, presented: &str, now: SystemTime) -> Result<String, AuthError> {
+    /// The key `presented` is, if it is a configured key that has not
+    /// expired at `now`. Every configured hash is compared, each in
+    /// constant time.
+    pub fn check(&self, presented: &str, now: SystemTime) -> Result<Caller, AuthError> {
         self.check_hash(&hash_key(presented), now)
     }
 
     /// The same for a key known by its hash (a console session keeps the
     /// hash of the key it logged in with, so revoking or expiring the key
     /// ends the session too).
-    pub fn check_hash(&self, hash: &[u8; 32], now: SystemTime) -> Result<String, AuthError> {
+    pub fn check_hash(&self, hash: &[u8; 32], now: SystemTime) -> Result<Caller, AuthError> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let mut found: Option<&ApiKey> = None;
         for k in keys.iter() {
@@ -86,13 +95,16 @@ impl ApiKeys {
             Some(at) if at <= now => Err(AuthError::Expired {
                 name: key.name.clone(),
             }),
-            _ => Ok(key.name.clone()),
+            _ => Ok(Caller {
+                name: key.name.clone(),
+                scope: key.scope,
+            }),
         }
     }
 
     /// Checks the key a request carries (`Authorization: Bearer KEY` or
     /// `X-FilesAPI-Key: KEY`).
-    pub fn check_request(&self, headers: &HeaderMap, now: SystemTime) -> Result<String, AuthError> {
+    pub fn check_request(&self, headers: &HeaderMap, now: SystemTime) -> Result<Caller, AuthError> {
         self.check(presented_key(headers)?, now)
     }
 }
@@ -138,16 +150,19 @@ mod tests {
                 name: "ci".into(),
                 sha256: hash_key("gwk_good"),
                 expires: None,
+                scope: ApiScope::Admin,
             },
             ApiKey {
                 name: "old".into(),
                 sha256: hash_key("gwk_old"),
                 expires: Some(now - Duration::from_secs(1)),
+                scope: ApiScope::Admin,
             },
             ApiKey {
                 name: "later".into(),
                 sha256: hash_key("gwk_later"),
                 expires: Some(now + Duration::from_secs(3600)),
+                scope: ApiScope::ReadOnly,
             },
         ])
     }
@@ -162,23 +177,36 @@ mod tests {
     fn keys_are_checked_by_hash_and_expiry() {
         let k = keys();
         let now = SystemTime::now();
-        assert_eq!(k.check("gwk_good", now), Ok("ci".into()));
-        assert_eq!(k.check("gwk_later", now), Ok("later".into()));
-        assert_eq!(k.check("gwk_bad", now), Err(AuthError::Invalid));
+        assert_eq!(k.check("gwk_good", now).map(|c| c.name), Ok("ci".into()));
         assert_eq!(
-            k.check("gwk_old", now),
+            k.check("gwk_later", now).map(|c| c.name),
+            Ok("later".into())
+        );
+        assert_eq!(
+            k.check("gwk_later", now).map(|c| c.scope),
+            Ok(ApiScope::ReadOnly)
+        );
+        assert_eq!(
+            k.check("gwk_bad", now).map(|c| c.name),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            k.check("gwk_old", now).map(|c| c.name),
             Err(AuthError::Expired { name: "old".into() })
         );
         k.replace(vec![]);
         assert!(k.is_empty());
-        assert_eq!(k.check("gwk_good", now), Err(AuthError::Invalid));
+        assert_eq!(
+            k.check("gwk_good", now).map(|c| c.name),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]
     fn both_headers_are_accepted() {
         let k = keys();
         let now = SystemTime::now();
-        let ok = |h: HeaderMap| k.check_request(&h, now);
+        let ok = |h: HeaderMap| k.check_request(&h, now).map(|c| c.name);
         assert_eq!(
             ok(headers("authorization", "Bearer gwk_good")),
             Ok("ci".into())

@@ -14,10 +14,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::auth::{ApiKeys, AuthError};
+use super::auth::{ApiKeys, AuthError, Caller};
 use super::console::{Console, ConsoleRefusal};
 use super::control::{Control, ControlError, HealthReport, StoreHealth};
 use super::problem::Problem;
+use crate::config::ApiScope;
 use crate::ops_endpoint::{Body, Handler, Readiness};
 
 /// The OpenAPI 3.0 document of this API, served at
@@ -110,6 +111,17 @@ impl Endpoint {
         })
     }
 
+    /// The scope a key needs for it.
+    fn needs(&self) -> ApiScope {
+        match self {
+            Endpoint::TestRemote(_) | Endpoint::TrustRemote(_) | Endpoint::RunSync(_) => {
+                ApiScope::Operator
+            }
+            Endpoint::Reload => ApiScope::Admin,
+            _ => ApiScope::ReadOnly,
+        }
+    }
+
     /// Whether it answers without an API key.
     fn is_public(&self) -> bool {
         matches!(
@@ -173,11 +185,11 @@ impl AdminApi {
         }
         let found = Endpoint::parse(path);
         let public = found.as_ref().is_some_and(|(e, _)| e.is_public());
-        let key = if public {
+        let caller = if public {
             None
         } else {
             match self.caller(method, headers) {
-                Ok(name) => Some(name),
+                Ok(caller) => Some(caller),
                 Err(p) => return p.response(method, path),
             }
         };
@@ -187,6 +199,22 @@ impl AdminApi {
         if method.as_str() != allowed {
             return Problem::method_not_allowed(method, allowed).response(method, path);
         }
+        if let Some(c) = caller.as_ref().filter(|c| c.scope < endpoint.needs()) {
+            tracing::warn!(target: "audit", api_key = %c.name, op = "admin-api", %method, path, status = 403, "beyond the key's scope");
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-authorized/insufficient-scope",
+                "Insufficient Scope",
+                format!(
+                    "API key `{}` has the scope `{}`; this request needs `{}`",
+                    c.name,
+                    c.scope.as_str(),
+                    endpoint.needs().as_str()
+                ),
+            )
+            .response(method, path);
+        }
+        let key = caller.map(|c| c.name);
         let answer = tokio::time::timeout(self.timeout, self.dispatch(&endpoint, uri)).await;
         let response = match answer {
             Ok(Ok(r)) => r,
@@ -215,12 +243,15 @@ impl AdminApi {
 
     /// Who sends the request: an API key's name, from the key itself or
     /// from the console session it logged in.
-    fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<String, Problem> {
+    fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, Problem> {
         let has_key = super::auth::presented_key(headers) != Err(AuthError::Missing);
         if !has_key {
             if let Some(console) = self.console.caller(&self.keys, method, headers) {
                 return console
-                    .map(|name| format!("{name} (console)"))
+                    .map(|c| Caller {
+                        name: format!("{} (console)", c.name),
+                        ..c
+                    })
                     .map_err(|e| refused_console(&e));
             }
         }

@@ -20,6 +20,8 @@ use crate::sync::records::{Counts, Outcome, RunRecord, Trigger};
 
 const KEY: &str = "gwk_test_key";
 const OLD_KEY: &str = "gwk_expired_key";
+const READ_ONLY_KEY: &str = "gwk_read_only_key";
+const OPERATOR_KEY: &str = "gwk_operator_key";
 
 #[derive(Default)]
 struct Fake {
@@ -192,11 +194,25 @@ fn setup() -> Setup {
             name: "ci".into(),
             sha256: hash_key(KEY),
             expires: None,
+            scope: ApiScope::Admin,
+        },
+        ApiKey {
+            name: "dashboard".into(),
+            sha256: hash_key(READ_ONLY_KEY),
+            expires: None,
+            scope: ApiScope::ReadOnly,
+        },
+        ApiKey {
+            name: "on-call".into(),
+            sha256: hash_key(OPERATOR_KEY),
+            expires: None,
+            scope: ApiScope::Operator,
         },
         ApiKey {
             name: "old".into(),
             sha256: hash_key(OLD_KEY),
             expires: Some(SystemTime::now() - Duration::from_secs(60)),
+            scope: ApiScope::Admin,
         },
     ]));
     let ready: Readiness = Arc::new(|| Ok(()));
@@ -571,6 +587,9 @@ fn the_openapi_document_matches_the_routes() {
         if !endpoint.is_public() {
             assert!(op["responses"].get("401").is_some(), "{path} documents 401");
         }
+        if endpoint.needs() > ApiScope::ReadOnly {
+            assert!(op["responses"].get("403").is_some(), "{path} documents 403");
+        }
         assert!(op["responses"].get("405").is_some(), "{path} documents 405");
         described.push(concrete);
     }
@@ -683,6 +702,58 @@ async fn a_console_session_uses_the_api_with_its_token() {
     })
     .await;
     assert_eq!(ended.status, 401);
+}
+
+/// Each scope does what it names and gets 403 beyond it, in the
+/// Files.com shape.
+#[tokio::test]
+async fn keys_act_within_their_scope() {
+    let s = setup();
+    let as_key = |key: &'static str, method: Method, path: &'static str| {
+        let api = &s.api;
+        async move { call_with(api, method, path, bearer(key)).await }
+    };
+    for key in [READ_ONLY_KEY, OPERATOR_KEY, KEY] {
+        let a = as_key(key, Method::GET, "/api/v1/remotes").await;
+        assert_eq!(a.status, 200, "{key}: {}", a.body);
+    }
+    for path in [
+        "/api/v1/remotes/partner/test",
+        "/api/v1/remotes/partner/trust",
+        "/api/v1/syncs/nightly/run",
+        "/api/v1/reload",
+    ] {
+        let a = as_key(READ_ONLY_KEY, Method::POST, path).await;
+        assert_error(
+            &a,
+            403,
+            "not-authorized/insufficient-scope",
+            "Insufficient Scope",
+        );
+        assert!(
+            a.body["error"].as_str().unwrap().contains("`read-only`"),
+            "{path}: {}",
+            a.body
+        );
+    }
+    let a = as_key(OPERATOR_KEY, Method::POST, "/api/v1/syncs/nightly/run").await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let a = as_key(OPERATOR_KEY, Method::POST, "/api/v1/remotes/partner/trust").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = as_key(OPERATOR_KEY, Method::POST, "/api/v1/reload").await;
+    assert_error(
+        &a,
+        403,
+        "not-authorized/insufficient-scope",
+        "Insufficient Scope",
+    );
+    assert!(
+        a.body["error"].as_str().unwrap().contains("needs `admin`"),
+        "{}",
+        a.body
+    );
+    let a = as_key(KEY, Method::POST, "/api/v1/reload").await;
+    assert_eq!(a.status, 200, "{}", a.body);
 }
 
 /// The real listener: HTTP/1.1 over TCP, and `stop` ends it.

@@ -1,4 +1,4 @@
-//! `gateway admin new-key NAME [--expires TIME]`: a fresh admin API key,
+//! `gateway admin new-key NAME [--expires TIME] [--scope S]`: a fresh admin API key,
 //! shown once, and the `[[admin.keys]]` lines (with only its hash) to add
 //! to the config file.
 
@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use backends::hash::hex;
 
 use super::auth::hash_key;
+use crate::config::ApiScope;
 
 /// What every key starts with, so a leaked key is recognisable (secret
 /// scanners, logs).
@@ -37,9 +38,9 @@ pub struct NewKey {
     pub toml: String,
 }
 
-/// Makes a key for `name` (32 random bytes), valid until `expires` (RFC
-/// 3339) if given.
-pub fn new_key(name: &str, expires: Option<&str>) -> Result<NewKey, NewKeyError> {
+/// Makes a key for `name` (32 random bytes) with `scope`, valid until
+/// `expires` (RFC 3339) if given.
+pub fn new_key(name: &str, expires: Option<&str>, scope: ApiScope) -> Result<NewKey, NewKeyError> {
     if name.trim().is_empty() || name.chars().any(char::is_control) {
         return Err(NewKeyError::BadName);
     }
@@ -57,6 +58,7 @@ pub fn new_key(name: &str, expires: Option<&str>) -> Result<NewKey, NewKeyError>
     let mut toml = String::from("[[admin.keys]]\n");
     let _ = writeln!(toml, "name = {}", toml_string(name));
     let _ = writeln!(toml, "hash = \"{hash}\"");
+    let _ = writeln!(toml, "scope = \"{}\"", scope.as_str());
     if let Some(t) = &expires {
         let _ = writeln!(toml, "expires = \"{t}\"");
     }
@@ -64,11 +66,12 @@ pub fn new_key(name: &str, expires: Option<&str>) -> Result<NewKey, NewKeyError>
 }
 
 /// `gateway admin new-key`: prints the key once and the config lines.
-pub fn print_new_key(name: &str, expires: Option<&str>) -> anyhow::Result<()> {
-    let k = new_key(name, expires)?;
+pub fn print_new_key(name: &str, expires: Option<&str>, scope: ApiScope) -> anyhow::Result<()> {
+    let k = new_key(name, expires, scope)?;
     println!(
-        "API key for {} (shown only this once; the gateway keeps only its hash):",
-        toml_string(name)
+        "API key for {}, scope {} (shown only this once; the gateway keeps only its hash):",
+        toml_string(name),
+        scope.as_str()
     );
     println!("  {}", k.key);
     println!();
@@ -107,29 +110,38 @@ mod tests {
 
     #[test]
     fn a_new_key_matches_its_hash_and_parses_as_config() {
-        let k = new_key("ci \"bot\"", Some("2027-01-31T00:00:00Z")).unwrap();
+        let k = new_key(
+            "ci \"bot\"",
+            Some("2027-01-31T00:00:00Z"),
+            ApiScope::Operator,
+        )
+        .unwrap();
         assert!(k.key.starts_with(KEY_PREFIX));
         assert_eq!(k.key.len(), KEY_PREFIX.len() + 64);
         let parsed: toml::Table = toml::from_str(&k.toml).unwrap();
         let entry = &parsed["admin"]["keys"][0];
         assert_eq!(entry["name"].as_str(), Some("ci \"bot\""));
         assert_eq!(entry["expires"].as_str(), Some("2027-01-31T00:00:00Z"));
+        assert_eq!(entry["scope"].as_str(), Some("operator"));
         let hash = entry["hash"].as_str().unwrap();
         assert_eq!(hash, k.hash);
         assert_eq!(
             crate::config::parse_key_hash(hash).unwrap(),
             hash_key(&k.key)
         );
-        let other = new_key("ci", None).unwrap();
+        let other = new_key("ci", None, ApiScope::ReadOnly).unwrap();
         assert_ne!(other.key, k.key);
         assert!(!other.toml.contains("expires"));
     }
 
     #[test]
     fn bad_names_and_times_are_refused() {
-        assert!(matches!(new_key(" ", None), Err(NewKeyError::BadName)));
         assert!(matches!(
-            new_key("ci", Some("tomorrow")),
+            new_key(" ", None, ApiScope::Admin),
+            Err(NewKeyError::BadName)
+        ));
+        assert!(matches!(
+            new_key("ci", Some("tomorrow"), ApiScope::Admin),
             Err(NewKeyError::BadExpiry(..))
         ));
     }

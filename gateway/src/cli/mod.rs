@@ -202,5 +202,10 @@ pub enum AdminCommand {
         /// (2027-01-31T00:00:00Z); never when left out.
         #[arg(long)]
         expires: Option<String>,
+        /// What the key may do: `read-only` (every GET: dashboards,
+        /// monitoring), `operator` (also test, trust a host key, run a
+        /// sync now) or `admin` (also reload the config).
+        #[arg(long, default_value = "read-only", value_parser = ["read-only", "operator", "admin"])]
+        scope: String,
     },
 }

@@ -86,6 +86,9 @@ pub struct ApiKeySection {
     pub hash: String,
     /// When the key stops working (RFC 3339, `2027-01-31T00:00:00Z`).
     pub expires: Option<String>,
+    /// `read-only`, `operator` or `admin` (the default, what keys could
+    /// do before scopes).
+    pub scope: Option<String>,
 }
 
 /// One `[[syncs]]` entry.

@@ -33,7 +33,9 @@ pub use file::{CertificatePolicy, ConfigFile, FtpTlsMode, LogFormat, RemoteKind}
 use locate::KeyMap;
 use mounts::validate_mounts;
 pub use mounts::MountSettings;
-pub use ops_settings::{parse_key_hash, ApiKey, OpsSettings, S3EndpointSettings, SessionLimits};
+pub use ops_settings::{
+    parse_key_hash, ApiKey, ApiScope, OpsSettings, S3EndpointSettings, SessionLimits,
+};
 use remotes::validate_remotes;
 pub use remotes::{
     load_private_key, parse_host_key, FtpRemoteSettings, ProtocolSettings, RemoteSettings,

@@ -35,6 +35,43 @@ pub struct ApiKey {
     pub sha256: [u8; 32],
     /// When it stops working.
     pub expires: Option<SystemTime>,
+    /// What it may do.
+    pub scope: ApiScope,
+}
+
+/// What an admin API key may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ApiScope {
+    /// Look: every `GET` (a dashboard, a monitoring probe).
+    ReadOnly,
+    /// Also act on remotes and syncs: test, trust a host key, run now.
+    Operator,
+    /// Everything, reloading the config included.
+    Admin,
+}
+
+impl ApiScope {
+    /// Every scope, as written in the config.
+    pub const NAMES: [&'static str; 3] = ["read-only", "operator", "admin"];
+
+    /// The scope named `text` (`read-only`, `operator`, `admin`).
+    pub fn parse(text: &str) -> Option<ApiScope> {
+        match text {
+            "read-only" => Some(ApiScope::ReadOnly),
+            "operator" => Some(ApiScope::Operator),
+            "admin" => Some(ApiScope::Admin),
+            _ => None,
+        }
+    }
+
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiScope::ReadOnly => "read-only",
+            ApiScope::Operator => "operator",
+            ApiScope::Admin => "admin",
+        }
+    }
 }
 
 /// The S3-compatible endpoint, when configured.
@@ -140,10 +177,26 @@ pub(super) fn validate_ops(
                     None
                 }
             });
+        // A key without a scope keeps what every key could do before
+        // scopes existed; `gateway admin new-key` always writes one.
+        let scope = match k.scope.as_deref() {
+            None => ApiScope::Admin,
+            Some(text) => ApiScope::parse(text).unwrap_or_else(|| {
+                r.at_key(
+                    &at("scope"),
+                    format!(
+                        "`{text}` is not a scope: use one of {}",
+                        ApiScope::NAMES.join(", ")
+                    ),
+                );
+                ApiScope::ReadOnly
+            }),
+        };
         api_keys.push(ApiKey {
             name: k.name,
             sha256,
             expires,
+            scope,
         });
     }
     if admin.listen.is_some() && api_keys.is_empty() {

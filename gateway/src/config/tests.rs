@@ -590,3 +590,25 @@ fn a_key_can_be_taken_out_of_nested_tables() {
     let out = super::locate::without_key(text, "server.listen[0]").unwrap();
     assert!(!out.contains("listen"), "{out}");
 }
+
+#[test]
+fn admin_key_scopes_are_read_and_checked() {
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.keys]]\nname = \"old\"\nhash = \"{hash}\"\n\n\
+         [[admin.keys]]\nname = \"dash\"\nhash = \"{hash}\"\nscope = \"read-only\"\n\n\
+         [[admin.keys]]\nname = \"oncall\"\nhash = \"{hash}\"\nscope = \"operator\"\n"
+    );
+    let s = load_text(&text).unwrap();
+    let scopes: Vec<ApiScope> = s.ops.api_keys.iter().map(|k| k.scope).collect();
+    assert_eq!(
+        scopes,
+        [ApiScope::Admin, ApiScope::ReadOnly, ApiScope::Operator],
+        "a key without a scope keeps the admin scope it had before scopes"
+    );
+    let err = load_text(&text.replace("\"operator\"", "\"root\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin.keys[2].scope"), "{err}");
+    assert!(err.contains("read-only, operator, admin"), "{err}");
+}

@@ -22,7 +22,7 @@ use hyper::header::{
 };
 use hyper::{Method, Response, StatusCode};
 
-use super::auth::{hash_key, ApiKeys};
+use super::auth::{hash_key, ApiKeys, Caller};
 use crate::ops_endpoint::Body;
 pub use sessions::{ConsoleSession, ConsoleSessions};
 
@@ -81,13 +81,13 @@ impl Console {
         keys: &ApiKeys,
         method: &Method,
         headers: &HeaderMap,
-    ) -> Option<Result<String, ConsoleRefusal>> {
+    ) -> Option<Result<Caller, ConsoleRefusal>> {
         let id = cookie(headers, COOKIE_NAME)?;
         let Some(session) = self.sessions.get(id, Instant::now()) else {
             return Some(Err(ConsoleRefusal::SessionEnded));
         };
-        let name = match keys.check_hash(&session.key_hash, SystemTime::now()) {
-            Ok(name) => name,
+        let caller = match keys.check_hash(&session.key_hash, SystemTime::now()) {
+            Ok(caller) => caller,
             Err(_) => {
                 self.sessions.end(id);
                 return Some(Err(ConsoleRefusal::SessionEnded));
@@ -107,7 +107,7 @@ impl Console {
                 )));
             }
         }
-        Some(Ok(name))
+        Some(Ok(caller))
     }
 
     /// Answers a request under `/console/`.
@@ -122,14 +122,19 @@ impl Console {
         let now = Instant::now();
         let session = cookie(headers, COOKIE_NAME)
             .and_then(|id| self.sessions.get(id, now).map(|s| (id, s)))
-            .filter(|(_, s)| keys.check_hash(&s.key_hash, SystemTime::now()).is_ok());
+            .and_then(|(id, s)| {
+                let caller = keys.check_hash(&s.key_hash, SystemTime::now()).ok()?;
+                Some((id, s, caller))
+            });
         match (method.as_str(), path) {
             ("GET", "/console") => redirect("/console/"),
             ("GET", "/console/") => match session {
-                Some((_, s)) => page(
+                Some((_, s, caller)) => page(
                     StatusCode::OK,
                     &CONSOLE_HTML
                         .replace("{{CSRF_TOKEN}}", &s.csrf_token)
+                        .replace("{{SCOPE}}", caller.scope.as_str())
+                        .replace("{{KEY_NAME}}", &escape_html(&caller.name))
                         .replace("{{VERSION}}", env!("CARGO_PKG_VERSION")),
                 ),
                 None => redirect("/console/login"),
@@ -140,7 +145,7 @@ impl Console {
             },
             ("POST", "/console/login") => self.login(keys, headers, body),
             ("POST", "/console/logout") => {
-                if let Some((id, s)) = session {
+                if let Some((id, s, _)) = session {
                     let token = form_field(body, "csrf").unwrap_or_default();
                     if same_site(headers).is_err() || !s.csrf_matches(&token) {
                         return plain(
@@ -181,9 +186,9 @@ impl Console {
             return login_page(StatusCode::UNAUTHORIZED, Some("Enter an admin API key."));
         }
         match keys.check(key, SystemTime::now()) {
-            Ok(name) => {
+            Ok(caller) => {
                 let (id, _) = self.sessions.start(hash_key(key), Instant::now());
-                tracing::info!(target: "audit", api_key = %name, op = "console-login", result = "ok");
+                tracing::info!(target: "audit", api_key = %caller.name, scope = caller.scope.as_str(), op = "console-login", result = "ok");
                 let mut r = redirect("/console/");
                 let secure = if over_https(headers) { "; Secure" } else { "" };
                 set_cookie(
@@ -383,13 +388,14 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKey;
+    use crate::config::{ApiKey, ApiScope};
 
     fn keys() -> ApiKeys {
         ApiKeys::new(vec![ApiKey {
             name: "ops".into(),
             sha256: hash_key("gwk_good"),
             expires: None,
+            scope: ApiScope::Operator,
         }])
     }
 
@@ -452,8 +458,13 @@ mod tests {
         let keys = keys();
         let (id, csrf) = login(&console, &keys);
         let cookie = format!("other=1; gw_console={id}");
+        let name = |r: Option<Result<Caller, ConsoleRefusal>>| r.map(|r| r.map(|c| c.name));
         let get = console.caller(&keys, &Method::GET, &headers(&[("cookie", &cookie)]));
-        assert_eq!(get, Some(Ok("ops".to_string())));
+        assert_eq!(
+            get.clone().and_then(Result::ok).map(|c| c.scope),
+            Some(ApiScope::Operator)
+        );
+        assert_eq!(name(get), Some(Ok("ops".to_string())));
         let forged = console.caller(&keys, &Method::POST, &headers(&[("cookie", &cookie)]));
         assert!(matches!(forged, Some(Err(ConsoleRefusal::CrossSite(_)))));
         let ok = headers(&[
@@ -463,7 +474,7 @@ mod tests {
             ("origin", "http://127.0.0.1:9"),
         ]);
         assert_eq!(
-            console.caller(&keys, &Method::POST, &ok),
+            name(console.caller(&keys, &Method::POST, &ok)),
             Some(Ok("ops".into()))
         );
         let other_origin = headers(&[
@@ -476,10 +487,13 @@ mod tests {
             console.caller(&keys, &Method::POST, &other_origin),
             Some(Err(ConsoleRefusal::CrossSite(_)))
         ));
-        assert_eq!(console.caller(&keys, &Method::GET, &HeaderMap::new()), None);
+        assert_eq!(
+            name(console.caller(&keys, &Method::GET, &HeaderMap::new())),
+            None
+        );
         keys.replace(vec![]);
         assert_eq!(
-            console.caller(&keys, &Method::GET, &headers(&[("cookie", &cookie)])),
+            name(console.caller(&keys, &Method::GET, &headers(&[("cookie", &cookie)]))),
             Some(Err(ConsoleRefusal::SessionEnded)),
             "a revoked key ends its sessions"
         );

@@ -97,6 +97,18 @@
     return m ? m.getAttribute('content') : '';
   }
 
+  // A read-only key may look but not act: its action buttons are off.
+  function canOperate() {
+    var m = $('meta[name="api-scope"]');
+    return !m || m.getAttribute('content') !== 'read-only';
+  }
+
+  function offForReadOnly(btn) {
+    if (canOperate()) return;
+    btn.disabled = true;
+    btn.title = 'This needs an operator or admin key';
+  }
+
   function ApiError(message, status, body) {
     this.message = message; this.status = status; this.body = body;
   }
@@ -281,6 +293,8 @@
 
     v.testBtn.addEventListener('click', function () { runTest(v); });
     v.trustBtn.addEventListener('click', function () { openTrust(v); });
+    offForReadOnly(v.testBtn);
+    offForReadOnly(v.trustBtn);
 
     var body = el('div', { className: 'remote-body' }, [
       el('div', { className: 'remote-col' }, [facts]),
@@ -624,7 +638,7 @@
       if (cur) txt += ' · running for ' + fmtDuration(runDuration(cur));
       setText(v.progressText, txt);
     }
-    v.runBtn.disabled = running || v.starting;
+    v.runBtn.disabled = running || v.starting || !canOperate();
     setText(v.runBtn, v.starting ? 'Starting…' : (running ? 'Running…' : 'Run now'));
     setAttr(v.runBtn, 'aria-label', v.starting ? 'Starting ' + v.name + '…' : (running ? v.name + ' is running' : 'Run ' + v.name + ' now'));
 
