@@ -52,6 +52,7 @@ pub mod remotes;
 pub mod running;
 pub mod s3;
 pub mod serve;
+pub mod server_tls;
 pub mod ssh;
 pub mod state;
 pub mod sync;

@@ -77,7 +77,8 @@ pub async fn serve_metrics(
             }
         })
     });
-    serve_http(listener, handler, stop).await;
+    // Plain HTTP: nothing secret is served here (counts and names).
+    serve_http(listener, None, handler, stop).await;
 }
 
 /// The `/healthz` and `/readyz` answers (JSON), shared with the admin API.
@@ -109,8 +110,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `stop` turns true
-/// (connections in progress finish on their own).
-pub async fn serve_http(listener: TcpListener, handler: Handler, mut stop: watch::Receiver<bool>) {
+/// (connections in progress finish on their own), over TLS when `tls` is
+/// given.
+pub async fn serve_http(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Handler,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -124,16 +131,45 @@ pub async fn serve_http(listener: TcpListener, handler: Handler, mut stop: watch
             () = stopped(&mut stop) => return,
         };
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            let result = match tls {
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, "HTTP connection ended: {e}");
             }
         });

@@ -269,8 +269,8 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     if old.ops.metrics_listen != new.ops.metrics_listen {
         v.push("metrics.listen".to_string());
     }
-    if old.ops.admin_listen != new.ops.admin_listen {
-        v.push("admin.listen".to_string());
+    if old.ops.admin_listen != new.ops.admin_listen || old.ops.admin_tls != new.ops.admin_tls {
+        v.push("admin (listen, certificate, private_key)".to_string());
     }
     if old.s3_endpoint != new.s3_endpoint {
         v.push("s3 (listen, certificate, private_key)".to_string());

@@ -181,8 +181,13 @@ pub async fn run(settings: Settings) -> Result<()> {
             let stop = stop_rx.clone();
             tokio::spawn(async move { sampler.throughput.run(exporter, stop).await });
         }
+        let tls = match &ops.admin_tls {
+            Some((cert, key)) => Some(crate::server_tls::tls_acceptor(cert, key, "admin")?),
+            None => None,
+        };
         endpoints.push(tokio::spawn(crate::admin::serve_admin(
             listener,
+            tls,
             running.clone(),
             running.api_keys.clone(),
             ready.clone(),

@@ -663,12 +663,21 @@ pub struct AdminConfig {
     pub listen: String,
     /// `[[admin.keys]]`.
     pub keys: Vec<AdminKeyConfig>,
+    /// `certificate` and `private_key` (PEM files), for TLS.
+    pub tls: Option<(String, String)>,
 }
 
 impl AdminConfig {
     /// The TOML text of the section.
     pub fn to_toml(&self) -> String {
         let mut s = format!("[admin]\nlisten = {}\n", toml_str(&self.listen));
+        if let Some((cert, key)) = &self.tls {
+            s += &format!(
+                "certificate = {}\nprivate_key = {}\n",
+                toml_str(cert),
+                toml_str(key)
+            );
+        }
         for k in &self.keys {
             s += &format!(
                 "\n[[admin.keys]]\nname = {}\nhash = {}\n",
@@ -734,6 +743,7 @@ impl GatewayConfig {
         self.admin = Some(AdminConfig {
             listen: listen.into(),
             keys,
+            tls: None,
         });
         self
     }

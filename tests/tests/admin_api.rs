@@ -354,6 +354,7 @@ fn admin_api_every_endpoint() {
     cfg.admin = Some(AdminConfig {
         listen: "127.0.0.1:0".into(),
         keys: vec![AdminKeyConfig::for_key("rotated", new_key, None)],
+        tls: None,
     });
     cfg.write(&a.s.config_path).unwrap();
     let r = a.post("/api/v1/reload");
@@ -626,4 +627,93 @@ fn admin_api_matches_its_openapi_document() {
         "schemathesis found the API and its document disagree\n{out}\n{}",
         a.logs()
     );
+}
+
+/// The admin API and console over TLS: curl trusts the test CA, plain
+/// HTTP gets no answer, the console's cookie is `Secure`; and `config
+/// check` refuses plain HTTP on an address other than loopback, naming
+/// the key.
+#[test]
+fn admin_api_over_tls_and_plain_http_only_on_loopback() {
+    let mut s = MountSetup::new().expect("sshd and config");
+    let certs = s.env.path("certs");
+    fs::create_dir_all(&certs).unwrap();
+    e2e::ftpd::make_certs(&certs).expect("test certificates");
+    let pem = |n: &str| certs.join(n).display().to_string();
+    s.cfg.admin = Some(AdminConfig {
+        listen: "127.0.0.1:0".into(),
+        keys: admin_keys(),
+        tls: Some((pem("server.pem"), pem("server.key"))),
+    });
+    s.start_gateway().expect("gateway starts");
+    let admin = e2e::ops::logged_http_address(s.gw(), "admin API at https://")
+        .unwrap_or_else(|| panic!("no `admin API at https://` line\n{}", s.logs()));
+    let url = format!("https://{admin}");
+
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "--cacert", &pem("ca.pem")])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{url}/api/v1/remotes"));
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    assert!(out.success() && out.stdout.ends_with("\n200"), "{out}");
+    assert!(out.stdout.contains(REMOTE), "{out}");
+
+    // A client that does not trust the certificate, and plain HTTP, fail.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30"])
+        .arg(format!("{url}/healthz"));
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    assert!(!out.success(), "curl trusted an unknown CA\n{out}");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg(format!("http://{admin}/healthz"));
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    assert!(
+        !out.success() || !out.stdout.starts_with('2'),
+        "plain HTTP was answered on the TLS port\n{out}"
+    );
+
+    // The console's login over TLS sets a Secure cookie.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--max-time", "30", "--cacert", &pem("ca.pem")])
+        .args(["-H", &format!("Origin: {url}")])
+        .args(["--data-urlencode", &format!("key={KEY}")])
+        .arg(format!("{url}/console/login"));
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    let cookie = out
+        .stdout
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie\n{out}"));
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+
+    // Plain HTTP on a public address: refused, naming the key and line.
+    let mut cfg = s.cfg.clone();
+    cfg.admin = Some(AdminConfig {
+        listen: "0.0.0.0:9465".into(),
+        keys: admin_keys(),
+        tls: None,
+    });
+    let path = s.env.path("public-admin.toml");
+    cfg.write(&path).unwrap();
+    let out = gateway_run(
+        &["config", "check", "--config", &path.display().to_string()],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_failed(&out, "config check with plain HTTP admin on 0.0.0.0");
+    assert_output_contains(&out, "admin.listen", "config check");
+    assert_output_contains(&out, "not a loopback address", "config check");
+    assert_output_contains(&out, "admin.certificate", "config check");
 }

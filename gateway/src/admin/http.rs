@@ -42,18 +42,20 @@ pub const MAX_HISTORY_LIMIT: usize = 1000;
 /// config reload).
 pub async fn serve_admin(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     control: Arc<dyn Control>,
     keys: Arc<ApiKeys>,
     ready: Readiness,
     stop: watch::Receiver<bool>,
 ) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
-            "admin API at http://{addr}/api/v1/ (OpenAPI document: http://{addr}/api/v1/openapi.json); console at http://{addr}/console/"
+            "admin API at {scheme}://{addr}/api/v1/ (OpenAPI document: {scheme}://{addr}/api/v1/openapi.json); console at {scheme}://{addr}/console/"
         );
     }
-    let api = Arc::new(AdminApi::new(control, keys, ready));
-    crate::ops_endpoint::serve_http(listener, api.handler(), stop).await;
+    let api = Arc::new(AdminApi::new(control, keys, ready).with_tls(tls.is_some()));
+    crate::ops_endpoint::serve_http(listener, tls, api.handler(), stop).await;
 }
 
 /// The admin API's request handling, without the listener.
@@ -146,6 +148,12 @@ impl AdminApi {
     /// The same with another time limit per request.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same served over TLS: the console's cookie is then `Secure`.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.console = Console::new(tls);
         self
     }
 

@@ -766,6 +766,7 @@ async fn serves_over_tcp_until_stopped() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve_admin(
         listener,
+        None,
         s.fake.clone(),
         s.keys.clone(),
         Arc::new(|| Ok(())),

@@ -65,12 +65,17 @@ pub struct MetricsSection {
     pub listen: Option<SocketAddr>,
 }
 
-/// `[admin]`: the admin HTTP API; off unless `listen` is set.
+/// `[admin]`: the admin HTTP API and console; off unless `listen` is set.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     /// The address to listen on (`127.0.0.1:9465`).
     pub listen: Option<SocketAddr>,
+    /// PEM file with the TLS certificate chain; without one the API speaks
+    /// plain HTTP, which is allowed only on a loopback address.
+    pub certificate: Option<PathBuf>,
+    /// PEM file with the certificate's private key.
+    pub private_key: Option<PathBuf>,
     /// The API keys that may use it.
     #[serde(default)]
     pub keys: Vec<ApiKeySection>,

@@ -408,7 +408,7 @@ fn validate(
 ) -> Settings {
     let server = file.server;
     let limits = ops_settings::validate_limits(&server, &file.login, r);
-    let ops = ops_settings::validate_ops(file.metrics, file.admin, r);
+    let ops = ops_settings::validate_ops(file.metrics, file.admin, base, r);
     let s3_endpoint = ops_settings::validate_s3_endpoint(file.s3, base, r);
     if server.listen.is_empty() {
         r.at_key(

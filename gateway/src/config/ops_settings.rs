@@ -91,6 +91,9 @@ pub struct OpsSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// The admin API's address (off when `None`).
     pub admin_listen: Option<SocketAddr>,
+    /// The admin API's certificate chain and key (PEM files); `None`:
+    /// plain HTTP, which validation allows only on loopback.
+    pub admin_tls: Option<(PathBuf, PathBuf)>,
     /// The admin API's keys.
     pub api_keys: Vec<ApiKey>,
 }
@@ -143,8 +146,27 @@ pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
 pub(super) fn validate_ops(
     metrics: MetricsSection,
     admin: AdminSection,
+    base: Option<&Path>,
     r: &mut Reporter<'_>,
 ) -> OpsSettings {
+    let admin_tls = tls_files(
+        "admin",
+        admin.certificate.clone(),
+        admin.private_key.clone(),
+        base,
+        r,
+    );
+    if let Some(listen) = admin.listen {
+        if admin_tls.is_none() && !listen.ip().is_loopback() {
+            r.at_key(
+                "admin.listen",
+                format!(
+                    "{listen} is not a loopback address: set admin.certificate and admin.private_key \
+                     (API keys and console sessions would otherwise cross the network in clear)"
+                ),
+            );
+        }
+    }
     let mut names = std::collections::HashSet::new();
     let mut api_keys = Vec::new();
     for (i, k) in admin.keys.into_iter().enumerate() {
@@ -213,6 +235,7 @@ pub(super) fn validate_ops(
     OpsSettings {
         metrics_listen: metrics.listen,
         admin_listen: admin.listen,
+        admin_tls,
         api_keys,
     }
 }
@@ -222,22 +245,7 @@ pub(super) fn validate_s3_endpoint(
     base: Option<&Path>,
     r: &mut Reporter<'_>,
 ) -> Option<S3EndpointSettings> {
-    let resolve = |p: PathBuf| match base {
-        Some(b) if p.is_relative() => b.join(p),
-        _ => p,
-    };
-    let tls = match (section.certificate, section.private_key) {
-        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
-        (None, None) => None,
-        (Some(_), None) => {
-            r.at_key("s3.certificate", "needs s3.private_key as well");
-            None
-        }
-        (None, Some(_)) => {
-            r.at_key("s3.private_key", "needs s3.certificate as well");
-            None
-        }
-    };
+    let tls = tls_files("s3", section.certificate, section.private_key, base, r);
     let listen = section.listen?;
     if tls.is_none() && !listen.ip().is_loopback() {
         r.at_key(
@@ -249,4 +257,37 @@ pub(super) fn validate_s3_endpoint(
         );
     }
     Some(S3EndpointSettings { listen, tls })
+}
+
+/// `SECTION.certificate` and `SECTION.private_key`, both or neither,
+/// relative to the config file's folder.
+fn tls_files(
+    section: &str,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    base: Option<&Path>,
+    r: &mut Reporter<'_>,
+) -> Option<(PathBuf, PathBuf)> {
+    let resolve = |p: PathBuf| match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p,
+    };
+    match (certificate, private_key) {
+        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.at_key(
+                &format!("{section}.certificate"),
+                format!("needs {section}.private_key as well"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.at_key(
+                &format!("{section}.private_key"),
+                format!("needs {section}.certificate as well"),
+            );
+            None
+        }
+    }
 }

@@ -612,3 +612,34 @@ fn admin_key_scopes_are_read_and_checked() {
     assert!(err.contains("admin.keys[2].scope"), "{err}");
     assert!(err.contains("read-only, operator, admin"), "{err}");
 }
+
+#[test]
+fn admin_off_loopback_needs_tls() {
+    let hash = format!("sha256:{}", "ab".repeat(32));
+    let keys = format!("\n[[admin.keys]]\nname = \"k\"\nhash = \"{hash}\"\n");
+    let err = load_text(&format!("[admin]\nlisten = \"0.0.0.0:9465\"\n{keys}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gw.toml:2:") && err.contains("admin.listen"),
+        "{err}"
+    );
+    assert!(err.contains("not a loopback address"), "{err}");
+    let s = load_text(&format!(
+        "[admin]\nlisten = \"0.0.0.0:9465\"\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n{keys}"
+    ))
+    .unwrap();
+    let (cert, key) = s.ops.admin_tls.expect("TLS files");
+    assert!(cert.ends_with("c.pem") && cert.is_absolute(), "{cert:?}");
+    assert!(key.ends_with("k.pem"), "{key:?}");
+    let err = load_text(&format!(
+        "[admin]\nlisten = \"127.0.0.1:9465\"\ncertificate = \"c.pem\"\n{keys}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("admin.certificate") && err.contains("needs admin.private_key"),
+        "{err}"
+    );
+    assert!(load_text(&format!("[admin]\nlisten = \"[::1]:9465\"\n{keys}")).is_ok());
+}

@@ -37,37 +37,6 @@ pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// HTTP connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 512;
 
-/// Loads the certificate chain and key for the endpoint's TLS.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .with_context(|| {
-            format!(
-                "cannot read the certificate {} (s3.certificate)",
-                cert.display()
-            )
-        })?;
-    if certs.is_empty() {
-        anyhow::bail!("{} holds no certificate (s3.certificate)", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
-        format!(
-            "cannot read the private key {} (s3.private_key)",
-            key.display()
-        )
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS set-up")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the certificate and private key of [s3] do not go together")?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Binds the endpoint's address and prepares its TLS and state; errors
 /// here stop start-up, so a misconfigured endpoint is never silently off.
 pub async fn bind(
@@ -79,7 +48,7 @@ pub async fn bind(
     uploads::Uploads,
 )> {
     let tls = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(crate::server_tls::tls_acceptor(cert, key, "s3")?),
         None => None,
     };
     let listener = TcpListener::bind(settings.listen)

@@ -48,6 +48,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
 #[derive(Debug, Default)]
 pub struct Console {
     sessions: ConsoleSessions,
+    /// Served over TLS: cookies are `Secure`.
+    tls: bool,
 }
 
 /// Why a request with a console cookie may not act.
@@ -63,6 +65,14 @@ pub enum ConsoleRefusal {
 }
 
 impl Console {
+    /// The console of a listener that serves TLS (`tls`) or plain HTTP.
+    pub fn new(tls: bool) -> Self {
+        Console {
+            sessions: ConsoleSessions::default(),
+            tls,
+        }
+    }
+
     /// Whether `path` is the console's.
     pub fn owns(path: &str) -> bool {
         path == "/console" || path.starts_with("/console/")
@@ -190,7 +200,11 @@ impl Console {
                 let (id, _) = self.sessions.start(hash_key(key), Instant::now());
                 tracing::info!(target: "audit", api_key = %caller.name, scope = caller.scope.as_str(), op = "console-login", result = "ok");
                 let mut r = redirect("/console/");
-                let secure = if over_https(headers) { "; Secure" } else { "" };
+                let secure = if self.tls || over_https(headers) {
+                    "; Secure"
+                } else {
+                    ""
+                };
                 set_cookie(
                     &mut r,
                     &format!(
