@@ -17,6 +17,11 @@ Commands:
     listdir_attr REMOTE         prints one "NAME<TAB>SIZE" line per entry
     utime REMOTE MTIME          SFTPClient.utime((MTIME, MTIME)), then stat;
                                 prints "mtime SECONDS"
+    write_beyond REMOTE OFFSET  opens REMOTE for writing, writes 4 bytes,
+                                seeks to OFFSET and writes 10 more; prints
+                                "write beyond: refused: ERROR" when that
+                                write raises, else "write beyond: accepted",
+                                then "close: ok" or "close: failed: ERROR"
 
 Any failure exits 1 with the exception on standard error.
 """
@@ -117,6 +122,22 @@ def main():
         elif args.command == "listdir_attr":
             for e in sftp.listdir_attr(a[0]):
                 print(f"{e.filename}\t{e.st_size}")
+        elif args.command == "write_beyond":
+            f = sftp.open(a[0], "wb")
+            f.write(b"head")
+            f.flush()
+            f.seek(int(a[1]))
+            try:
+                f.write(b"x" * 10)
+                f.flush()
+                print("write beyond: accepted")
+            except IOError as e:
+                print(f"write beyond: refused: {e}")
+            try:
+                f.close()
+                print("close: ok")
+            except IOError as e:
+                print(f"close: failed: {e}")
         elif args.command == "utime":
             mtime = int(a[1])
             sftp.utime(a[0], (mtime, mtime))

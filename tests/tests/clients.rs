@@ -503,6 +503,30 @@ fn paramiko_readv_and_listdir(storage: Storage) {
         );
     }
 
+    // A write 10 GiB beyond the end fails at the write, not silently at
+    // the close (paramiko's close would not say), and nothing is saved.
+    let out = rig.paramiko(
+        &[
+            "write_beyond",
+            &rig.tree_path("holes.bin"),
+            &(10u64 << 30).to_string(),
+        ],
+        transfer_timeout(0),
+    );
+    if let Some(out) = report.run("paramiko write 10 GiB beyond the end", &rig, out) {
+        report.check(
+            "paramiko write beyond the end: refused at the write, with the reason",
+            out.stdout.contains("write beyond: refused")
+                && out.stdout.contains("cannot have holes"),
+            || format!("{out}"),
+        );
+    }
+    report.check(
+        "paramiko write beyond the end: nothing saved",
+        !rig.disk_path("holes.bin").exists(),
+        || format!("{} exists", rig.disk_path("holes.bin").display()),
+    );
+
     let many = rig.disk_path("many");
     fs::create_dir_all(&many).expect("many");
     let mut expected = std::collections::BTreeMap::new();

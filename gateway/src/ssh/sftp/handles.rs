@@ -117,6 +117,22 @@ impl WriteHandle {
             None => return Err(RequestError::BadHandle),
         };
         if offset > position {
+            // Writes in flight from any client fit in the hold-back window;
+            // one further ahead leaves a hole no later write can fill
+            // (uploads are streamed): refuse it now, not at close, where
+            // some clients (paramiko) do not report a failure.
+            let ahead = offset - position;
+            if ahead > MAX_PENDING_WRITE_BYTES as u64 {
+                let msg = format!(
+                    "{}: a write at offset {offset} is {ahead} bytes beyond the data written so far \
+                     ({position} bytes); uploads are streamed, so a file cannot have holes \
+                     (writes may arrive at most {} MiB ahead)",
+                    self.path,
+                    MAX_PENDING_WRITE_BYTES >> 20
+                );
+                st.failed = Some(msg.clone());
+                return Err(RequestError::Failure(msg));
+            }
             if st.pending_bytes + data.len() > MAX_PENDING_WRITE_BYTES {
                 let msg = format!("{}: writes arrive too far out of order", self.path);
                 st.failed = Some(msg.clone());

@@ -307,6 +307,66 @@ async fn a_gap_at_close_saves_nothing() {
     );
 }
 
+/// A WRITE far beyond the end (10 GiB ahead) is refused at once with a
+/// reason, and so is the close: nothing is saved.
+#[tokio::test]
+async fn a_write_far_beyond_the_end_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(backends::LocalBackend::open(dir.path()).unwrap());
+    let mut client = start(backend);
+    let handle = open(
+        &mut client,
+        "/far.bin",
+        OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+    )
+    .await;
+    let write = |id, offset| Write {
+        id,
+        handle: handle.clone(),
+        offset,
+        data: vec![1; 10],
+    };
+    send(&mut client, Packet::Write(write(5, 0))).await;
+    match receive(&mut client).await {
+        Packet::Status(s) => assert_eq!(s.status_code, russh_sftp::protocol::StatusCode::Ok),
+        other => panic!("unexpected reply {other:?}"),
+    }
+    // Within the hold-back window: held, answered OK.
+    send(&mut client, Packet::Write(write(6, 1 << 20))).await;
+    match receive(&mut client).await {
+        Packet::Status(s) => assert_eq!(s.status_code, russh_sftp::protocol::StatusCode::Ok),
+        other => panic!("unexpected reply {other:?}"),
+    }
+    send(&mut client, Packet::Write(write(7, 10 << 30))).await;
+    match receive(&mut client).await {
+        Packet::Status(s) => {
+            assert_eq!(s.status_code, russh_sftp::protocol::StatusCode::Failure);
+            assert!(
+                s.error_message.contains("beyond the data written so far")
+                    && s.error_message.contains("cannot have holes"),
+                "{}",
+                s.error_message
+            );
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+    send(
+        &mut client,
+        Packet::Close(russh_sftp::protocol::Close {
+            id: 8,
+            handle: handle.clone(),
+        }),
+    )
+    .await;
+    match receive(&mut client).await {
+        Packet::Status(s) => {
+            assert_eq!(s.status_code, russh_sftp::protocol::StatusCode::Failure);
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+    assert!(!dir.path().join("far.bin").exists());
+}
+
 /// A local backend holding `/big.bin` of `len` bytes whose every 4-byte
 /// word is its own offset, so any reply can be checked on its own.
 fn local_with_big_file(len: usize) -> (tempfile::TempDir, Arc<dyn Backend>) {
