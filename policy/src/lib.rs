@@ -11,17 +11,21 @@
 //!   with uniform rejections ([`AuthError`], [`RejectReason`]).
 //! - [`throttle`]: the [`LoginThrottle`] banning addresses after repeated
 //!   failures.
+//! - [`connection_rate`]: the [`ConnectionRate`] limiting new connections
+//!   per address.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod connection_rate;
 pub mod password;
 pub mod permissions;
 pub mod throttle;
 pub mod users;
 
 pub use auth::{AuthError, Authenticator, RejectReason};
+pub use connection_rate::{ConnectionRate, ConnectionRateSettings, RateExceeded};
 pub use password::{hash_password, validate_hash, verify_password, PasswordError};
 pub use permissions::{
     PathPermissions, PathRuleError, Permission, PermissionParseError, PermissionSet,

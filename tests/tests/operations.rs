@@ -597,6 +597,79 @@ fn systemd_unit_verifies_and_is_hardened() {
     assert!(exposure <= 2.0, "exposure {exposure}\n{text}");
 }
 
+/// With the default config (no `[login]` figures): 300 silent
+/// connections from one address (127.0.0.2) get at most the per-address
+/// burst of places, the rest are refused before any key exchange, and a
+/// client from another address logs in, uploads and downloads meanwhile.
+#[test]
+fn a_flood_with_the_default_config_shuts_nobody_else_out() {
+    let l = LimitSetup::start(&[], &[]);
+    let addr = l.gw.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood = rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..300 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(addr).await {
+                conns.push(s);
+            }
+        }
+        conns
+    });
+    // Held open and silent while the normal client works.
+    let src = l.env.path("normal.bin");
+    write_random_file(&src, 1 << 20).unwrap();
+    let back = l.env.path("normal-back.bin");
+    let t0 = Instant::now();
+    let out = l
+        .client("alice", 1)
+        .sftp(&format!("put {} n.bin\nget n.bin {}\n", p(&src), p(&back)))
+        .unwrap();
+    let took = t0.elapsed();
+    assert_ok(
+        &out,
+        "a client from 127.0.0.1 during the flood from 127.0.0.2",
+    );
+    assert_same_file(&src, &back);
+    eprintln!("log in, upload and download 1 MiB during the flood: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the normal client took {took:?}"
+    );
+    let (greeted, refused) = rt.block_on(async {
+        let (mut greeted, mut refused) = (0, 0);
+        for mut s in flood {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("SSH-") {
+                greeted += 1;
+            } else if text.contains("too many") {
+                refused += 1;
+            }
+        }
+        (greeted, refused)
+    });
+    assert!(
+        greeted <= 32,
+        "{greeted} flood connections got the SSH greeting"
+    );
+    assert!(
+        refused >= 260,
+        "only {refused} flood connections were refused with a reason"
+    );
+    assert!(l.refused("connection_rate") >= 260.0, "{}", l.gw.logs());
+}
+
 /// 60 idle logged-in sessions and a flood of 400 connections from one
 /// address (127.0.0.2) that never log in: the flood gets at most
 /// `max_unauthenticated_per_address` (8) places, the rest are refused at
@@ -605,9 +678,15 @@ fn systemd_unit_verifies_and_is_hardened() {
 /// connections time out; the idle sessions all survive.
 #[test]
 fn a_flood_from_one_address_leaves_room_for_everyone_else() {
+    // The connection rate is off here: this is the pending-login limit's
+    // test (the default-config flood is the next test).
     let l = LimitSetup::start(
         &[],
-        &["grace_time = \"3s\"", "max_unauthenticated_per_address = 8"],
+        &[
+            "grace_time = \"3s\"",
+            "max_unauthenticated_per_address = 8",
+            "connections_per_second_per_address = 0",
+        ],
     );
     let mut idle: Vec<HeldSession> = (0..60)
         .map(|i| l.hold(if i % 2 == 0 { "alice" } else { "bob" }, 100 + i))

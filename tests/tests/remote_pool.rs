@@ -164,6 +164,12 @@ fn remote_pool_caps_connections_and_recovers_from_sshd_restart() {
         r.pool_wait = Some("45s".into());
         r.connect_timeout = Some("5s".into());
     }
+    // 40 clients from one address at once: more than the default 32 that
+    // may log in together or connect at once from one address.
+    s.cfg.login_extra.extend([
+        "max_unauthenticated_per_address = 0".to_string(),
+        "connection_burst_per_address = 64".to_string(),
+    ]);
     s.start_gateway().unwrap();
 
     // Phase 1: 40 clients, 4 MiB each, up and down.

@@ -187,6 +187,12 @@ pub struct ServerSection {
     /// Sessions open at once per user (0: no limit).
     #[serde(default = "default_max_sessions_per_user")]
     pub max_sessions_per_user: usize,
+    /// Key exchanges offered, most preferred first (default: russh's).
+    pub kex_algorithms: Option<Vec<String>>,
+    /// Ciphers offered (default: AES-GCM, ChaCha20-Poly1305, AES-CTR).
+    pub ciphers: Option<Vec<String>>,
+    /// MACs offered, for the ciphers that need one (default: russh's).
+    pub macs: Option<Vec<String>>,
 }
 
 impl Default for ServerSection {
@@ -204,6 +210,9 @@ impl Default for ServerSection {
             dedicated_ips: Vec::new(),
             max_sessions: default_max_sessions(),
             max_sessions_per_user: default_max_sessions_per_user(),
+            kex_algorithms: None,
+            ciphers: None,
+            macs: None,
         }
     }
 }
@@ -244,6 +253,12 @@ pub struct LoginSection {
     /// Of those, from one source address (0: no limit of its own).
     #[serde(default = "default_max_unauthenticated_per_address")]
     pub max_unauthenticated_per_address: usize,
+    /// New connections a second from one address, sustained (0: no limit).
+    #[serde(default = "default_connections_per_second_per_address")]
+    pub connections_per_second_per_address: u32,
+    /// New connections from one address at once, before that rate applies.
+    #[serde(default = "default_connection_burst_per_address")]
+    pub connection_burst_per_address: u32,
 }
 
 impl Default for LoginSection {
@@ -256,6 +271,8 @@ impl Default for LoginSection {
             grace_time: default_grace_time(),
             max_unauthenticated: default_max_unauthenticated(),
             max_unauthenticated_per_address: default_max_unauthenticated_per_address(),
+            connections_per_second_per_address: default_connections_per_second_per_address(),
+            connection_burst_per_address: default_connection_burst_per_address(),
         }
     }
 }
@@ -470,9 +487,18 @@ fn default_grace_time() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_unauthenticated_per_address() -> usize {
-    // Off by default: one address legitimately opens many connections at
-    // once (rclone's transfers and checkers, a NAT'd office).
-    0
+    // One address may open many connections at once (rclone's transfers
+    // and checkers, an office behind NAT), but each logs in within a
+    // second or so: 32 logging in together from one address is plenty,
+    // and a flood from one address leaves the other 32 of the 64 places
+    // (max_unauthenticated) to everyone else.
+    32
+}
+fn default_connections_per_second_per_address() -> u32 {
+    policy::ConnectionRateSettings::default().per_second as u32
+}
+fn default_connection_burst_per_address() -> u32 {
+    policy::ConnectionRateSettings::default().burst
 }
 fn default_max_unauthenticated() -> usize {
     64

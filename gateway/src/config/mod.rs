@@ -77,6 +77,10 @@ pub struct Settings {
     pub proxy_protocol_from: Vec<IpNet>,
     /// Login throttle figures.
     pub throttle: ThrottleSettings,
+    /// New connections per address.
+    pub connection_rate: policy::ConnectionRateSettings,
+    /// The SSH algorithms offered.
+    pub ssh_algorithms: crate::ssh::algorithms::ServerAlgorithms,
     /// Authentication attempts per connection.
     pub max_auth_attempts: usize,
     /// Users from the file (the first-start `admin` is added from state).
@@ -407,6 +411,14 @@ fn validate(
     r: &mut Reporter<'_>,
 ) -> Settings {
     let server = file.server;
+    let ssh_algorithms = crate::ssh::algorithms::ServerAlgorithms {
+        kex: server.kex_algorithms.clone(),
+        ciphers: server.ciphers.clone(),
+        macs: server.macs.clone(),
+    };
+    for (key, problem) in ssh_algorithms.problems() {
+        r.at_key(key, problem);
+    }
     let limits = ops_settings::validate_limits(&server, &file.login, r);
     let ops = ops_settings::validate_ops(file.metrics, file.admin, base, r);
     let s3_endpoint = ops_settings::validate_s3_endpoint(file.s3, base, r);
@@ -555,6 +567,11 @@ fn validate(
             max_failures: file.login.max_failures,
             failure_window: file.login.failure_window,
             ban_duration: file.login.ban_duration,
+        },
+        ssh_algorithms,
+        connection_rate: policy::ConnectionRateSettings {
+            per_second: f64::from(file.login.connections_per_second_per_address),
+            burst: file.login.connection_burst_per_address,
         },
         max_auth_attempts: file.login.max_auth_attempts.max(1),
         users,

@@ -30,6 +30,8 @@ pub struct Shared {
     live: std::sync::RwLock<Arc<Live>>,
     /// Refuses addresses after repeated failures.
     pub throttle: LoginThrottle,
+    /// Refuses new connections from an address above its rate.
+    pub connection_rate: policy::ConnectionRate,
     /// The gateway's own storage; each user gets the subtree of their home.
     pub storage: LocalBackend,
     /// Transfers in flight, for graceful shutdown.
@@ -74,6 +76,7 @@ impl Shared {
         checksums: Arc<Checksums>,
     ) -> Self {
         Shared {
+            connection_rate: policy::ConnectionRate::new(live.settings.connection_rate),
             live: std::sync::RwLock::new(Arc::new(live)),
             throttle,
             storage,

@@ -3,6 +3,7 @@
 //! [`crate::ssh::sftp`], and SSH commands to [`crate::ssh::exec`] (the checksum
 //! commands; any other is refused there). Shells and forwarding are refused.
 
+pub mod algorithms;
 pub mod exec;
 pub mod sftp;
 
@@ -30,15 +31,9 @@ pub fn ssh_config(
     keys: Vec<PrivateKey>,
     idle_timeout: Duration,
     max_auth_attempts: usize,
+    algorithms: &algorithms::ServerAlgorithms,
 ) -> russh::server::Config {
     let preferred = russh::Preferred {
-        cipher: Cow::Borrowed(&[
-            russh::cipher::AES_128_GCM,
-            russh::cipher::AES_256_GCM,
-            russh::cipher::CHACHA20_POLY1305,
-            russh::cipher::AES_256_CTR,
-            russh::cipher::AES_128_CTR,
-        ]),
         key: Cow::Borrowed(&[
             Algorithm::Ed25519,
             Algorithm::Rsa {
@@ -50,6 +45,7 @@ pub fn ssh_config(
         ]),
         ..russh::Preferred::default()
     };
+    let preferred = algorithms.apply(preferred);
     russh::server::Config {
         server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-gateway")),
         methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
@@ -140,6 +136,8 @@ impl Connection {
         let limits = self.shared.live().settings.limits;
         match self.session.login(&user.name, &limits) {
             Ok(()) => {
+                // A user, not a flood: its connection's place comes back.
+                self.shared.connection_rate.refund(self.peer.ip());
                 self.login_audit(&user.name, method, "ok", "");
                 metrics::counter!("gateway_logins_total", "method" => method.to_string(), "outcome" => "ok")
                     .increment(1);

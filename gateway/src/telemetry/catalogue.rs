@@ -124,6 +124,7 @@ pub const GATEWAY_METRICS: &[Metric] = &[
 pub const REFUSAL_REASONS: &[&str] = &[
     "max_unauthenticated",
     "max_unauthenticated_per_address",
+    "connection_rate",
     "max_sessions",
     "max_sessions_per_user",
     "grace_time",
