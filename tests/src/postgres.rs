@@ -503,6 +503,41 @@ impl Postgres {
         self.start_again()
     }
 
+    /// Turns TLS on with the PEM certificate `cert` and key `key` (copied
+    /// into the data folder, owned by the server's user, the key 0600),
+    /// applied by a configuration reload; another call swaps them.
+    pub fn serve_tls(&self, cert: &Path, key: &Path) -> Result<()> {
+        let data = self.data_dir();
+        let (c, k) = (data.join("tls-server.pem"), data.join("tls-server.key"));
+        fs::copy(cert, &c).context("copying the server certificate")?;
+        fs::copy(key, &k).context("copying the server key")?;
+        fs::set_permissions(&k, fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = self.run_as {
+            chown_tree(&c, uid, gid)?;
+            chown_tree(&k, uid, gid)?;
+        }
+        self.psql_db("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql_db(
+            "postgres",
+            "ALTER SYSTEM SET ssl_cert_file = 'tls-server.pem'",
+        )?;
+        self.psql_db(
+            "postgres",
+            "ALTER SYSTEM SET ssl_key_file = 'tls-server.key'",
+        )?;
+        self.psql_db("postgres", "SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until the server says TLS is on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql_db("postgres", "SHOW ssl")? != "on" {
+            if Instant::now() > deadline {
+                bail!("PostgreSQL did not turn TLS on\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
     /// Runs `psql -XAt -v ON_ERROR_STOP=1 -c SQL` as the superuser over the
     /// unix socket in [`GATEWAY_DATABASE`]; returns its standard output
     /// (one row a line, columns separated by `|`), trailing newline removed.

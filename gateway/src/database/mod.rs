@@ -2,11 +2,16 @@
 //! parsed once when the configuration is read (so a wrong URL is reported
 //! with its file and line) and shown without its password. A value type of
 //! its own, so that the configuration and the cluster code that opens
-//! sessions with it do not depend on each other.
+//! sessions with it do not depend on each other. Sessions use TLS as the
+//! URL's `sslmode` says ([`tls`]).
+
+pub mod tls;
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+pub use tls::{PgTls, PgTlsStream, SslMode};
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -17,6 +22,10 @@ pub struct Database {
     config: tokio_postgres::Config,
     /// The URL without its password, for messages.
     shown: String,
+    /// How sessions use TLS.
+    tls: PgTls,
+    /// The URL's `sslmode`.
+    mode: SslMode,
 }
 
 impl std::fmt::Debug for Database {
@@ -29,10 +38,13 @@ impl Database {
     /// Parses a `postgres://user:password@host:port/database?...` URL
     /// (libpq's syntax). The error never repeats the password.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let mut config: tokio_postgres::Config = url
+        let (mode, root, rest) = tls::split_tls_params(url)?;
+        let mut config: tokio_postgres::Config = rest
             .parse()
             .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL URL: {e}"))?;
+        let tls = PgTls::new(mode, root.as_deref())?;
         config
+            .ssl_mode(mode.negotiation())
             .connect_timeout(CONNECT_TIMEOUT)
             // A node whose network vanished must lose its slots in seconds,
             // not after the kernel's two hours: the server drops the
@@ -47,7 +59,14 @@ impl Database {
         Ok(Database {
             shown: hide_password(url),
             config,
+            tls,
+            mode,
         })
+    }
+
+    /// The URL's `sslmode` (`prefer` when it names none, as libpq).
+    pub fn ssl_mode(&self) -> SslMode {
+        self.mode
     }
 
     /// The URL without its password.
@@ -61,11 +80,12 @@ impl Database {
     ) -> Result<
         (
             Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+            tokio_postgres::Connection<tokio_postgres::Socket, PgTlsStream<tokio_postgres::Socket>>,
         ),
         String,
     > {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(NoTls)).await {
+        let connect = self.config.connect(self.tls.clone());
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
