@@ -200,6 +200,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             listener,
             tls,
             uploads,
+            s3.clone(),
             shared.clone(),
             store.clone(),
             stop_rx.clone(),

@@ -25,7 +25,7 @@ pub mod throttle;
 pub mod users;
 
 pub use auth::{AuthError, Authenticator, RejectReason};
-pub use connection_rate::{ConnectionRate, ConnectionRateSettings, RateExceeded};
+pub use connection_rate::{ConnectionRate, ConnectionRateSettings, RateExceeded, TokenBuckets};
 pub use password::{hash_password, validate_hash, verify_password, PasswordError};
 pub use permissions::{
     PathPermissions, PathRuleError, Permission, PermissionParseError, PermissionSet,

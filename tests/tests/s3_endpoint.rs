@@ -46,6 +46,17 @@ impl S3Gw {
         prepare: impl FnOnce(&Path),
         tls: Option<(&Path, &Path)>,
     ) -> S3Gw {
+        Self::start_with(user, home, prepare, tls, &[])
+    }
+
+    /// The same with extra `[s3]` lines.
+    fn start_with(
+        user: UserConfig,
+        home: &str,
+        prepare: impl FnOnce(&Path),
+        tls: Option<(&Path, &Path)>,
+        s3_lines: &[&str],
+    ) -> S3Gw {
         let env = TestEnv::new().expect("test env");
         let pubkey = client_key(&env.path("id_ed25519")).expect("client key");
         let name = user.name.clone();
@@ -57,6 +68,9 @@ impl S3Gw {
         prepare(&env.data);
         let config = env.path("config.toml");
         let mut text = cfg.to_toml();
+        if !s3_lines.is_empty() {
+            text = text.replacen("[s3]\n", &format!("[s3]\n{}\n", s3_lines.join("\n")), 1);
+        }
         if let Some((cert, key)) = tls {
             text = text.replacen(
                 "[s3]\n",
@@ -1399,4 +1413,130 @@ fn non_loopback_s3_without_certificate_is_refused() {
         !out.success() && out.text().contains("s3.private_key"),
         "{out}"
     );
+}
+
+/// The endpoint's guards: an access key over its rate gets 503 SlowDown
+/// and recovers; a download the client stops reading is abandoned after
+/// `write_timeout`; a 70 KiB header gets 431; an address that keeps
+/// failing signatures is refused (503 SlowDown) while another address is
+/// served.
+#[test]
+fn guards_rate_stall_headers_and_failed_signatures() {
+    const SIZE: usize = 64 << 20;
+    let s = S3Gw::start_with(
+        UserConfig::new("alice"),
+        "alice",
+        |_| {},
+        None,
+        &["write_timeout = \"2s\"", "requests_per_second_per_key = 5"],
+    );
+    write_random_file(&s.home.join("big.bin"), SIZE).unwrap();
+    fs::write(s.home.join("f.txt"), b"hello").unwrap();
+
+    // A key over its rate (5 a second, 10 at once).
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let (status, body) = s.signed("GET", "/default/f.txt", None);
+        codes.push((status, error_code(&body)));
+    }
+    assert!(
+        codes.iter().any(|(st, c)| *st == 503 && c == "SlowDown"),
+        "no SlowDown in 30 quick requests: {codes:?}"
+    );
+    assert!(
+        codes.iter().filter(|(st, _)| *st == 200).count() >= 10,
+        "{codes:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.signed("GET", "/default/f.txt", None).0, 200);
+
+    // A download nobody reads: abandoned after write_timeout.
+    let out = s.aws_ok(&["s3", "presign", "s3://default/big.bin"]);
+    let url = out.stdout.trim().to_string();
+    let target = url.splitn(4, '/').nth(3).map(|t| format!("/{t}")).unwrap();
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let got = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        write!(c, "GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        // Read nothing while the gateway fills the buffers and waits.
+        std::thread::sleep(Duration::from_secs(6));
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut total = 0usize;
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if head.len() < 64 {
+                        head.extend_from_slice(&buf[..n.min(64)]);
+                    }
+                    total += n;
+                }
+            }
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "the presigned GET was not answered 200: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        total
+    };
+    assert!(
+        got > 1 << 20 && got < SIZE,
+        "the stalled download was not abandoned: {got} bytes of {SIZE} arrived\n{}",
+        s.logs()
+    );
+
+    // Headers beyond 64 KiB.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("X-Big: {}", "a".repeat(70 * 1024)))
+        .arg(format!("{}/default/f.txt", s.url));
+    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+    assert_eq!(out.stdout.trim(), "431", "a 70 KiB header: {}", out.stderr);
+
+    // Wrong signatures from 127.0.0.1: after 20, even the right key is
+    // refused from there; 127.0.0.2 is served.
+    let wrong = format!("{}x", &s.key.secret[..39]);
+    for _ in 0..20 {
+        let (status, body) = signed_request(
+            &s.url,
+            "GET",
+            "/default/f.txt",
+            None,
+            &s.key.id,
+            &wrong,
+            &s.scratch,
+        );
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (403, "SignatureDoesNotMatch")
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = s.signed("GET", "/default/f.txt", None);
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, "SlowDown"),
+        "{body}"
+    );
+    assert!(body.contains("wrong credentials"), "{body}");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--interface",
+        "127.0.0.2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+    .arg(format!("{}:{}", s.key.id, s.key.secret))
+    .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+    .arg(format!("{}/default/f.txt", s.url));
+    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+    assert_eq!(out.stdout.trim(), "200", "another address: {out}");
 }

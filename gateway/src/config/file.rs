@@ -54,6 +54,13 @@ pub struct S3EndpointSection {
     pub certificate: Option<PathBuf>,
     /// PEM file with the certificate's private key.
     pub private_key: Option<PathBuf>,
+    /// A response the client stops reading for this long is abandoned and
+    /// its connection closed.
+    #[serde(default, with = "super::duration::option")]
+    pub write_timeout: Option<Duration>,
+    /// Authenticated requests a second per access key, sustained (twice
+    /// that at once); 0: no limit.
+    pub requests_per_second_per_key: Option<u32>,
 }
 
 /// `[metrics]`: where Prometheus scrapes (`/metrics`, `/healthz`,

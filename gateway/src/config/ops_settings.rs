@@ -82,7 +82,17 @@ pub struct S3EndpointSettings {
     /// Certificate chain and key (PEM files); `None`: plain HTTP, which
     /// validation allows only on loopback.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may leave a response unread.
+    pub write_timeout: Duration,
+    /// Requests a second per access key (0: no limit).
+    pub requests_per_second_per_key: u32,
 }
+
+/// The default of `s3.write_timeout`.
+pub const S3_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default of `s3.requests_per_second_per_key`.
+pub const S3_REQUESTS_PER_SECOND_PER_KEY: u32 = 200;
 
 /// Where the operations endpoints listen, and who may use the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,7 +266,18 @@ pub(super) fn validate_s3_endpoint(
             ),
         );
     }
-    Some(S3EndpointSettings { listen, tls })
+    let write_timeout = section.write_timeout.unwrap_or(S3_WRITE_TIMEOUT);
+    if write_timeout.is_zero() {
+        r.at_key("s3.write_timeout", "must be longer than zero");
+    }
+    Some(S3EndpointSettings {
+        listen,
+        tls,
+        write_timeout,
+        requests_per_second_per_key: section
+            .requests_per_second_per_key
+            .unwrap_or(S3_REQUESTS_PER_SECOND_PER_KEY),
+    })
 }
 
 /// `SECTION.certificate` and `SECTION.private_key`, both or neither,

@@ -10,6 +10,7 @@
 //! TLS unless that address is loopback.
 
 pub mod endpoint;
+pub mod guard;
 pub mod keys;
 pub mod listing;
 pub mod paths;
@@ -36,6 +37,9 @@ use crate::state::StateStore;
 pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// HTTP connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 512;
+/// The most a request's head (URI and headers) may take; SigV4 needs a
+/// few KiB, and each request's head is held in memory while it runs.
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Binds the endpoint's address and prepares its TLS and state; errors
 /// here stop start-up, so a misconfigured endpoint is never silently off.
@@ -64,14 +68,18 @@ pub async fn bind(
 }
 
 /// Serves S3 on `listener` until `stop` turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_s3(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     uploads: uploads::Uploads,
+    settings: S3EndpointSettings,
     shared: Arc<Shared>,
     store: Arc<dyn StateStore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let guard = Arc::new(guard::Guard::new(settings.requests_per_second_per_key));
+    let write_timeout = settings.write_timeout;
     let book = keys::KeyBook::new(store);
     let mut builder =
         s3s::service::S3ServiceBuilder::new(endpoint::Endpoint::new(shared, book.clone(), uploads));
@@ -103,15 +111,37 @@ pub async fn serve_s3(
         };
         let service = service.clone();
         let tls = tls.clone();
+        let guard = guard.clone();
+        let stream = guard::StallGuard::new(stream, write_timeout);
         tokio::spawn(async move {
             let _slot = slot;
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(endpoint::PeerAddr(peer));
                     let service = service.clone();
+                    let guard = guard.clone();
                     let method = req.method().to_string();
                     let path = req.uri().path().to_string();
+                    let key = guard::claimed_key(req.headers(), req.uri().query());
+                    let head_bytes: usize = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                        .sum::<usize>()
+                        + req.uri().to_string().len();
                     async move {
+                        if head_bytes > MAX_HEADER_BYTES {
+                            tracing::info!(%peer, "S3 request refused: its head has {head_bytes} bytes");
+                            return Ok::<_, Infallible>(wire::headers_too_large(head_bytes));
+                        }
+                        if let Err(refusal) =
+                            guard.admit(peer.ip(), key.as_deref(), std::time::Instant::now())
+                        {
+                            tracing::info!(%peer, "S3 request refused: {refusal}");
+                            metrics::counter!("gateway_s3_refused_total", "reason" => refusal.reason())
+                                .increment(1);
+                            return Ok::<_, Infallible>(wire::slow_down(&refusal.to_string()));
+                        }
                         let resp = match hyper::service::Service::call(&service, req).await {
                             Ok(resp) => resp,
                             Err(e) => {
@@ -121,6 +151,16 @@ pub async fn serve_s3(
                                 resp
                             }
                         };
+                        let status = resp.status().as_u16();
+                        if guard.record(
+                            peer.ip(),
+                            key.as_deref(),
+                            status,
+                            resp.body().bytes().as_ref(),
+                            std::time::Instant::now(),
+                        ) {
+                            metrics::counter!("gateway_s3_signature_failures_total").increment(1);
+                        }
                         log_answer(peer, &method, &path, resp.status());
                         let status = format!("{}xx", resp.status().as_u16() / 100);
                         metrics::counter!(
@@ -136,7 +176,9 @@ pub async fn serve_s3(
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30));
+                    .header_read_timeout(Duration::from_secs(30))
+                    // At most 100 headers (hyper answers 431 beyond).
+                    .max_headers(100);
                 b
             };
             let result = match tls {

@@ -165,3 +165,41 @@ pub(super) const MTIME_KEY: &str = "mtime";
 
 /// MD5 of nothing: the ETag of a folder marker.
 pub(super) const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// A `503 SlowDown` answer, as S3 throttles (SDKs back off and retry),
+/// with `message` for whoever reads it.
+pub(super) fn slow_down(message: &str) -> hyper::Response<s3s::Body> {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>{escaped}</Message></Error>"
+    );
+    let mut resp = hyper::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    resp
+}
+
+/// A `431` answer for a request whose head has `bytes` bytes.
+pub(super) fn headers_too_large(bytes: usize) -> hyper::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>RequestHeaderSectionTooLarge</Code><Message>the request's headers take {bytes} bytes; at most {} are read</Message></Error>",
+        super::MAX_HEADER_BYTES
+    );
+    let mut resp = hyper::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}

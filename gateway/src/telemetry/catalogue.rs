@@ -108,6 +108,16 @@ pub const GATEWAY_METRICS: &[Metric] = &[
         "Requests to the S3 endpoint by HTTP method and status class (2xx, 4xx, 5xx)",
     ),
     metric(
+        "gateway_s3_signature_failures_total",
+        Kind::Counter,
+        "S3 requests refused for wrong credentials (SignatureDoesNotMatch, InvalidAccessKeyId), counted against the address",
+    ),
+    metric(
+        "gateway_s3_refused_total",
+        Kind::Counter,
+        "S3 requests answered 503 SlowDown before running, by reason (signature_failures: the address failed too many signatures; key_rate: the access key is over its rate)",
+    ),
+    metric(
         "gateway_remote_disabled",
         Kind::Gauge,
         "1 while the remote is disabled (its host key changed; an admin must trust the new one), else 0",
@@ -166,6 +176,10 @@ pub fn register_fixed_series() {
     }
     for outcome in ["applied", "refused"] {
         metrics::counter!("gateway_reloads_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("gateway_s3_signature_failures_total").increment(0);
+    for reason in ["signature_failures", "key_rate"] {
+        metrics::counter!("gateway_s3_refused_total", "reason" => reason).increment(0);
     }
 }
 
