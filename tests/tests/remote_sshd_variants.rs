@@ -59,6 +59,13 @@ fn forty_clients_against_stock_max_startups_all_succeed_within_the_cap() {
     s.cfg.server_extra.push("max_sessions_per_user = 0".into());
     s.cfg.metrics_listen = Some("127.0.0.1:0".into());
     // The default cap of 25; the default handshake limit.
+    // 40 clients from one address at once: more than the gateway's
+    // default 32 that may connect or wait to log in together from one
+    // address (this test is about the remote sshd's MaxStartups).
+    s.cfg.login_extra.extend([
+        "max_unauthenticated_per_address = 0".to_string(),
+        "connection_burst_per_address = 64".to_string(),
+    ]);
     s.start_gateway().unwrap();
     const SIZE: usize = 8 << 20;
     let n = 40;
@@ -132,6 +139,13 @@ fn handshakes_dropped_past_max_startups_are_tried_again() {
     s.remote()
         .extra
         .push(("max_handshakes".into(), "25".into()));
+    // 40 clients from one address at once: more than the gateway's
+    // default 32 that may connect or wait to log in together from one
+    // address (this test is about the remote sshd's MaxStartups).
+    s.cfg.login_extra.extend([
+        "max_unauthenticated_per_address = 0".to_string(),
+        "connection_burst_per_address = 64".to_string(),
+    ]);
     s.start_gateway().unwrap();
     let metrics = e2e::ops::logged_http_address(s.gw(), "metrics on http://").unwrap();
     let n = 40;
