@@ -30,6 +30,12 @@ pub enum CertificateCheck {
         /// A PEM file of trusted CA certificates, replacing the system's.
         ca_file: Option<PathBuf>,
     },
+    /// The chain must lead to a root of `ca_file` (PEM); the name is not
+    /// checked (libpq's `sslmode=verify-ca`).
+    RequireChain {
+        /// A PEM file of trusted CA certificates.
+        ca_file: PathBuf,
+    },
     /// Any certificate is accepted (INSECURE; a warning is logged on every
     /// connection).
     AllowAny,
@@ -49,6 +55,18 @@ pub fn client_config(check: &CertificateCheck) -> Result<ClientConfig, String> {
                 None => system_roots()?,
             };
             builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        CertificateCheck::RequireChain { ca_file } => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots_from_file(ca_file)?),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("the CA file {}: {e}", ca_file.display()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyNameCertificate { inner }))
+                .with_no_client_auth()
         }
         CertificateCheck::AllowAny => builder
             .dangerous()
@@ -176,6 +194,55 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// `RequireChain`: the chain is checked, a name mismatch forgiven.
+#[derive(Debug)]
+struct AnyNameCertificate {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for AnyNameCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -1,5 +1,5 @@
-//! TLS to PostgreSQL with rustls (already in the tree for the S3 endpoint
-//! and FTPS), with libpq's `sslmode` meanings:
+//! TLS to PostgreSQL with the remotes' rustls settings
+//! ([`backends::tls::client_config`]), with libpq's `sslmode` meanings:
 //!
 //! - `disable`: plain TCP;
 //! - `prefer` (libpq's default): TLS when the server offers it, no
@@ -17,9 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use backends::tls::CertificateCheck;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
@@ -76,14 +75,14 @@ impl std::fmt::Debug for PgTls {
 impl PgTls {
     /// The connector for `mode`, trusting `root` (a PEM file) when given.
     pub fn new(mode: SslMode, root: Option<&Path>) -> Result<PgTls, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up: {e}"))?;
         let check = match (mode, root) {
-            (SslMode::VerifyFull, Some(r)) => Check::Full(roots(r)?),
+            (SslMode::VerifyFull, Some(r)) => CertificateCheck::RequireMatch {
+                ca_file: Some(r.to_path_buf()),
+            },
             (SslMode::VerifyCa | SslMode::Require | SslMode::Prefer, Some(r)) => {
-                Check::ChainOnly(roots(r)?)
+                CertificateCheck::RequireChain {
+                    ca_file: r.to_path_buf(),
+                }
             }
             (SslMode::VerifyFull | SslMode::VerifyCa, None) => {
                 return Err(
@@ -91,156 +90,13 @@ impl PgTls {
                         .to_string(),
                 )
             }
-            (SslMode::Disable, _) | (_, None) => Check::Nothing,
+            (SslMode::Disable, _) | (_, None) => CertificateCheck::AllowAny,
         };
-        let config = match check {
-            Check::Full(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
-            Check::ChainOnly(roots) => {
-                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider.clone(),
-                )
-                .build()
-                .map_err(|e| format!("sslrootcert: {e}"))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyName { inner }))
-                    .with_no_client_auth()
-            }
-            Check::Nothing => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked { provider }))
-                .with_no_client_auth(),
-        };
+        let config =
+            backends::tls::client_config(&check).map_err(|e| format!("sslrootcert: {e}"))?;
         Ok(PgTls {
             config: Arc::new(config),
         })
-    }
-}
-
-enum Check {
-    Full(rustls::RootCertStore),
-    ChainOnly(rustls::RootCertStore),
-    Nothing,
-}
-
-/// The certificates of the PEM file `path`.
-fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect())
-        .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
-    let mut store = rustls::RootCertStore::empty();
-    let (added, _) = store.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!(
-            "sslrootcert {} holds no certificate",
-            path.display()
-        ));
-    }
-    Ok(store)
-}
-
-/// `verify-ca`: the chain is checked, the name is not (libpq's meaning).
-#[derive(Debug)]
-struct AnyName {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root: any certificate (the handshake's
-/// signatures are still checked).
-#[derive(Debug)]
-struct Unchecked {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
