@@ -168,11 +168,6 @@ impl ConnectionRate {
     pub fn refund(&self, ip: IpAddr) {
         self.buckets.refund(&key(ip));
     }
-
-    /// Whether `ip` may connect now.
-    pub fn would_admit(&self, ip: IpAddr, now: Instant) -> bool {
-        self.buckets.has_token(&key(ip), now)
-    }
 }
 
 /// The address a bucket belongs to: IPv4 as is, IPv6 by its /64.
@@ -210,7 +205,6 @@ mod tests {
             assert!(r.admit(flood, t0).is_ok(), "connection {i} of the burst");
         }
         assert!(r.admit(flood, t0).is_err());
-        assert!(!r.would_admit(flood, t0));
         // Another address is not affected.
         assert!(r.admit(ip("127.0.0.1"), t0).is_ok());
         // 5 a second come back.

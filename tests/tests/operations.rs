@@ -597,6 +597,32 @@ fn systemd_unit_verifies_and_is_hardened() {
     assert!(exposure <= 2.0, "exposure {exposure}\n{text}");
 }
 
+/// `n` connections to `addr` from 127.0.0.2 that send nothing.
+async fn flood_from_127_0_0_2(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(addr).await {
+            conns.push(s);
+        }
+    }
+    conns
+}
+
+/// What the gateway first sent on `s` (within 5 s): the SSH greeting or
+/// a refusal line.
+async fn first_words(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
 /// With the default config (no `[login]` figures): 300 silent
 /// connections from one address (127.0.0.2) get at most the per-address
 /// burst of places, the rest are refused before any key exchange, and a
@@ -609,17 +635,7 @@ fn a_flood_with_the_default_config_shuts_nobody_else_out() {
         .enable_all()
         .build()
         .unwrap();
-    let flood = rt.block_on(async {
-        let mut conns = Vec::new();
-        for _ in 0..300 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            if let Ok(s) = socket.connect(addr).await {
-                conns.push(s);
-            }
-        }
-        conns
-    });
+    let flood = rt.block_on(async { flood_from_127_0_0_2(addr, 300).await });
     // Held open and silent while the normal client works.
     let src = l.env.path("normal.bin");
     write_random_file(&src, 1 << 20).unwrap();
@@ -643,14 +659,7 @@ fn a_flood_with_the_default_config_shuts_nobody_else_out() {
     let (greeted, refused) = rt.block_on(async {
         let (mut greeted, mut refused) = (0, 0);
         for mut s in flood {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(0);
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let text = first_words(&mut s).await;
             if text.starts_with("SSH-") {
                 greeted += 1;
             } else if text.contains("too many") {
@@ -697,26 +706,12 @@ fn a_flood_from_one_address_leaves_room_for_everyone_else() {
         .unwrap();
     let addr = l.gw.addr;
     let (greeted, refused) = rt.block_on(async {
-        let mut conns = Vec::new();
-        for _ in 0..400 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            if let Ok(s) = socket.connect(addr).await {
-                conns.push(s);
-            }
-        }
+        let conns = flood_from_127_0_0_2(addr, 400).await;
         // Each either got the SSH greeting (a pending place) or a
         // refusal line and the end of the stream.
         let (mut greeted, mut refused) = (Vec::new(), 0);
         for mut s in conns {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(0);
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let text = first_words(&mut s).await;
             if text.starts_with("SSH-") {
                 greeted.push(s);
             } else if text.contains("too many connections from your address") {
