@@ -637,6 +637,13 @@ fn ftp_pool_of_5_serves_40_clients() {
         r.max_connections = Some(POOL_CAP as u32);
         r.pool_wait = Some("90s".into());
     }
+    // 40 clients from one address at once: more than the gateway's
+    // default 32 that may connect or wait to log in together from one
+    // address (this test is about the remote's pool).
+    s.cfg.login_extra.extend([
+        "max_unauthenticated_per_address = 0".to_string(),
+        "connection_burst_per_address = 64".to_string(),
+    ]);
     s.start_gateway().expect("gateway start");
     let srcs: Vec<PathBuf> = (0..POOL_CLIENTS)
         .map(|i| {
