@@ -250,3 +250,80 @@ fn fresh_start() {
         "second start printed the first-start banner:\n{stdout2}"
     );
 }
+
+/// The state database an older gateway (redb 2, file format v2) left in
+/// `gateway-state/`: the current binary migrates it on start, the first
+/// user logs in with the password that older gateway printed, and the S3
+/// key it issued is still listed. See `tests/fixtures/state-redb2/`.
+#[test]
+fn a_state_folder_from_the_redb2_gateway_keeps_its_users_and_keys() {
+    let env = TestEnv::bare().unwrap();
+    let cwd = env.path("cwd");
+    let state = cwd.join("gateway-state");
+    fs::create_dir_all(&state).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/state-redb2/state.redb.gz");
+    let unzipped = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(unzipped.status.success(), "gzip -dc {}", fixture.display());
+    fs::write(state.join("state.redb"), &unzipped.stdout).unwrap();
+    // The folder as the gateway left it: private.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let mut gw = Gateway::start(&gateway_in(&cwd, "127.0.0.1:0")).unwrap();
+    assert!(
+        gw.stdout
+            .wait_for(Duration::from_secs(5), |l| l.contains("listening on"))
+            .is_some()
+            || gw.logs().contains("listening on"),
+        "{}",
+        gw.logs()
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("migrated from redb file format v2")
+            && logs.contains("state.redb.redb2-backup"),
+        "no migration line in the log:\n{logs}"
+    );
+    assert!(
+        !gw.stdout.text().contains("First start"),
+        "the migrated admin user was not found: a new one was created\n{logs}"
+    );
+
+    // The password the redb 2 gateway printed at its first start.
+    let admin = Client::new(
+        gw.port(),
+        "admin",
+        Auth::Password("4dLPpVXGCB2XFBRmdaEz".into()),
+        &env.known_hosts,
+    );
+    let small = env.path("small.txt");
+    fs::write(&small, b"written after the migration\n").unwrap();
+    let out = admin
+        .sftp(&format!("put {} /after.txt\nls /\n", p(&small)))
+        .unwrap();
+    assert_ok(&out, &format!("login with the old password\n{}", gw.logs()));
+    assert_same_file(&small, &cwd.join("gateway-data/after.txt"));
+    assert_eq!(gw.stop().unwrap().code(), Some(0), "{}", gw.logs());
+
+    // The S3 key the old gateway issued, read by the CLI on the new file.
+    let config = cwd.join("gateway.toml");
+    fs::write(
+        &config,
+        "[server]\nstorage = \"gateway-data\"\nstate = \"gateway-state\"\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(gateway_bin().unwrap());
+    cmd.current_dir(&cwd)
+        .args(["user", "s3-key", "list", "-c", "gateway.toml"]);
+    let listed = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    assert_ok(&listed, "s3-key list on the migrated state");
+    assert!(
+        listed.stdout.contains("GWBLFM5G4H4FQPMX5X4G"),
+        "the old S3 key is not listed:\n{}",
+        listed.text()
+    );
+}

@@ -6,9 +6,12 @@
 //! committed write transaction is fsynced before `commit` returns, so a
 //! crash right after a write loses nothing.
 
+mod redb2;
+mod upgrade;
+
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Errors from the state store.
@@ -137,12 +140,23 @@ impl RedbStore {
     /// File name of the database inside the state folder.
     pub const FILE_NAME: &'static str = "state.redb";
 
-    /// Opens (creating if needed) the store in `state_dir`.
+    /// Opens (creating if needed) the store in `state_dir`, first carrying
+    /// a file that redb 2 wrote (older gateways) over to the current format.
     pub fn open(state_dir: &Path) -> Result<Self, StateError> {
         let store = RedbStore {
             path: state_dir.join(Self::FILE_NAME),
             lock: std::sync::Mutex::new(()),
         };
+        if let Some(done) = upgrade::migrate_if_needed(&store.path)? {
+            tracing::info!(
+                "state database {} migrated from redb file format v2: {} rows in {} tables; \
+                 the old file is kept as {}",
+                store.path.display(),
+                done.rows,
+                done.tables,
+                done.backup.display()
+            );
+        }
         store.with_db(|_| Ok(()))?;
         Ok(store)
     }
