@@ -106,6 +106,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let ops = settings.ops.clone();
     let s3_endpoint = settings.s3_endpoint.clone();
     let state_dir = settings.state.clone();
+    let state_database = settings.state_database.clone();
     let shutdown_grace = settings.shutdown_grace;
     let settings = Arc::new(settings);
     let table = running::sync_table(&settings, &remotes, &sync_storage);
@@ -195,7 +196,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         )));
     }
     if let Some(s3) = &s3_endpoint {
-        let (listener, tls, uploads) = crate::s3::bind(s3, &state_dir).await?;
+        let (listener, tls, uploads) =
+            crate::s3::bind(s3, &state_dir, state_database.as_ref()).await?;
         endpoints.push(tokio::spawn(crate::s3::serve_s3(
             listener,
             tls,

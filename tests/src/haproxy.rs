@@ -341,6 +341,38 @@ impl Haproxy {
         Ok(out)
     }
 
+    /// Connections each backend server has been given so far (`show
+    /// stat`'s `stot`), in config order: which nodes a test's requests
+    /// reached.
+    pub fn sessions_per_server(&self) -> Result<Vec<u64>> {
+        let csv = self.runtime("show stat")?;
+        let mut lines = csv.lines();
+        let header = lines
+            .next()
+            .and_then(|h| h.strip_prefix("# "))
+            .ok_or_else(|| anyhow!("`show stat` answered without a header:\n{csv}"))?;
+        let cols: Vec<&str> = header.split(',').collect();
+        let col = |name: &str| {
+            cols.iter()
+                .position(|c| *c == name)
+                .ok_or_else(|| anyhow!("no `{name}` column in `show stat`:\n{csv}"))
+        };
+        let (px, sv, stot) = (col("pxname")?, col("svname")?, col("stot")?);
+        let mut out = vec![];
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.get(px) != Some(&BACKEND) || f.get(sv).is_none_or(|n| *n == "BACKEND") {
+                continue;
+            }
+            out.push(
+                f.get(stot)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow!("no session count in `{line}`"))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Waits until HAProxy considers backend `index` up (`up`) or down
     /// (`!up`); returns how long that took, or an error with every
     /// server's state and the log after `timeout`.

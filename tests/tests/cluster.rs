@@ -420,3 +420,231 @@ fn with_postgres_stopped_new_connections_are_refused_until_it_is_back() {
     let peak = sampler.finish().unwrap().max;
     assert!(peak <= 5, "sshd saw {peak} connections\n{}", s.logs());
 }
+
+/// `aws s3api ARGS` through `url` with `key`, as JSON (`{}` when the
+/// command prints nothing).
+fn s3api(
+    url: &str,
+    key: &e2e::s3_endpoint::S3Key,
+    scratch: &std::path::Path,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut all = vec!["s3api"];
+    all.extend_from_slice(args);
+    let out = e2e::s3_endpoint::aws(url, key, &all, scratch).unwrap();
+    assert_ok(&out, &format!("aws s3api {}", args.join(" ")));
+    if out.stdout.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "aws s3api {}: not JSON ({e}):\n{}",
+                args.join(" "),
+                out.stdout
+            )
+        })
+    }
+}
+
+/// The S3 endpoint on both nodes behind HAProxy round robin: each `aws`
+/// call is a new connection, so the parts of one multipart upload reach
+/// both nodes; every node lists every part, the upload completes into the
+/// remote byte for byte, and nothing stays staged in the database after it
+/// completes or is aborted.
+#[test]
+fn multipart_parts_sent_to_both_nodes_complete_into_one_object() {
+    let mut s = ClusterSetup::new(5).unwrap();
+    for node in [&mut s.a, &mut s.b] {
+        node.cfg.s3_listen = Some("127.0.0.1:0".into());
+    }
+    s.start_both().unwrap();
+    let key = e2e::s3_endpoint::create_key(&s.a.config_path, "alice").unwrap();
+    let endpoints = [s.a.gw(), s.b.gw()].map(|gw| {
+        e2e::s3_endpoint::endpoint_addr(gw).unwrap_or_else(|e| panic!("{e}\n{}", s.logs()))
+    });
+    let lb = Haproxy::start(&endpoints, ProxyProtocol::None).unwrap();
+    lb.wait_all_up(Duration::from_secs(20)).unwrap();
+    let url = format!("http://{}", lb.addr());
+    let scratch = s.a.env.path("s3-scratch");
+    fs::create_dir_all(&scratch).unwrap();
+
+    let object = "partner/joined.bin";
+    let created = s3api(
+        &url,
+        &key,
+        &scratch,
+        &[
+            "create-multipart-upload",
+            "--bucket",
+            "default",
+            "--key",
+            object,
+        ],
+    );
+    let upload_id = created["UploadId"].as_str().expect("UploadId").to_string();
+    let sizes = [5 << 20, 5 << 20, (1 << 20) + 7];
+    let mut whole = Vec::new();
+    let mut parts = Vec::new();
+    let before = lb.sessions_per_server().unwrap();
+    for (i, size) in sizes.iter().enumerate() {
+        let path = scratch.join(format!("part{}", i + 1));
+        write_random_file(&path, *size).unwrap();
+        whole.extend(fs::read(&path).unwrap());
+        let number = (i + 1).to_string();
+        let put = s3api(
+            &url,
+            &key,
+            &scratch,
+            &[
+                "upload-part",
+                "--bucket",
+                "default",
+                "--key",
+                object,
+                "--upload-id",
+                &upload_id,
+                "--part-number",
+                &number,
+                "--body",
+                &path.display().to_string(),
+            ],
+        );
+        parts.push(serde_json::json!({"PartNumber": i + 1, "ETag": put["ETag"]}));
+    }
+    let after = lb.sessions_per_server().unwrap();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a > b),
+        "the parts did not reach both nodes (connections per node before {before:?}, after {after:?})"
+    );
+
+    // Each node lists all three parts (two calls: one per node).
+    for _ in 0..2 {
+        let listed = s3api(
+            &url,
+            &key,
+            &scratch,
+            &[
+                "list-parts",
+                "--bucket",
+                "default",
+                "--key",
+                object,
+                "--upload-id",
+                &upload_id,
+            ],
+        );
+        let numbers: Vec<i64> = listed["Parts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["PartNumber"].as_i64()).collect())
+            .unwrap_or_default();
+        assert_eq!(numbers, [1, 2, 3], "{listed}\n{}", s.logs());
+    }
+    let staged: u64 =
+        s.pg.psql("SELECT count(*) FROM gw_s3_chunks")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(
+        staged >= 11,
+        "the parts are not staged in the database: {staged} chunks"
+    );
+
+    let manifest = scratch.join("parts.json");
+    fs::write(&manifest, serde_json::json!({"Parts": parts}).to_string()).unwrap();
+    let done = s3api(
+        &url,
+        &key,
+        &scratch,
+        &[
+            "complete-multipart-upload",
+            "--bucket",
+            "default",
+            "--key",
+            object,
+            "--upload-id",
+            &upload_id,
+            "--multipart-upload",
+            &format!("file://{}", manifest.display()),
+        ],
+    );
+    assert!(
+        done["ETag"].as_str().is_some_and(|e| e.ends_with("-3\"")),
+        "{done}"
+    );
+    let landed =
+        fs::read(s.root.join("joined.bin")).unwrap_or_else(|e| panic!("{e}\n{}", s.logs()));
+    assert!(
+        landed == whole,
+        "the completed object differs from its parts ({} vs {} bytes)",
+        landed.len(),
+        whole.len()
+    );
+    for table in ["gw_s3_uploads", "gw_s3_parts", "gw_s3_chunks"] {
+        assert_eq!(
+            s.pg.psql(&format!("SELECT count(*) FROM {table}"))
+                .unwrap()
+                .trim(),
+            "0",
+            "{table} after completion"
+        );
+    }
+
+    // An aborted upload leaves nothing either, whichever node aborts it.
+    let created = s3api(
+        &url,
+        &key,
+        &scratch,
+        &[
+            "create-multipart-upload",
+            "--bucket",
+            "default",
+            "--key",
+            "partner/gone.bin",
+        ],
+    );
+    let gone_id = created["UploadId"].as_str().expect("UploadId").to_string();
+    let body = scratch.join("part1");
+    s3api(
+        &url,
+        &key,
+        &scratch,
+        &[
+            "upload-part",
+            "--bucket",
+            "default",
+            "--key",
+            "partner/gone.bin",
+            "--upload-id",
+            &gone_id,
+            "--part-number",
+            "1",
+            "--body",
+            &body.display().to_string(),
+        ],
+    );
+    s3api(
+        &url,
+        &key,
+        &scratch,
+        &[
+            "abort-multipart-upload",
+            "--bucket",
+            "default",
+            "--key",
+            "partner/gone.bin",
+            "--upload-id",
+            &gone_id,
+        ],
+    );
+    for table in ["gw_s3_uploads", "gw_s3_parts", "gw_s3_chunks"] {
+        assert_eq!(
+            s.pg.psql(&format!("SELECT count(*) FROM {table}"))
+                .unwrap()
+                .trim(),
+            "0",
+            "{table} after the abort"
+        );
+    }
+    assert!(!s.root.join("gone.bin").exists());
+}

@@ -51,6 +51,35 @@ BEGIN
 END
 $$;
 "#,
+    // 2: the S3 endpoint's multipart uploads in progress, staged where
+    // every node sees them (gateway/src/s3/uploads/database.rs).
+    r#"
+CREATE TABLE gw_s3_uploads (
+    id      text   PRIMARY KEY,
+    info    bytea  NOT NULL,
+    created bigint NOT NULL
+);
+CREATE TABLE gw_s3_parts (
+    upload_id  text    NOT NULL REFERENCES gw_s3_uploads (id) ON DELETE CASCADE,
+    number     integer NOT NULL,
+    generation text    NOT NULL,
+    chunks     integer NOT NULL,
+    size       bigint  NOT NULL,
+    md5        text    NOT NULL,
+    modified   bigint  NOT NULL,
+    PRIMARY KEY (upload_id, number)
+);
+CREATE TABLE gw_s3_chunks (
+    upload_id  text    NOT NULL REFERENCES gw_s3_uploads (id) ON DELETE CASCADE,
+    generation text    NOT NULL,
+    seq        integer NOT NULL,
+    data       bytea   NOT NULL,
+    PRIMARY KEY (upload_id, generation, seq)
+);
+-- Chunks are bytes already compressed or random as often as not:
+-- store them as they are, out of line.
+ALTER TABLE gw_s3_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+"#,
 ];
 
 /// The version the schema of this build has.

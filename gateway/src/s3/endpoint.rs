@@ -20,7 +20,7 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use super::keys::KeyBook;
 use super::listing::{self, Folders, Item};
 use super::paths::KeyTarget;
-use super::streams::{body_stream, download_stream, parts_stream};
+use super::streams::{body_stream, download_stream};
 use super::uploads::{self, UploadInfo, Uploads};
 use super::wire::{
     check_bucket, content_md5_hex, internal_error, key_target, metadata_mtime, mtime_metadata,
@@ -870,7 +870,7 @@ impl s3s::S3 for Endpoint {
             .is_some_and(|n| n.max(0) as u64 != part.size);
         let bad_md5 = expect_md5.is_some_and(|m| m != part.md5);
         if bad_length || bad_md5 {
-            let _ = tokio::fs::remove_file(&part.file).await;
+            self.uploads.discard_part(&input.upload_id, &part).await;
             return Err(if bad_length {
                 s3_error!(
                     IncompleteBody,
@@ -1047,10 +1047,9 @@ impl s3s::S3 for Endpoint {
         let etag = uploads::multipart_etag(&chosen);
         let total: u64 = chosen.iter().map(|p| p.size).sum();
         let mtime = info.mtime.as_deref().and_then(parse_mtime);
-        let files: Vec<_> = chosen.iter().map(|p| p.file.clone()).collect();
-        let body = parts_stream(files);
+        let body = self.uploads.read_parts(&input.upload_id, &chosen);
         let result = self
-            .write_file(&caller, &path, Box::pin(body), Some(total), None, mtime)
+            .write_file(&caller, &path, body, Some(total), None, mtime)
             .await;
         caller.audited("upload", &path, result, total)?;
         if let Err(e) = self.uploads.remove(&input.upload_id).await {

@@ -43,9 +43,12 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Binds the endpoint's address and prepares its TLS and state; errors
 /// here stop start-up, so a misconfigured endpoint is never silently off.
+/// Multipart uploads are staged in `database` when the node shares one
+/// with a cluster (any node may receive any part), else under `state_dir`.
 pub async fn bind(
     settings: &S3EndpointSettings,
     state_dir: &Path,
+    database: Option<&crate::database::Database>,
 ) -> anyhow::Result<(
     TcpListener,
     Option<tokio_rustls::TlsAcceptor>,
@@ -58,7 +61,13 @@ pub async fn bind(
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (s3.listen)", settings.listen))?;
-    let uploads = uploads::Uploads::new(state_dir.join("s3-uploads"));
+    let uploads = match database {
+        Some(db) => uploads::Uploads::Database(uploads::database::DatabaseUploads::new(db.clone())),
+        None => uploads::Uploads::Folder(uploads::folder::FolderUploads::new(
+            state_dir.join("s3-uploads"),
+        )),
+    };
+    tracing::debug!("S3 multipart uploads staged {}", uploads.describe());
     match uploads.remove_older_than(STALE_UPLOAD_AGE).await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} multipart upload(s) abandoned for over a week"),

@@ -136,6 +136,9 @@ fn checksum(data: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(data)
 }
 
+/// A B-tree's entries as raw bytes: (key, value), in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A B-tree's root as stored: page, the page's checksum.
 #[derive(Debug, Clone, Copy)]
 struct Root {
@@ -222,18 +225,13 @@ impl PageReader {
     }
 
     /// Every (key, value) of the B-tree under `root`, in key order.
-    fn entries(&self, root: Root) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Redb2Error> {
+    fn entries(&self, root: Root) -> Result<Entries, Redb2Error> {
         let mut out = Vec::new();
         self.walk(root, 0, &mut out)?;
         Ok(out)
     }
 
-    fn walk(
-        &self,
-        node: Root,
-        depth: usize,
-        out: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), Redb2Error> {
+    fn walk(&self, node: Root, depth: usize, out: &mut Entries) -> Result<(), Redb2Error> {
         if depth > MAX_DEPTH {
             return Err(Redb2Error::Damaged("a B-tree loops".into()));
         }

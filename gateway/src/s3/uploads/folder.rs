@@ -1,85 +1,35 @@
-//! Multipart uploads in progress: each part is kept in a file of its own
-//! under the state folder (`s3-uploads/<upload id>/`) until the upload is
-//! completed, when the parts are streamed in order into the destination,
-//! or aborted. Parts may arrive in any order and in parallel, and a part
-//! may be sent again, so they cannot go straight to the destination.
-//! Nothing of an upload is visible under its key before it completes.
+//! Uploads staged in a folder of this node (`s3-uploads/<upload id>/` in
+//! the state folder): one file per part, named by its number and MD5, and
+//! the upload's description in `upload.json`. Used by a single node; a
+//! cluster stages in its database ([`super::database`]).
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use super::{is_upload_id, new_upload_id, now_secs, PartError, PartInfo, Stored, UploadInfo};
 use crate::core::checksums::{Algorithm, ChecksumHasher};
-
-/// Highest part number S3 allows.
-pub const MAX_PART_NUMBER: i32 = 10_000;
-
-/// What an upload was created for.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UploadInfo {
-    /// The user who created it: only they may use it.
-    pub user: String,
-    /// The object key it will complete into.
-    pub key: String,
-    /// When it was created (Unix seconds).
-    pub created: u64,
-    /// The `mtime` user metadata it was created with, if any.
-    pub mtime: Option<String>,
-}
-
-/// One stored part.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartInfo {
-    /// Its number (1 to 10,000).
-    pub number: i32,
-    /// Its size in bytes.
-    pub size: u64,
-    /// The MD5 of its bytes, lowercase hex (its ETag).
-    pub md5: String,
-    /// When it was stored.
-    pub modified: SystemTime,
-    /// The file holding it.
-    pub file: PathBuf,
-}
-
-/// Why a part could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum PartError {
-    /// The request body failed while being read.
-    #[error("the request body ended with an error: {0}")]
-    Body(String),
-    /// The local disk failed.
-    #[error("cannot store the part: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// The uploads folder.
 #[derive(Debug, Clone)]
-pub struct Uploads {
+pub struct FolderUploads {
     dir: PathBuf,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn is_upload_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-impl Uploads {
+impl FolderUploads {
     /// Uploads kept in `dir` (created when needed).
     pub fn new(dir: PathBuf) -> Self {
-        Uploads { dir }
+        FolderUploads { dir }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn upload_dir(&self, id: &str) -> Option<PathBuf> {
@@ -88,9 +38,7 @@ impl Uploads {
 
     /// Starts an upload; returns its id.
     pub async fn create(&self, info: &UploadInfo) -> io::Result<String> {
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
-        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let id = new_upload_id()?;
         let dir = self.dir.join(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let json = serde_json::to_vec(info).map_err(io::Error::other)?;
@@ -155,7 +103,9 @@ impl Uploads {
             }
         };
         for old in self.part_files(&dir, Some(number)).await? {
-            let _ = tokio::fs::remove_file(&old.file).await;
+            if let Stored::File(file) = &old.stored {
+                let _ = tokio::fs::remove_file(file).await;
+            }
         }
         let file = dir.join(format!("part-{number:05}-{md5}"));
         tokio::fs::rename(&tmp, &file).await?;
@@ -164,7 +114,7 @@ impl Uploads {
             size,
             md5,
             modified: SystemTime::now(),
-            file,
+            stored: Stored::File(file),
         })
     }
 
@@ -200,7 +150,7 @@ impl Uploads {
                 size: meta.len(),
                 md5: md5.to_string(),
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                file: entry.path(),
+                stored: Stored::File(entry.path()),
             });
         }
         parts.sort_by_key(|p| p.number);
@@ -246,29 +196,6 @@ impl Uploads {
     }
 }
 
-/// The ETag S3 gives a multipart object: the MD5 of the parts' MD5s,
-/// `-` and the number of parts.
-pub fn multipart_etag(parts: &[PartInfo]) -> String {
-    let mut md5 = ChecksumHasher::new(Algorithm::Md5);
-    for p in parts {
-        let mut raw = [0u8; 16];
-        for (i, byte) in raw.iter_mut().enumerate() {
-            *byte = p
-                .md5
-                .get(2 * i..2 * i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .unwrap_or(0);
-        }
-        md5.update(&raw);
-    }
-    format!("{}-{}", md5.finish(), parts.len())
-}
-
-/// The creation time to record for a new upload.
-pub fn created_now() -> u64 {
-    now_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,11 +212,11 @@ mod tests {
     #[tokio::test]
     async fn parts_are_stored_replaced_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let uploads = Uploads::new(dir.path().join("u"));
+        let uploads = FolderUploads::new(dir.path().join("u"));
         let info = UploadInfo {
             user: "alice".into(),
             key: "a/b".into(),
-            created: created_now(),
+            created: super::super::created_now(),
             mtime: None,
         };
         let id = uploads.create(&info).await.unwrap();
@@ -304,8 +231,11 @@ mod tests {
         uploads.write_part(&id, 2, body(&[b"there"])).await.unwrap();
         let parts = uploads.parts(&id).await.unwrap();
         assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(std::fs::read(&parts[1].file).unwrap(), b"there");
-        assert!(multipart_etag(&parts).ends_with("-2"));
+        let Stored::File(second) = &parts[1].stored else {
+            panic!("a folder upload's part is a file")
+        };
+        assert_eq!(std::fs::read(second).unwrap(), b"there");
+        assert!(super::super::multipart_etag(&parts).ends_with("-2"));
         uploads.remove(&id).await.unwrap();
         assert_eq!(uploads.info(&id).await.unwrap(), None);
         assert_eq!(uploads.remove_older_than(Duration::ZERO).await.unwrap(), 0);
