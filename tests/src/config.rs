@@ -244,8 +244,8 @@ impl RemoteConfig {
     /// An `s3` remote: `bucket` on the server at `endpoint` (an
     /// `http://` or `https://` URL) with these credentials; region,
     /// path style and the rest left to the gateway's defaults. Its TOML
-    /// has no `host`, `port`, `username`, `password` or `max_connections`
-    /// (the gateway refuses them for S3 remotes).
+    /// has no `host`, `port`, `username` or `password` (the gateway
+    /// refuses them for S3 remotes); `max_connections` when set.
     pub fn s3(
         name: &str,
         endpoint: &str,
@@ -393,7 +393,7 @@ impl RemoteConfig {
         if let Some(b) = self.allow_mismatched_host_key {
             s += &format!("allow_mismatched_host_key = {b}\n");
         }
-        if let (Some(n), false) = (self.max_connections, s3) {
+        if let Some(n) = self.max_connections {
             s += &format!("max_connections = {n}\n");
         }
         if let Some(b) = self.use_dedicated_ips {

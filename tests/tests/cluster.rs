@@ -648,3 +648,172 @@ fn multipart_parts_sent_to_both_nodes_complete_into_one_object() {
     }
     assert!(!s.root.join("gone.bin").exists());
 }
+
+/// `gateway remote test` in a cluster takes a slot like any node: with
+/// node A holding all five connections of the remote (idle), the test on
+/// B's config succeeds after A gives one back, sshd never sees a sixth
+/// connection, and the tool leaves no node behind in `cluster status`.
+#[test]
+fn remote_test_takes_a_cluster_slot() {
+    let mut s = ClusterSetup::new(5).unwrap();
+    for node in [&mut s.a, &mut s.b] {
+        node.remote().idle_timeout = Some("10m".into());
+    }
+    s.start_both().unwrap();
+    let jobs = (0..5)
+        .map(|i| (s.a.client_n(i), format!("ls {MOUNT}\nmkdir {MOUNT}/t{i}\n")))
+        .collect();
+    assert_all_ok(&sftp_in_parallel(jobs), "5 clients on node A", &s.logs());
+    assert!(
+        within(Duration::from_secs(10), || s.slots_held().unwrap_or(0) == 5).is_some(),
+        "node A does not hold 5 slots: {:?}\n{}",
+        s.slots_held(),
+        s.logs()
+    );
+
+    let sampler = ConnectionSampler::start(s.sshd.port()..=s.sshd.port());
+    let out = s.b.remote_test().unwrap();
+    let peak = sampler.finish().unwrap().max;
+    assert_ok(&out, &format!("remote test on a full remote\n{}", s.logs()));
+    assert!(
+        peak <= 5,
+        "sshd saw {peak} connections at once: `remote test` went past the cap of 5\n{}",
+        s.logs()
+    );
+    let nodes = s.pg.psql("SELECT count(*) FROM gw_nodes").unwrap();
+    assert_eq!(nodes.trim(), "2", "the tool's node row was left behind");
+}
+
+/// An S3 remote's `max_connections` (requests at once) holds over both nodes: node A's two slow
+/// downloads take both request slots, so node B's listing waits until one
+/// of them ends, and the cluster never holds more than two.
+#[test]
+fn an_s3_remotes_request_cap_holds_across_nodes() {
+    use e2e::relay::{Relay, RelayOptions};
+    use e2e::s3d::{S3Server, S3ServerKind};
+    let pg = e2e::postgres::Postgres::start().unwrap();
+    let s3 = S3Server::start(S3ServerKind::S3sFs).unwrap();
+    let relay = Relay::start(RelayOptions::new("127.0.0.1", s3.addr())).unwrap();
+    let mut remote = e2e::RemoteConfig::s3(
+        "bucket",
+        &format!("http://{}", relay.addr()),
+        s3.bucket(),
+        s3.access_key(),
+        s3.secret_key(),
+    )
+    .io_timeout("60s");
+    remote.max_connections = Some(2);
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut node = e2e::mount::MountedGateway::new(remote.clone(), "/bucket").unwrap();
+        node.cfg.server_extra.push(format!(
+            "local_state = {}",
+            toml_str(&node.env.state.display().to_string())
+        ));
+        node.cfg.state = std::path::PathBuf::from(pg.url());
+        nodes.push(node);
+    }
+    let (a_part, b_part) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a_part[0], &mut b_part[0]);
+    b.cfg.users = a.cfg.users.clone();
+    b.key = a.key.clone();
+    a.start_gateway().unwrap();
+    b.start_gateway().unwrap();
+    let logs = |a: &e2e::mount::MountedGateway, b: &e2e::mount::MountedGateway| {
+        format!(
+            "=== A ===\n{}\n=== B ===\n{}\n=== S3 ===\n{}",
+            a.gateway_log(),
+            b.gateway_log(),
+            s3.logs()
+        )
+    };
+    let held = || -> usize {
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+
+    let src = a.env.path("big.bin");
+    write_random_file(&src, 4 << 20).unwrap();
+    assert_ok(
+        &a.client()
+            .sftp(&format!("put {} /bucket/big.bin\n", p(&src)))
+            .unwrap(),
+        "upload",
+    );
+    // About 4 s per download from now on.
+    relay.slow(1 << 20);
+    let peak = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (listing, listed_at, ends) = std::thread::scope(|scope| {
+        /// Stops the sampler however this closure ends (a failed
+        /// assertion included), so the scope can end.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _stop_sampler = StopOnDrop(&stop);
+        let sampler = scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(held(), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let downloads: Vec<_> = (0..2)
+            .map(|i| {
+                let client = a.client_n(i);
+                let dest = a.env.path(&format!("down{i}.bin"));
+                scope.spawn(move || {
+                    let out = client
+                        .sftp(&format!("get /bucket/big.bin {}\n", p(&dest)))
+                        .unwrap();
+                    (out, std::time::Instant::now())
+                })
+            })
+            .collect();
+        // Both downloads stream: A holds both slots.
+        let full = within(Duration::from_secs(20), || {
+            held() == 2
+                && (0..2).all(|i| {
+                    fs::metadata(a.env.path(&format!("down{i}.bin"))).is_ok_and(|m| m.len() > 0)
+                })
+        });
+        assert!(
+            full.is_some(),
+            "node A's two downloads never held both slots ({})\n{}",
+            held(),
+            logs(a, b)
+        );
+        let listing = b.client().sftp("ls -l /bucket\n").unwrap();
+        let listed_at = std::time::Instant::now();
+        let ends: Vec<_> = downloads
+            .into_iter()
+            .map(|d| {
+                let (out, at) = d.join().unwrap();
+                assert_ok(&out, "a download on node A");
+                at
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        sampler.join().unwrap();
+        (listing, listed_at, ends)
+    });
+    relay.slow(0);
+    assert_ok(&listing, &format!("listing on node B\n{}", logs(a, b)));
+    assert!(listing.lists_name("big.bin"), "{listing}");
+    let first_end = ends.iter().min().copied().unwrap();
+    assert!(
+        listed_at + Duration::from_millis(200) >= first_end,
+        "node B listed while node A held both request slots: the cap did not hold across nodes\n{}",
+        logs(a, b)
+    );
+    let peak = peak.into_inner();
+    assert!(peak <= 2, "the cluster held {peak} request slots of 2");
+    for i in 0..2 {
+        assert_same_file(&src, &a.env.path(&format!("down{i}.bin")));
+    }
+}

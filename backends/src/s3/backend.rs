@@ -57,6 +57,7 @@ impl S3Backend {
         let bucket = Bucket {
             client: built.client,
             connector: built.connector,
+            http: built.http,
             info: RemoteInfo {
                 name: settings.name,
                 bucket: settings.bucket,
@@ -73,6 +74,12 @@ impl S3Backend {
         Ok(S3Backend {
             bucket: Arc::new(bucket),
         })
+    }
+
+    /// Makes `max_requests` hold across gateway nodes (see
+    /// [`crate::slots`]); call once, before use.
+    pub fn use_slot_gate(&self, gate: Arc<dyn crate::slots::SlotGate>) {
+        self.bucket.http.use_slot_gate(gate);
     }
 
     /// Checks the credentials and access to the bucket with one listing of

@@ -32,6 +32,8 @@ pub struct Built {
     pub client: aws_sdk_s3::Client,
     /// The connector (for the last local address).
     pub connector: Connector,
+    /// The HTTP client under the SDK (its request slots).
+    pub http: GatewayHttp,
 }
 
 /// Checks `settings` and builds the client.
@@ -94,7 +96,7 @@ pub fn build(settings: &S3Settings) -> Result<Built, BackendError> {
         .endpoint_url(settings.endpoint.trim_end_matches('/'))
         .force_path_style(settings.path_style)
         .credentials_provider(credentials)
-        .http_client(http)
+        .http_client(http.clone())
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)
@@ -110,6 +112,7 @@ pub fn build(settings: &S3Settings) -> Result<Built, BackendError> {
     Ok(Built {
         client: aws_sdk_s3::Client::from_conf(config),
         connector,
+        http,
     })
 }
 

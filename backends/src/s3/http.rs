@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::connector::{BoxError, Connector};
 use crate::error::find_in_chain;
+use crate::slots::{SlotGate, SlotLease};
 use crate::{BackendError, ErrorKind};
 
 /// Idle pooled connections are closed after this long.
@@ -75,9 +76,11 @@ fn shown(d: Duration) -> String {
 }
 
 /// One of the `max_requests` request slots, held until the response body
-/// ends; counted in `gateway_remote_connections_in_use` while held.
+/// ends; counted in `gateway_remote_connections_in_use` while held. In a
+/// cluster it also holds one of the remote's cluster-wide slots.
 struct RequestSlot {
     _permit: OwnedSemaphorePermit,
+    _lease: Option<SlotLease>,
     in_flight: ::metrics::Gauge,
 }
 
@@ -95,7 +98,11 @@ pub struct GatewayHttp {
 
 struct Inner {
     client: Client<Connector, RequestBody>,
+    /// The remote's name (the cluster's slots are per remote name).
+    remote: String,
     permits: Arc<Semaphore>,
+    /// The cluster's slots, when several nodes share the cap.
+    gate: OnceLock<Arc<dyn SlotGate>>,
     max_requests: usize,
     /// Requests in flight (`gateway_remote_connections_in_use`).
     in_flight: ::metrics::Gauge,
@@ -135,7 +142,9 @@ impl GatewayHttp {
         GatewayHttp {
             inner: Arc::new(Inner {
                 client,
+                remote: remote.to_string(),
                 permits: Arc::new(Semaphore::new(max_requests.max(1))),
+                gate: OnceLock::new(),
                 max_requests,
                 in_flight,
                 connect_timeout,
@@ -204,25 +213,55 @@ impl GatewayHttp {
         HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
     }
 
-    /// A request slot, waiting up to the I/O timeout.
+    /// Makes `max_requests` a cap over every gateway node: each request
+    /// also holds one of the remote's cluster-wide slots from `gate`
+    /// (see [`crate::slots`]). Call once, before use.
+    pub fn use_slot_gate(&self, gate: Arc<dyn SlotGate>) {
+        let _ = self.inner.gate.set(gate);
+    }
+
+    /// A request slot, waiting up to the I/O timeout (for this node's slot
+    /// and the cluster's together).
     async fn acquire(&self) -> Result<RequestSlot, ConnectorError> {
         let wait = self.inner.io_timeout;
-        match tokio::time::timeout(wait, self.inner.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                self.inner.in_flight.increment(1.0);
-                Ok(RequestSlot {
-                    _permit: permit,
-                    in_flight: self.inner.in_flight.clone(),
-                })
-            }
-            _ => Err(ConnectorError::other(
+        let deadline = tokio::time::Instant::now() + wait;
+        let busy = || {
+            ConnectorError::other(
                 Box::new(HttpFailure::Busy {
                     max: self.inner.max_requests,
                     waited: wait,
                 }),
                 None,
-            )),
-        }
+            )
+        };
+        let permit =
+            match tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(busy()),
+            };
+        let lease = match self.inner.gate.get() {
+            None => None,
+            Some(gate) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match gate
+                    .acquire(&self.inner.remote, self.inner.max_requests, left)
+                    .await
+                {
+                    Ok(lease) => Some(lease),
+                    // Its message says whether all slots were busy across
+                    // the cluster or the cluster cannot tell.
+                    Err(e) => return Err(ConnectorError::other(Box::new(e), None)),
+                }
+            }
+        };
+        self.inner.in_flight.increment(1.0);
+        Ok(RequestSlot {
+            _permit: permit,
+            _lease: lease,
+            in_flight: self.inner.in_flight.clone(),
+        })
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Bucket {
     pub client: aws_sdk_s3::Client,
     /// The connector under it (for the last local address).
     pub connector: Connector,
+    /// The HTTP client under the SDK (its request slots).
+    pub http: super::http::GatewayHttp,
     /// Names for messages.
     pub info: RemoteInfo,
     /// The key layout.

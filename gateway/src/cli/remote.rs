@@ -63,7 +63,7 @@ pub fn list(settings: &Settings) -> Result<()> {
         let (address, limit) = match &r.protocol {
             ProtocolSettings::S3(s) => (
                 format!("{} bucket {}", s.endpoint, s.bucket),
-                "no connection limit".to_string(),
+                format!("max_connections {} (requests at once)", r.max_connections),
             ),
             _ => (
                 format!("{}@{}:{}", r.username, r.host, r.port),
@@ -88,11 +88,36 @@ fn tls_mode_name(mode: FtpTlsMode) -> &'static str {
     }
 }
 
+/// The state store for a tool that connects to a remote. In a cluster the
+/// tool takes its connection's slot like any node, so `remote test` on a
+/// busy remote waits for a free slot (another node gives one back) rather
+/// than opening a connection beyond the remote's `max_connections`.
+fn store_with_slots(
+    settings: &Settings,
+) -> Result<(
+    std::sync::Arc<dyn crate::state::StateStore>,
+    Option<crate::cluster::slots::PgSlots>,
+)> {
+    let (store, shared) = crate::cluster::open_state_shared(settings)?;
+    let slots = match (shared, &settings.state_database) {
+        (Some(pg), Some(database)) => {
+            let (_, host) = crate::cluster::node_identity();
+            Some(pg.start_slots(database, host))
+        }
+        _ => None,
+    };
+    Ok((store, slots))
+}
+
 /// `gateway remote test NAME`.
 pub async fn test(settings: &Settings, name: &str) -> Result<()> {
     let r = find(settings, name)?;
-    let store = open_store(settings)?;
-    let report = test_report(settings, name, store).await?;
+    let (store, slots) = store_with_slots(settings)?;
+    let report = test_report(settings, name, store).await;
+    if let Some(slots) = slots {
+        slots.leave().await;
+    }
+    let report = report?;
     if let Some(why) = &report.error {
         bail!("remote `{name}`: FAILED: {why}");
     }
@@ -106,8 +131,12 @@ pub async fn test(settings: &Settings, name: &str) -> Result<()> {
 /// `gateway remote trust NAME`.
 pub async fn trust(settings: &Settings, name: &str) -> Result<()> {
     refuse_trust(find(settings, name)?)?;
-    let store = open_store(settings)?;
-    let t = trust_remote(settings, name, store).await?;
+    let (store, slots) = store_with_slots(settings)?;
+    let t = trust_remote(settings, name, store).await;
+    if let Some(slots) = slots {
+        slots.leave().await;
+    }
+    let t = t?;
     println!(
         "remote `{name}`: now trusting {} {}",
         t.presented.algorithm(),

@@ -80,6 +80,11 @@ enum Command {
     Want {
         remote: String,
     },
+    /// The node is done (a command-line tool): forget its heartbeat row
+    /// and end the lock session, which gives back any slot left.
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct Shared {
@@ -120,6 +125,16 @@ impl PgSlots {
     /// Whether the lock session works now.
     pub fn health(&self) -> watch::Receiver<Health> {
         self.shared.health.subscribe()
+    }
+
+    /// Ends a short-lived node (`gateway remote test` in a cluster): its
+    /// row leaves `gw_nodes`, so `cluster status` does not list a gone
+    /// node for the next hour, and its session closes.
+    pub async fn leave(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.shared.commands.send(Command::Leave { reply }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
     }
 }
 
@@ -286,6 +301,10 @@ async fn supervise(
                     // The server dropped the lock with the session.
                     Some(Command::Release { remote_id, slot, .. }) => book.release(remote_id, slot),
                     Some(Command::Want { .. }) => {}
+                    Some(Command::Leave { reply }) => {
+                        let _ = reply.send(());
+                        return;
+                    }
                 },
             }
         }
@@ -388,6 +407,14 @@ impl Session {
                 why = &mut self.closed => return Some(why.unwrap_or_else(|_| "the session ended".into())),
                 cmd = commands.recv() => match cmd {
                     None => return None,
+                    Some(Command::Leave { reply }) => {
+                        let _ = self
+                            .client
+                            .execute("DELETE FROM gw_nodes WHERE node = $1", &[&shared.node])
+                            .await;
+                        let _ = reply.send(());
+                        return None;
+                    }
                     Some(cmd) => self.command(shared, book, cmd).await,
                 },
                 Some(notice) = self.notices.recv() => {
@@ -452,6 +479,10 @@ impl Session {
                         &[&remote_id, &slot, &remote],
                     )
                     .await?;
+            }
+            // Handled by `serve` before it gets here.
+            Command::Leave { reply } => {
+                let _ = reply.send(());
             }
             Command::Want { remote } => {
                 let now = Instant::now();

@@ -285,7 +285,14 @@ pub(super) fn validate_remotes(
             port: rs.port.unwrap_or(default_port),
             username: rs.username,
             password: password.value(),
-            max_connections: rs.max_connections.unwrap_or(25).max(1),
+            // S3: requests in flight at once (each on its own connection).
+            max_connections: rs
+                .max_connections
+                .unwrap_or(match protocol {
+                    ProtocolSettings::S3(_) => backends::s3::DEFAULT_MAX_REQUESTS,
+                    _ => 25,
+                })
+                .max(1),
             use_dedicated_ips: rs.use_dedicated_ips,
             root: rs.root,
             connect_timeout: rs.connect_timeout,
@@ -313,7 +320,7 @@ pub(super) fn protocol_keys(
         (
             "max_connections",
             rs.max_connections.is_some(),
-            &[Sftp, Ftp],
+            &[Sftp, Ftp, S3],
         ),
         ("host_key", rs.host_key.is_some(), &[Sftp]),
         ("max_handshakes", rs.max_handshakes.is_some(), &[Sftp]),

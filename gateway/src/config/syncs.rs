@@ -7,7 +7,7 @@ use std::time::Duration;
 use backends::StoragePath;
 
 use super::file::SyncSection;
-use super::{ProtocolSettings, RemoteSettings, Reporter};
+use super::{RemoteSettings, Reporter};
 use crate::sync::filter::PathFilter;
 use crate::sync::schedule::{parse_time_zone, CronSchedule, Schedule};
 use crate::sync::settings::{AfterCopy, SyncDirection, SyncSettings, DEFAULT_PARALLEL};
@@ -73,10 +73,7 @@ pub(super) fn validate_syncs(
             );
         }
         let parallel = s.parallel.unwrap_or(DEFAULT_PARALLEL);
-        let cap = remote.and_then(|x| match x.protocol {
-            ProtocolSettings::S3(_) => None,
-            _ => Some(x.max_connections),
-        });
+        let cap = remote.map(|x| x.max_connections);
         if parallel == 0 {
             r.at_key(&at("parallel"), "must be at least 1");
         } else if let Some(cap) = cap.filter(|&cap| parallel > cap) {

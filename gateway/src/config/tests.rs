@@ -143,8 +143,8 @@ fn unknown_tls_mode_is_named() {
 }
 
 #[test]
-fn s3_remote_needs_its_keys_and_refuses_a_connection_limit() {
-    let text = "[[remotes]]\nname = \"bucket\"\nkind = \"s3\"\nendpoint = \"s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nmax_connections = 5\n";
+fn s3_remote_needs_its_keys_and_refuses_sftp_keys() {
+    let text = "[[remotes]]\nname = \"bucket\"\nkind = \"s3\"\nendpoint = \"s3.example\"\nbucket = \"b\"\naccess_key_id = \"AK\"\nhost_key = \"ssh-ed25519 AAAA\"\n";
     let err = load_text(text).unwrap_err().to_string();
     assert!(
         err.contains("gw.toml:4: key `remotes[0].endpoint`"),
@@ -153,8 +153,8 @@ fn s3_remote_needs_its_keys_and_refuses_a_connection_limit() {
     assert!(err.contains("is not a URL"), "{err}");
     assert!(err.contains("needs `secret_access_key`"), "{err}");
     assert!(
-        err.contains("gw.toml:7: key `remotes[0].max_connections`")
-            && err.contains("applies only to sftp and ftp remotes"),
+        err.contains("gw.toml:7: key `remotes[0].host_key`")
+            && err.contains("applies only to sftp remotes"),
         "{err}"
     );
 }
@@ -171,7 +171,11 @@ fn s3_remote_defaults() {
     assert!(s3.path_style);
     assert!(!s3.recursive_folder_rename);
     assert!(s3.folder_markers, "markers are on by default");
+    assert_eq!(r.max_connections, backends::s3::DEFAULT_MAX_REQUESTS);
     assert!(!format!("{r:?}").contains("SK"), "secret in Debug: {r:?}");
+    // A cap of its own: requests in flight at once.
+    let capped = load_text(&format!("{text}max_connections = 4\n")).unwrap();
+    assert_eq!(capped.remote("bucket").unwrap().max_connections, 4);
 }
 
 /// Writes `files` (name, content, mode) and `config` into a fresh

@@ -146,7 +146,10 @@ impl Remotes {
 /// figures differ).
 fn same_connection(a: &RemoteSettings, b: &RemoteSettings) -> bool {
     let mut b = b.clone();
-    b.max_connections = a.max_connections;
+    // An S3 remote's cap lives in its HTTP client: a new cap, a new client.
+    if !matches!(a.protocol, ProtocolSettings::S3(_)) {
+        b.max_connections = a.max_connections;
+    }
     b.pool_wait = a.pool_wait;
     b.idle_timeout = a.idle_timeout;
     *a == b
@@ -268,12 +271,16 @@ pub fn connect_remote(
                 backend: Arc::new(backend),
             }
         }
-        ProtocolSettings::S3(s3) => RemoteAccess::S3 {
-            backend: Arc::new(
-                S3Backend::new(s3_settings(r, s3, sources))
-                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
-            ),
-        },
+        ProtocolSettings::S3(s3) => {
+            let backend = S3Backend::new(s3_settings(r, s3, sources))
+                .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?;
+            if let Some(gate) = gate {
+                backend.use_slot_gate(gate);
+            }
+            RemoteAccess::S3 {
+                backend: Arc::new(backend),
+            }
+        }
     };
     let backend: Arc<dyn Backend> = match &access {
         RemoteAccess::Sftp { backend, .. } => backend.clone(),
@@ -359,6 +366,7 @@ pub fn s3_settings(
     settings.io_timeout = s.io_timeout;
     settings.recursive_folder_rename = s.recursive_folder_rename;
     settings.folder_markers = s.folder_markers;
+    settings.max_requests = r.max_connections;
     settings
 }
 
