@@ -855,6 +855,7 @@ mod tests {
             host_keys: Arc::new(AcceptAnyKey),
             pool: pool_settings(),
             ssh: Default::default(),
+            atomic_uploads: true,
         });
         let ftp = crate::ftp::FtpBackend::new(crate::ftp::FtpSettings {
             name: "ftp-remote".into(),

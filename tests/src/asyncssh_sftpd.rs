@@ -127,6 +127,7 @@ impl AsyncSshServer {
             host_keys: std::sync::Arc::new(crate::sshd::ExactKey(self.host_key()?)),
             pool: crate::direct::pool_settings(2),
             ssh: Default::default(),
+            atomic_uploads: true,
         })
     }
 

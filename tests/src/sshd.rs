@@ -106,6 +106,10 @@ pub struct SshdOptions {
     /// `internal-sftp -l LEVEL`: what the SFTP server logs of each file
     /// (`INFO`: every open and close with bytes; default none).
     pub sftp_log_level: Option<String>,
+    /// `internal-sftp -P LIST`: SFTP requests the server refuses (e.g.
+    /// `rename,posix-rename` as `sftp-server -Q requests` names them, as managed file-transfer servers
+    /// that forbid renames do).
+    pub sftp_denied_requests: Option<String>,
 }
 
 impl Default for SshdOptions {
@@ -121,6 +125,7 @@ impl Default for SshdOptions {
             kbd_interactive: false,
             rsa_host_key: false,
             sftp_log_level: None,
+            sftp_denied_requests: None,
         }
     }
 }
@@ -271,10 +276,14 @@ impl Sshd {
         c += "MaxAuthTries 20\n";
         c += &format!("LogLevel {}\n", o.log_level);
         c += "UseDNS no\n";
-        match &o.sftp_log_level {
-            Some(level) => c += &format!("Subsystem sftp internal-sftp -l {level}\n"),
-            None => c += "Subsystem sftp internal-sftp\n",
+        c += "Subsystem sftp internal-sftp";
+        if let Some(level) = &o.sftp_log_level {
+            c += &format!(" -l {level}");
         }
+        if let Some(denied) = &o.sftp_denied_requests {
+            c += &format!(" -P {denied}");
+        }
+        c += "\n";
         for l in &o.extra_config {
             c += l;
             c += "\n";
@@ -568,6 +577,7 @@ impl Sshd {
             host_keys: std::sync::Arc::new(ExactKey(host_key)),
             pool: pool_settings(2),
             ssh: Default::default(),
+            atomic_uploads: true,
         }
     }
 

@@ -55,6 +55,7 @@ fn pool_limits_change_without_cutting_a_transfer() {
         let backend = SftpBackend::new(SftpSettings {
             pool: settings(6),
             ssh: Default::default(),
+            atomic_uploads: true,
             ..sshd.backend_settings("reload", &root.display().to_string())
         });
         put(&backend, "f.bin", &pattern(SIZE, 7)).await;

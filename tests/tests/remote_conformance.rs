@@ -15,6 +15,7 @@ fn remote_sftp_backend_passes_the_conformance_suite() {
         let backend = SftpBackend::new(SftpSettings {
             pool: pool_settings(4),
             ssh: Default::default(),
+            atomic_uploads: true,
             ..sshd.backend_settings("conformance", &root.display().to_string())
         });
         backends::conformance::run_all(&backend).await;

@@ -34,6 +34,7 @@ fn settings(server: &FtpServer, key: russh::keys::PublicKey) -> SftpSettings {
         host_keys: std::sync::Arc::new(ExactKey(key)),
         pool: pool_settings(2),
         ssh: Default::default(),
+        atomic_uploads: true,
     }
 }
 

@@ -282,3 +282,92 @@ fn modern_servers_show_their_negotiated_algorithms_without_a_flag() {
     assert_output_contains(&out, "key exchange", "remote test's algorithms line");
     assert!(!out.text().contains("LEGACY"), "{out}");
 }
+
+/// A server that refuses renames (OpenSSH's `internal-sftp -P rename,posix-rename`,
+/// as many managed file-transfer products do): the default upload, which
+/// publishes by renaming, fails with the server's refusal and leaves
+/// nothing behind; with `atomic_uploads = false` the same upload works.
+#[test]
+fn a_server_that_refuses_renames_takes_uploads_with_atomic_uploads_off() {
+    let mut s = mount_on(SshdOptions {
+        sftp_denied_requests: Some("rename,posix-rename".into()),
+        ..SshdOptions::default()
+    });
+    s.start_gateway().unwrap();
+    let src = s.env.path("refused.bin");
+    write_random_file(&src, 1 << 20).unwrap();
+    let out = s
+        .client()
+        .sftp(&format!("put {} {MOUNT}/refused.bin\n", p(&src)))
+        .unwrap();
+    assert!(
+        !out.success(),
+        "an upload published by a refused rename succeeded\n{out}\n{}",
+        s.logs()
+    );
+    assert!(
+        s.gateway_log().contains("atomic_uploads = false"),
+        "the log does not say how to upload to such a server\n{}",
+        s.gateway_log()
+    );
+    let left: Vec<_> = std::fs::read_dir(&s.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left on the server: {left:?}");
+
+    s.remote().atomic_uploads = Some(false);
+    s.restart_gateway().unwrap();
+    round_trip(&s, 3 << 20);
+    let left: Vec<_> = std::fs::read_dir(&s.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["rt.bin"], "only the file itself, no hidden name");
+}
+
+/// With `atomic_uploads = false` the file is written under its own name
+/// (it shows there while the upload runs), and an upload cut short (the
+/// client killed) removes it.
+#[test]
+fn with_atomic_uploads_off_an_interrupted_upload_removes_its_file() {
+    let mut s = mount_on(SshdOptions::default());
+    s.remote().atomic_uploads = Some(false);
+    s.start_gateway().unwrap();
+    let src = s.env.path("big.bin");
+    write_random_file(&src, 256 << 20).unwrap();
+    let mut child = s
+        .client()
+        .sftp_stdin_command()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(format!("put {} {MOUNT}/big.bin\n", p(&src)).as_bytes())
+        .unwrap();
+    let target = s.root.join("big.bin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0) < (1 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never showed under its own name\n{}",
+            s.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let gone = e2e::cluster::within(std::time::Duration::from_secs(20), || !target.exists());
+    assert!(
+        gone.is_some(),
+        "the interrupted upload's file is still there ({:?} bytes)\n{}",
+        std::fs::metadata(&target).map(|m| m.len()),
+        s.logs()
+    );
+}

@@ -145,16 +145,37 @@ pub(super) fn spawn_cleanup(task: impl std::future::Future<Output = ()> + Send +
 
 pub(super) type WriteFuture = BoxFuture<'static, std::result::Result<(), SftpError>>;
 
+/// How a new file reaches its final name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Publish {
+    /// Written under a hidden name, renamed to `final_remote` on close;
+    /// `exclusive`: the final name must not exist.
+    Rename {
+        /// The final name on the remote.
+        final_remote: String,
+        /// Whether the final name must not exist.
+        exclusive: bool,
+    },
+    /// Written under its final name (`atomic_uploads = false`), removed if
+    /// the upload fails.
+    InPlace {
+        /// Whether the name must not exist (the open fails if it does).
+        exclusive: bool,
+    },
+}
+
 /// A remote file being written; holds its connection until closed.
 pub(super) struct SftpWriter {
     pub(super) backend: SftpBackend,
     pub(super) conn: Option<Pooled<SftpConnector>>,
     pub(super) handle: String,
     pub(super) path: StoragePath,
-    /// The file written to (a hidden temporary name for `Replace`).
+    /// The file written to (a hidden temporary name for an atomic
+    /// `Replace`).
     pub(super) target: String,
-    /// For `Replace`: the final name and whether it must not exist.
-    pub(super) publish: Option<(String, bool)>,
+    /// For `Replace`: how the file is published, and so what a failure
+    /// removes (the target either way).
+    pub(super) publish: Option<Publish>,
     pub(super) position: u64,
     pub(super) in_flight: FuturesUnordered<WriteFuture>,
     /// Writes in `in_flight` not sent yet: a write request goes out when
@@ -309,7 +330,11 @@ impl FileWriter for SftpWriter {
             self.discard().await;
             return Err(err);
         }
-        if let Some((final_remote, exclusive)) = self.publish.take() {
+        if let Some(Publish::Rename {
+            final_remote,
+            exclusive,
+        }) = self.publish.take()
+        {
             let conn = self.conn.as_ref().ok_or_else(|| {
                 BackendError::new(
                     ErrorKind::ConnectionLost,
@@ -328,7 +353,28 @@ impl FileWriter for SftpWriter {
                 rename_replacing(conn, &self.target, &final_remote).await
             };
             if let Err(e) = result {
-                let err = self.fail(e);
+                let mut err = self.fail(e);
+                if matches!(
+                    err.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Unsupported
+                ) {
+                    // Said so the admin knows the way out.
+                    let remote = err.remote().map(Arc::<str>::from);
+                    let better = BackendError::new(
+                        err.kind(),
+                        "write",
+                        self.path.as_str(),
+                        format!(
+                            "the server refused to rename the finished upload into place ({}); \
+                             a server that forbids renames needs `atomic_uploads = false` on the remote",
+                            err.message()
+                        ),
+                    );
+                    err = match &remote {
+                        Some(r) => better.in_remote(r),
+                        None => better,
+                    };
+                }
                 if let Some(conn) = self.conn.as_mut() {
                     remove_temporary(&self.backend, conn, &self.target).await;
                 }

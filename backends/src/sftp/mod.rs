@@ -109,6 +109,11 @@ pub struct SftpSettings {
     pub pool: PoolSettings,
     /// Handshake limit and algorithms.
     pub ssh: SshOptions,
+    /// Write a new file under a hidden name and rename it on close (the
+    /// file shows under its name only when whole); `false` writes straight
+    /// to the final name and deletes it if the upload fails (for servers
+    /// that refuse renames).
+    pub atomic_uploads: bool,
 }
 
 impl std::fmt::Debug for SftpSettings {
@@ -129,6 +134,7 @@ impl std::fmt::Debug for SftpSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
             .field("ssh", &self.ssh)
+            .field("atomic_uploads", &self.atomic_uploads)
             .finish()
     }
 }
@@ -753,18 +759,30 @@ impl Backend for SftpBackend {
                         None => {}
                     }
                 }
-                let temp = hidden_upload_path(path)?;
-                (self.remote(&temp), 0, Some((final_remote, exclusive)))
+                if self.settings().atomic_uploads {
+                    let temp = hidden_upload_path(path)?;
+                    let publish = Publish::Rename {
+                        final_remote,
+                        exclusive,
+                    };
+                    (self.remote(&temp), 0, Some(publish))
+                } else {
+                    (final_remote, 0, Some(Publish::InPlace { exclusive }))
+                }
             }
             WriteMode::Resume { offset } => (final_remote, offset, None),
         };
         // A temporary file of an earlier attempt waiting to be removed is
         // written again now: it must not be removed afterwards.
         self.removals().forget(&target).await;
-        let flags = if publish.is_some() {
-            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE
-        } else {
-            OpenFlags::WRITE
+        let created = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+        let flags = match &publish {
+            // The hidden name is ours alone.
+            Some(Publish::Rename { .. }) | Some(Publish::InPlace { exclusive: true }) => {
+                created | OpenFlags::EXCLUDE
+            }
+            Some(Publish::InPlace { exclusive: false }) => created,
+            None => OpenFlags::WRITE,
         };
         match conn
             .sftp
@@ -1020,6 +1038,7 @@ mod tests {
                 idle: Duration::from_secs(1),
             },
             ssh: SshOptions::default(),
+            atomic_uploads: true,
         };
         let shown = format!("{s:?} {s:#?}");
         assert!(!shown.contains("Zq-sftp-pw-7731"), "{shown}");
@@ -1057,6 +1076,7 @@ mod tests {
                     idle: Duration::from_secs(1),
                 },
                 ssh: SshOptions::default(),
+                atomic_uploads: true,
             });
             let err = backend
                 .stat(&StoragePath::parse("f").unwrap())

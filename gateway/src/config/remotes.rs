@@ -107,6 +107,9 @@ pub struct SftpRemoteSettings {
     pub io_timeout: Duration,
     /// Handshake limit and legacy algorithms.
     pub ssh: backends::sftp::SshOptions,
+    /// Upload to a hidden name and rename on close (default); `false`
+    /// writes to the final name (servers that refuse renames).
+    pub atomic_uploads: bool,
 }
 
 /// What only FTP remotes have.
@@ -348,7 +351,7 @@ pub(super) fn protocol_keys(
             &[Sftp],
         ),
         ("tls", rs.tls.is_some(), &[Ftp]),
-        ("atomic_uploads", rs.atomic_uploads.is_some(), &[Ftp]),
+        ("atomic_uploads", rs.atomic_uploads.is_some(), &[Sftp, Ftp]),
         ("certificate", rs.certificate.is_some(), &[Ftp, S3]),
         ("ca_file", rs.ca_file.is_some(), &[Ftp, S3]),
         ("io_timeout", rs.io_timeout.is_some(), &[Sftp, Ftp, S3]),
@@ -551,5 +554,6 @@ pub(super) fn sftp_protocol(
         allow_mismatched_host_key: rs.allow_mismatched_host_key,
         io_timeout,
         ssh,
+        atomic_uploads: rs.atomic_uploads.unwrap_or(true),
     })
 }

@@ -647,3 +647,13 @@ fn admin_off_loopback_needs_tls() {
     );
     assert!(load_text(&format!("[admin]\nlisten = \"[::1]:9465\"\n{keys}")).is_ok());
 }
+
+#[test]
+fn sftp_uploads_are_atomic_unless_turned_off() {
+    let atomic = |text: &str| match &load_text(text).unwrap().remote("partner").unwrap().protocol {
+        ProtocolSettings::Sftp(s) => s.atomic_uploads,
+        other => panic!("not sftp: {other:?}"),
+    };
+    assert!(atomic(SFTP_REMOTE));
+    assert!(!atomic(&format!("{SFTP_REMOTE}atomic_uploads = false\n")));
+}

@@ -324,6 +324,7 @@ fn sftp_remote(
         host_keys: host_keys.clone(),
         pool: pool_settings(r),
         ssh: s.ssh.clone(),
+        atomic_uploads: s.atomic_uploads,
     });
     RemoteAccess::Sftp {
         backend: Arc::new(backend),

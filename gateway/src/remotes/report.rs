@@ -358,6 +358,8 @@ pub async fn trust_remote(
             ProtocolSettings::Sftp(s) => s.ssh.clone(),
             _ => backends::sftp::SshOptions::default(),
         },
+        // Only the host key is fetched: nothing is written.
+        atomic_uploads: true,
     });
     let attempt = backend.connection().await;
     let presented = capture
