@@ -652,7 +652,7 @@ fn admin_off_loopback_needs_tls() {
 fn sftp_uploads_are_atomic_unless_turned_off() {
     let atomic = |text: &str| match &load_text(text).unwrap().remote("partner").unwrap().protocol {
         ProtocolSettings::Sftp(s) => s.atomic_uploads,
-        other => panic!("not sftp: {other:?}"),
+        _ => panic!("partner is not an sftp remote"),
     };
     assert!(atomic(SFTP_REMOTE));
     assert!(!atomic(&format!("{SFTP_REMOTE}atomic_uploads = false\n")));
