@@ -69,6 +69,7 @@ impl S3Backend {
             part_size: settings.part_size,
             recursive_folder_rename: settings.recursive_folder_rename,
             folder_markers: settings.folder_markers,
+            read_ahead: settings.read_ahead,
             pending,
         };
         Ok(S3Backend {

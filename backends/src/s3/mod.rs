@@ -86,6 +86,8 @@ pub use probe::S3Probe;
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Default cap on parallel requests to one remote.
 pub const DEFAULT_MAX_REQUESTS: usize = 64;
+/// Chunks fetched ahead of a sequential read by default (16 MiB).
+pub const DEFAULT_READ_AHEAD: usize = 4;
 /// Default size of one multipart-upload part.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Smallest part S3 accepts (except for the last part).
@@ -139,6 +141,10 @@ pub struct S3Settings {
     /// succeeds (for servers that store a marker as a file, such as
     /// `rclone serve s3`).
     pub folder_markers: bool,
+    /// Chunks of a file read in order fetched ahead in parallel (ranged
+    /// GETs of 4 MiB, each a request of the cap); 0:
+    /// one streaming GET per read.
+    pub read_ahead: usize,
 }
 
 impl S3Settings {
@@ -170,6 +176,7 @@ impl S3Settings {
             part_size: DEFAULT_PART_SIZE,
             recursive_folder_rename: false,
             folder_markers: true,
+            read_ahead: DEFAULT_READ_AHEAD,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Bucket {
     pub recursive_folder_rename: bool,
     /// Whether `mkdir` writes folder markers.
     pub folder_markers: bool,
+    /// Chunks fetched ahead of sequential reads.
+    pub read_ahead: usize,
     /// Multipart uploads to abort once the server answers again.
     pub pending: PendingAborts,
 }

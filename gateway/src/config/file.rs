@@ -469,6 +469,9 @@ pub struct RemoteSection {
     /// S3: `mkdir` writes a zero-byte `name/` marker object (default); off
     /// for servers that store such a key as a file (`rclone serve s3`).
     pub folder_markers: Option<bool>,
+    /// S3: 4 MiB chunks of a file read in order fetched ahead in parallel
+    /// (default 4; 0: one streaming GET).
+    pub read_ahead: Option<usize>,
 }
 
 fn default_true() -> bool {

@@ -79,6 +79,8 @@ pub struct S3RemoteSettings {
     pub recursive_folder_rename: bool,
     /// `mkdir` writes a folder marker object (off: folders are implicit).
     pub folder_markers: bool,
+    /// 4 MiB chunks fetched ahead of a file read in order (0: one GET).
+    pub read_ahead: usize,
 }
 
 impl fmt::Debug for S3RemoteSettings {
@@ -377,6 +379,7 @@ pub(super) fn protocol_keys(
             &[S3],
         ),
         ("folder_markers", rs.folder_markers.is_some(), &[S3]),
+        ("read_ahead", rs.read_ahead.is_some(), &[S3]),
     ]
 }
 
@@ -453,6 +456,7 @@ pub(super) fn s3_protocol(
         io_timeout,
         recursive_folder_rename: rs.recursive_folder_rename.unwrap_or(false),
         folder_markers: rs.folder_markers.unwrap_or(true),
+        read_ahead: rs.read_ahead.unwrap_or(backends::s3::DEFAULT_READ_AHEAD),
     })
 }
 

@@ -368,6 +368,7 @@ pub fn s3_settings(
     settings.recursive_folder_rename = s.recursive_folder_rename;
     settings.folder_markers = s.folder_markers;
     settings.max_requests = r.max_connections;
+    settings.read_ahead = s.read_ahead;
     settings
 }
 
