@@ -85,13 +85,17 @@ no_check_bucket = true
 
 
 def gateway_config(b, server: S3sFs) -> Path:
+    # GW_BENCH_S3_READ_AHEAD=N sets the remote's read_ahead (0: one
+    # streaming GET, as before read-ahead), for before/after pairs.
+    read_ahead = os.environ.get("GW_BENCH_S3_READ_AHEAD")
+    extra = f"read_ahead = {int(read_ahead)}\n" if read_ahead else ""
     return b.write_gateway_config("gateway-s3.toml", f"""
 kind = "s3"
 endpoint = "{server.endpoint}"
 bucket = "{BUCKET}"
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
-""")
+{extra}""")
 
 
 def direct_transfer(env: dict, src: Path, rel: str, dl: Path, timeout: float) -> tuple[float, float]:
