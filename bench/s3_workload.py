@@ -101,7 +101,7 @@ secret_access_key = "{SECRET_KEY}"
 def direct_transfer(env: dict, src: Path, rel: str, dl: Path, timeout: float) -> tuple[float, float]:
     def copy(a: str, z: str) -> float:
         t0 = time.perf_counter()
-        r = subprocess.run(["rclone", "copyto", a, z], capture_output=True, text=True, timeout=timeout,
+        r = subprocess.run([R.RCLONE, "copyto", a, z], capture_output=True, text=True, timeout=timeout,
                            env=env, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
             raise R.BenchError(f"rclone copyto exit {r.returncode}: {r.stderr.strip()[-300:]}")
