@@ -18,7 +18,7 @@ use crate::proxy_protocol::{self, ProxiedAddress, ProxyHeaderError};
 use crate::remotes::Remotes;
 use crate::running::{self, Running};
 use crate::ssh::Connection;
-use crate::state::{self, StateStore, StoredUser};
+use crate::state::{self, StoredUser};
 use crate::sync::scheduler;
 
 /// Runs the gateway until it is told to stop.
@@ -49,13 +49,15 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
 
-    if let (Some(shared), Some(database)) = (&shared_store, &settings.state_database) {
-        let (_, host) = crate::cluster::node_identity();
-        shared.start_slots(database, host);
+    if crate::cluster::start_slots(&settings, shared_store.as_ref()).is_some() {
         tracing::info!(
-            node = shared.node_id().unwrap_or_default(),
+            node = store.node_id().unwrap_or_default(),
             "state shared with the cluster's nodes in {}; remotes' connection limits hold across them",
-            database.shown()
+            settings
+                .state_database
+                .as_ref()
+                .map(|d| d.shown())
+                .unwrap_or_default()
         );
     }
     // The recorder comes before the remotes: their pools and connectors

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::mount::MountedGateway;
 use crate::postgres::Postgres;
-use crate::sshd::{Sshd, MOUNT, REMOTE};
+use crate::sshd::{assert_all_ok, sftp_in_parallel, Sshd, MOUNT, REMOTE};
 use crate::{toml_str, CmdOutput, Gateway};
 
 /// A cluster of two nodes, a database and a remote.
@@ -89,13 +89,41 @@ impl ClusterSetup {
 
     /// Advisory locks (connection slots) held in the database.
     pub fn slots_held(&self) -> Result<usize> {
-        let out = self.pg.psql(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted",
-        )?;
-        out.trim()
-            .parse()
-            .with_context(|| format!("psql answered {out:?}"))
+        slots_held(&self.pg)
     }
+
+    /// Five parallel sessions on node A, each listing the mount and making
+    /// folder `{prefix}{i}` in it, leave node A holding all five slots
+    /// (with the remote's `idle_timeout` long enough to keep them idle).
+    pub fn fill_node_a(&self, prefix: &str) {
+        let jobs = (0..5)
+            .map(|i| {
+                (
+                    self.a.client_n(i),
+                    format!("ls {MOUNT}\nmkdir {MOUNT}/{prefix}{i}\n"),
+                )
+            })
+            .collect();
+        assert_all_ok(&sftp_in_parallel(jobs), "5 clients on node A", &self.logs());
+        assert!(
+            within(Duration::from_secs(10), || self.slots_held().unwrap_or(0)
+                == 5)
+            .is_some(),
+            "node A does not hold 5 slots: {:?}\n{}",
+            self.slots_held(),
+            self.logs()
+        );
+    }
+}
+
+/// Connection slots (advisory locks of two keys) held in `pg`.
+pub fn slots_held(pg: &Postgres) -> Result<usize> {
+    let out = pg.psql(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted",
+    )?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("psql answered {out:?}"))
 }
 
 /// Polls `check` every 100 ms until it is true or `limit` passes; returns

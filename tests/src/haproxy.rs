@@ -299,8 +299,10 @@ impl Haproxy {
         Ok(answer)
     }
 
-    /// The state of every backend server (`show stat`), in config order.
-    pub fn server_states(&self) -> Result<Vec<ServerState>> {
+    /// Columns `wanted` of every backend server's row of `show stat`, in
+    /// config order (the `BACKEND` summary row left out), and the answer
+    /// itself for error messages.
+    fn server_rows(&self, wanted: &[&str]) -> Result<(Vec<Vec<String>>, String)> {
         let csv = self.runtime("show stat")?;
         let mut lines = csv.lines();
         let header = lines
@@ -313,64 +315,56 @@ impl Haproxy {
                 .position(|c| *c == name)
                 .ok_or_else(|| anyhow!("no `{name}` column in `show stat`:\n{csv}"))
         };
-        let (px, sv, st) = (col("pxname")?, col("svname")?, col("status")?);
-        let mut out = vec![];
+        let (px, sv) = (col("pxname")?, col("svname")?);
+        let wanted = wanted.iter().map(|w| col(w)).collect::<Result<Vec<_>>>()?;
+        let mut rows = vec![];
         for line in lines {
             let f: Vec<&str> = line.split(',').collect();
-            if f.get(px) != Some(&BACKEND) {
+            if f.get(px) != Some(&BACKEND) || f.get(sv).is_none_or(|n| *n == "BACKEND") {
                 continue;
             }
-            let (Some(name), Some(status)) = (f.get(sv), f.get(st)) else {
+            let Some(values) = wanted
+                .iter()
+                .map(|&i| f.get(i).map(|v| v.to_string()))
+                .collect()
+            else {
                 continue;
             };
-            if *name == "BACKEND" {
-                continue;
-            }
-            out.push(ServerState {
-                name: name.to_string(),
-                status: status.to_string(),
-            });
+            rows.push(values);
         }
-        if out.len() != self.backends.len() {
+        Ok((rows, csv))
+    }
+
+    /// The state of every backend server (`show stat`), in config order.
+    pub fn server_states(&self) -> Result<Vec<ServerState>> {
+        let (rows, csv) = self.server_rows(&["svname", "status"])?;
+        if rows.len() != self.backends.len() {
             bail!(
                 "`show stat` lists {} servers in {BACKEND}, expected {}:\n{csv}",
-                out.len(),
+                rows.len(),
                 self.backends.len()
             );
         }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .map(|r| ServerState {
+                name: r[0].clone(),
+                status: r[1].clone(),
+            })
+            .collect())
     }
 
     /// Connections each backend server has been given so far (`show
     /// stat`'s `stot`), in config order: which nodes a test's requests
     /// reached.
     pub fn sessions_per_server(&self) -> Result<Vec<u64>> {
-        let csv = self.runtime("show stat")?;
-        let mut lines = csv.lines();
-        let header = lines
-            .next()
-            .and_then(|h| h.strip_prefix("# "))
-            .ok_or_else(|| anyhow!("`show stat` answered without a header:\n{csv}"))?;
-        let cols: Vec<&str> = header.split(',').collect();
-        let col = |name: &str| {
-            cols.iter()
-                .position(|c| *c == name)
-                .ok_or_else(|| anyhow!("no `{name}` column in `show stat`:\n{csv}"))
-        };
-        let (px, sv, stot) = (col("pxname")?, col("svname")?, col("stot")?);
-        let mut out = vec![];
-        for line in lines {
-            let f: Vec<&str> = line.split(',').collect();
-            if f.get(px) != Some(&BACKEND) || f.get(sv).is_none_or(|n| *n == "BACKEND") {
-                continue;
-            }
-            out.push(
-                f.get(stot)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| anyhow!("no session count in `{line}`"))?,
-            );
-        }
-        Ok(out)
+        let (rows, csv) = self.server_rows(&["stot"])?;
+        rows.iter()
+            .map(|r| {
+                r[0].parse()
+                    .map_err(|_| anyhow!("no session count in `show stat`:\n{csv}"))
+            })
+            .collect()
     }
 
     /// Waits until HAProxy considers backend `index` up (`up`) or down

@@ -143,17 +143,7 @@ fn a_killed_node_frees_its_slots_within_seconds() {
     }
     s.start_both().unwrap();
     // Five parallel transfers on A leave it holding 5 idle connections.
-    let jobs = (0..5)
-        .map(|i| (s.a.client_n(i), format!("ls {MOUNT}\nmkdir {MOUNT}/a{i}\n")))
-        .collect();
-    assert_all_ok(&sftp_in_parallel(jobs), "5 clients on node A", &s.logs());
-    let held = within(Duration::from_secs(10), || s.slots_held().unwrap_or(0) == 5);
-    assert!(
-        held.is_some(),
-        "node A does not hold 5 slots: {:?}\n{}",
-        s.slots_held(),
-        s.logs()
-    );
+    s.fill_node_a("a");
     let status = s.status().unwrap();
     assert!(status.stdout.contains("partner: 5 of 5"), "{status}");
 
@@ -660,16 +650,7 @@ fn remote_test_takes_a_cluster_slot() {
         node.remote().idle_timeout = Some("10m".into());
     }
     s.start_both().unwrap();
-    let jobs = (0..5)
-        .map(|i| (s.a.client_n(i), format!("ls {MOUNT}\nmkdir {MOUNT}/t{i}\n")))
-        .collect();
-    assert_all_ok(&sftp_in_parallel(jobs), "5 clients on node A", &s.logs());
-    assert!(
-        within(Duration::from_secs(10), || s.slots_held().unwrap_or(0) == 5).is_some(),
-        "node A does not hold 5 slots: {:?}\n{}",
-        s.slots_held(),
-        s.logs()
-    );
+    s.fill_node_a("t");
 
     let sampler = ConnectionSampler::start(s.sshd.port()..=s.sshd.port());
     let out = s.b.remote_test().unwrap();
@@ -727,13 +708,7 @@ fn an_s3_remotes_request_cap_holds_across_nodes() {
             s3.logs()
         )
     };
-    let held = || -> usize {
-        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let held = || -> usize { slots_held(&pg).unwrap() };
 
     let src = a.env.path("big.bin");
     write_random_file(&src, 4 << 20).unwrap();

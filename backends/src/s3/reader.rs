@@ -249,9 +249,7 @@ async fn get_range(
 
 impl Drop for ReadState {
     fn drop(&mut self) {
-        for a in self.ahead.drain(..) {
-            a.task.abort();
-        }
+        self.drop_streams();
     }
 }
 

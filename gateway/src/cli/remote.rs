@@ -99,13 +99,7 @@ fn store_with_slots(
     Option<crate::cluster::slots::PgSlots>,
 )> {
     let (store, shared) = crate::cluster::open_state_shared(settings)?;
-    let slots = match (shared, &settings.state_database) {
-        (Some(pg), Some(database)) => {
-            let (_, host) = crate::cluster::node_identity();
-            Some(pg.start_slots(database, host))
-        }
-        _ => None,
-    };
+    let slots = crate::cluster::start_slots(settings, shared.as_ref());
     Ok((store, slots))
 }
 

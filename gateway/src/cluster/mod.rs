@@ -54,6 +54,17 @@ pub fn open_state(
     Ok(open_state_shared(settings)?.0)
 }
 
+/// Starts this process's cluster slots when its store is the shared one
+/// (`serve`, and tools that connect to a remote); `None` otherwise.
+pub fn start_slots(
+    settings: &crate::config::Settings,
+    shared: Option<&Arc<store::PgStore>>,
+) -> Option<slots::PgSlots> {
+    let (shared, database) = (shared?, settings.state_database.as_ref()?);
+    let (_, host) = node_identity();
+    Some(shared.start_slots(database, host))
+}
+
 /// The store, and the same store as PostgreSQL's when it is shared.
 pub type OpenedStore = (
     Arc<dyn crate::state::StateStore>,

@@ -156,6 +156,16 @@ fn same_connection(a: &RemoteSettings, b: &RemoteSettings) -> bool {
 }
 
 impl RemoteAccess {
+    /// Makes the remote's cap hold over every node of a cluster
+    /// (connections for SFTP and FTP, requests in flight for S3).
+    fn use_slot_gate(&self, gate: Arc<dyn backends::slots::SlotGate>) {
+        match self {
+            RemoteAccess::Sftp { backend, .. } => backend.use_slot_gate(gate),
+            RemoteAccess::Ftp { backend } => backend.use_slot_gate(gate),
+            RemoteAccess::S3 { backend } => backend.use_slot_gate(gate),
+        }
+    }
+
     /// Applies new pool figures to the live pool (S3 has none).
     pub fn set_pool_settings(&self, settings: PoolSettings) {
         match self {
@@ -254,34 +264,23 @@ pub fn connect_remote(
     // In a cluster, the cap holds over every node's connections.
     let gate = store.slot_gate();
     let access = match &r.protocol {
-        ProtocolSettings::Sftp(s) => {
-            let access = sftp_remote(r, s, sources, store);
-            if let (RemoteAccess::Sftp { backend, .. }, Some(gate)) = (&access, gate) {
-                backend.use_slot_gate(gate);
-            }
-            access
-        }
-        ProtocolSettings::Ftp(f) => {
-            let backend = FtpBackend::new(ftp_settings(r, f, sources))
-                .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?;
-            if let Some(gate) = gate {
-                backend.use_slot_gate(gate);
-            }
-            RemoteAccess::Ftp {
-                backend: Arc::new(backend),
-            }
-        }
-        ProtocolSettings::S3(s3) => {
-            let backend = S3Backend::new(s3_settings(r, s3, sources))
-                .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?;
-            if let Some(gate) = gate {
-                backend.use_slot_gate(gate);
-            }
-            RemoteAccess::S3 {
-                backend: Arc::new(backend),
-            }
-        }
+        ProtocolSettings::Sftp(s) => sftp_remote(r, s, sources, store),
+        ProtocolSettings::Ftp(f) => RemoteAccess::Ftp {
+            backend: Arc::new(
+                FtpBackend::new(ftp_settings(r, f, sources))
+                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
+            ),
+        },
+        ProtocolSettings::S3(s3) => RemoteAccess::S3 {
+            backend: Arc::new(
+                S3Backend::new(s3_settings(r, s3, sources))
+                    .map_err(|e| anyhow::anyhow!("remote `{}`: {}", r.name, e.message()))?,
+            ),
+        },
     };
+    if let Some(gate) = gate {
+        access.use_slot_gate(gate);
+    }
     let backend: Arc<dyn Backend> = match &access {
         RemoteAccess::Sftp { backend, .. } => backend.clone(),
         RemoteAccess::Ftp { backend } => backend.clone(),

@@ -31,10 +31,7 @@ pub struct Migrated {
 /// lock on a side file) and against a crash midway (the new file is built
 /// under another name and renamed into place only when complete).
 pub fn migrate_if_needed(path: &Path) -> Result<Option<Migrated>, StateError> {
-    let err = |message: String| StateError::Database {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |message: String| failed(path, message);
     if !is_redb2(path).map_err(|e| err(format!("cannot read its header: {e}")))? {
         return Ok(None);
     }
@@ -50,10 +47,7 @@ pub fn migrate_if_needed(path: &Path) -> Result<Option<Migrated>, StateError> {
 
 /// The migration proper, run while holding the side file's lock.
 fn migrate_locked(path: &Path) -> Result<Option<Migrated>, StateError> {
-    let err = |message: String| StateError::Database {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |message: String| failed(path, message);
     // Another process may have migrated it while this one waited.
     if !is_redb2(path).map_err(|e| err(format!("cannot read its header: {e}")))? {
         return Ok(None);
@@ -100,6 +94,13 @@ fn migrate_locked(path: &Path) -> Result<Option<Migrated>, StateError> {
         rows,
         backup,
     }))
+}
+
+fn failed(path: &Path, message: String) -> StateError {
+    StateError::Database {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 fn is_redb2(path: &Path) -> std::io::Result<bool> {

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use super::{is_upload_id, new_upload_id, now_secs, PartError, PartInfo, Stored, UploadInfo};
+use super::{
+    is_upload_id, new_upload_id, now_secs, random_hex, PartError, PartInfo, Stored, UploadInfo,
+};
 use crate::core::checksums::{Algorithm, ChecksumHasher};
 
 /// The uploads folder.
@@ -75,12 +77,7 @@ impl FolderUploads {
         let dir = self
             .upload_dir(id)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
-        let mut raw = [0u8; 8];
-        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp = dir.join(format!(
-            "incoming-{}",
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ));
+        let tmp = dir.join(format!("incoming-{}", random_hex::<8>()?));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
             let mut md5 = ChecksumHasher::new(Algorithm::Md5);
