@@ -131,6 +131,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         print_first_user(&password, *local);
     }
 
+    crate::core::memory::spawn_trim_after_load(shared.transfers.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (syncs_tx, syncs_rx) = watch::channel(table);
     let scheduler = tokio::spawn(scheduler::supervise(

@@ -8,6 +8,7 @@
 
 pub mod activity;
 pub mod checksums;
+pub mod memory;
 pub mod sessions;
 pub mod transfers;
 pub mod tree;

@@ -1,7 +1,7 @@
 //! Counts the file transfers in flight, so a graceful shutdown can wait
 //! for them (and only them) to finish.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -15,6 +15,8 @@ pub struct ActiveTransfers {
 #[derive(Debug, Default)]
 struct Inner {
     count: AtomicUsize,
+    /// Transfers ever begun.
+    begun: AtomicU64,
     idle: Notify,
 }
 
@@ -22,6 +24,7 @@ impl ActiveTransfers {
     /// Marks one transfer as started; it ends when the guard is dropped.
     pub fn begin(&self) -> TransferGuard {
         self.inner.count.fetch_add(1, Ordering::SeqCst);
+        self.inner.begun.fetch_add(1, Ordering::SeqCst);
         TransferGuard {
             inner: self.inner.clone(),
         }
@@ -30,6 +33,12 @@ impl ActiveTransfers {
     /// Transfers in flight now.
     pub fn count(&self) -> usize {
         self.inner.count.load(Ordering::SeqCst)
+    }
+
+    /// Transfers begun since the gateway started: tells whether any ran
+    /// between two looks at an idle [`ActiveTransfers::count`].
+    pub fn begun(&self) -> u64 {
+        self.inner.begun.load(Ordering::SeqCst)
     }
 
     /// Returns once no transfer is in flight.
