@@ -814,9 +814,13 @@ def rm_remote(path: Path) -> None:
             path.unlink()
 
 
+# The systems timed (--systems); the others are started but not run.
+TIMED = set(SYSTEMS)
+
+
 def order_for_run(r: int) -> list[str]:
     # Alternate systems run by run and rotate who goes first.
-    return list(SYSTEMS[r % 3 :] + SYSTEMS[: r % 3])
+    return [s for s in SYSTEMS[r % 3 :] + SYSTEMS[: r % 3] if s in TIMED]
 
 
 def workload1(b: Bench, cfg: dict) -> dict:
@@ -886,7 +890,18 @@ def workload2(b: Bench, cfg: dict) -> dict:
         name = f"f{i:05d}.dat"
         (src / name).write_bytes(data)
         digests[name] = hashlib.sha256(data).hexdigest()
-    res: dict = {"files": n, "file_size": fsize, "systems": {}, "runs": {}}
+    # `ls -l` lists `listed` entries: the uploaded folder, or (when the WAN
+    # rows upload fewer files than they list) a folder put on sshd's disk.
+    listed_n = cfg.get("w2_list_files") or n
+    list_dir = None
+    if listed_n != n:
+        list_dir = b.sshd.remote / "w2-list"
+        list_dir.mkdir(exist_ok=True)
+        for i in range(listed_n):
+            (list_dir / f"f{i:05d}.dat").write_bytes(os.urandom(fsize))
+        for f in [list_dir, *list_dir.iterdir()]:
+            shutil.chown(f, GWTEST_USER, GWTEST_USER)
+    res: dict = {"files": n, "file_size": fsize, "listed": listed_n, "systems": {}, "runs": {}}
     res["load"] = b.wait_quiet("workload 2")
     gw = rc = None
     try:
@@ -910,11 +925,12 @@ def workload2(b: Bench, cfg: dict) -> dict:
                     c0 = s.cpu()
                     t_up, _ = b.sftp(s, [f"put -r {src} {s.path(rel)}"], None, cfg["timeout"], "w2-up")
                     c1 = s.cpu()
-                    t_ls, listing = b.sftp(s, [f"ls -l {s.path(rel)}"], None, cfg["timeout"], "w2-ls")
+                    t_ls, listing = b.sftp(s, [f"ls -l {s.path('w2-list' if list_dir else rel)}"], None,
+                                           cfg["timeout"], "w2-ls")
                     c2 = s.cpu()
                     listed = sum(1 for l in listing.splitlines() if re.search(r"f\d{5}\.dat\s*$", l))
-                    if listed != n:
-                        raise BenchError(f"listing showed {listed} files, expected {n}")
+                    if listed != listed_n:
+                        raise BenchError(f"listing showed {listed} files, expected {listed_n}")
                     sync()
                     t_dn, _ = b.sftp(s, [f"get -r {s.path(rel)} {dl}"], None, cfg["timeout"], "w2-down")
                     c3 = s.cpu()
@@ -942,6 +958,8 @@ def workload2(b: Bench, cfg: dict) -> dict:
         if rc:
             res["systems"]["rclone"] = b.stop_system(rc)
         shutil.rmtree(src, ignore_errors=True)
+        if list_dir:
+            shutil.rmtree(list_dir, ignore_errors=True)
     return res
 
 
@@ -1403,7 +1421,9 @@ def report(b: Bench, cfg: dict, results: dict, durations: dict, machine: dict, c
     w2 = results.get("w2")
     if w2:
         runs = w2["runs"]
-        L += [f"## Workload 2: {w2['files']} files of 4 KiB: `put -r`, `ls -l`, `get -r`", "", load_line(w2["load"], [runs]), ""]
+        listed_note = (f" (`ls -l` of a folder of {w2['listed']} entries put on sshd's disk)"
+                       if w2.get("listed", w2["files"]) != w2["files"] else "")
+        L += [f"## Workload 2: {w2['files']} files of 4 KiB: `put -r`, `ls -l`, `get -r`{listed_note}", "", load_line(w2["load"], [runs]), ""]
         L += ["| phase | direct | gateway | rclone | gateway/rclone | gateway/direct | gateway CPU-s | rclone CPU-s |",
               "|---|---|---|---|---|---|---|---|"]
         for ph, label in (("up", "`put -r`"), ("list", "`ls -l`"), ("down", "`get -r`")):
@@ -1574,6 +1594,9 @@ def main() -> int:
                     help="add this round trip between every system and sshd (bench/delay_relay.py): the WAN rows; "
                          "workloads 1 and 2 only")
     ap.add_argument("--rclone", type=Path, help="rclone binary to compare with (default: GW_BENCH_RCLONE, else rclone on PATH)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="comma-separated subset of direct,gateway,rclone to time in workloads 1 to 3 "
+                    "(for quick before/after pairs; a full report needs all three)")
     ap.add_argument("--runs", type=int, help="runs per system (default 3, quick 1)")
     ap.add_argument("--workloads", default="1,2,3,4,5,6,7",
                     help="comma-separated subset of 1,2,3,4,5,6,7 (5: FTP remote, 6: S3 remote, "
@@ -1585,6 +1608,11 @@ def main() -> int:
                     "before each run at most 20 s")
     args = ap.parse_args()
     global RCLONE
+    TIMED.clear()
+    TIMED.update(s.strip() for s in args.systems.split(",") if s.strip())
+    if not TIMED <= set(SYSTEMS):
+        print(f"--systems: choose from {', '.join(SYSTEMS)}", file=sys.stderr)
+        return 2
     if args.rclone:
         RCLONE = str(args.rclone)
 
@@ -1606,8 +1634,10 @@ def main() -> int:
     cfg = {
         "quick": quick,
         "runs": args.runs or (1 if quick else 3),
-        "w1_size": 8 * MiB if quick else GiB,
-        "w2_files": 50 if quick else 1000,
+        # The WAN rows (--rtt-ms): 128 MiB, 100 files put and got, 1,000 listed.
+        "w1_size": 8 * MiB if quick else (128 * MiB if args.rtt_ms else GiB),
+        "w2_files": 50 if quick else (100 if args.rtt_ms else 1000),
+        "w2_list_files": None if quick or not args.rtt_ms else 1000,
         "w3_clients": 5 if quick else 40,
         "w3_size": 4 * MiB if quick else 32 * MiB,
         "w3_cap": 3 if quick else 25,
