@@ -103,9 +103,11 @@ pub struct SshdOptions {
     pub kbd_interactive: bool,
     /// An RSA host key instead of ed25519 (for `HostKeyAlgorithms ssh-rsa`).
     pub rsa_host_key: bool,
-    /// `internal-sftp -l LEVEL`: what the SFTP server logs of each file
-    /// (`INFO`: every open and close with bytes; default none).
-    pub sftp_log_level: Option<String>,
+    /// Every SFTP request the server receives written to
+    /// [`Sshd::sftp_request_log`]: the subsystem is then OpenSSH's own
+    /// `sftp-server -e -l DEBUG` with its stderr sent to a file
+    /// (`internal-sftp` logs only to syslog). Default off.
+    pub sftp_request_log: bool,
     /// `internal-sftp -P LIST`: SFTP requests the server refuses (e.g.
     /// `rename,posix-rename` as `sftp-server -Q requests` names them, as managed file-transfer servers
     /// that forbid renames do).
@@ -124,7 +126,7 @@ impl Default for SshdOptions {
             use_pam: false,
             kbd_interactive: false,
             rsa_host_key: false,
-            sftp_log_level: None,
+            sftp_request_log: false,
             sftp_denied_requests: None,
         }
     }
@@ -222,6 +224,17 @@ impl Sshd {
         self.dir.path().join("sshd_config")
     }
 
+    /// Where [`SshdOptions::sftp_request_log`] writes.
+    pub fn sftp_request_log_path(&self) -> PathBuf {
+        self.dir.path().join("sftp-requests.log")
+    }
+
+    /// The SFTP requests logged so far ([`SshdOptions::sftp_request_log`]):
+    /// lines like `request 5: read "/path" (handle 0) off 0 len 261120`.
+    pub fn sftp_request_log(&self) -> String {
+        fs::read_to_string(self.sftp_request_log_path()).unwrap_or_default()
+    }
+
     /// The log file (`sshd -E`), appended to by every run of this server.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("sshd.log")
@@ -276,12 +289,20 @@ impl Sshd {
         c += "MaxAuthTries 20\n";
         c += &format!("LogLevel {}\n", o.log_level);
         c += "UseDNS no\n";
-        c += "Subsystem sftp internal-sftp";
-        if let Some(level) = &o.sftp_log_level {
-            c += &format!(" -l {level}");
+        if o.sftp_request_log {
+            let log = self.sftp_request_log_path();
+            fs::write(&log, "")?;
+            chown_to_test_user(&log)?;
+            c += "Subsystem sftp /usr/lib/openssh/sftp-server -e -l DEBUG";
+        } else {
+            c += "Subsystem sftp internal-sftp";
         }
         if let Some(denied) = &o.sftp_denied_requests {
             c += &format!(" -P {denied}");
+        }
+        if o.sftp_request_log {
+            // Run through the user's shell, which appends the log.
+            c += &format!(" 2>>{}", self.sftp_request_log_path().display());
         }
         c += "\n";
         for l in &o.extra_config {

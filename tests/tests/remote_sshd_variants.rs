@@ -371,3 +371,55 @@ fn with_atomic_uploads_off_an_interrupted_upload_removes_its_file() {
         s.logs()
     );
 }
+
+/// A small file's download asks the remote for one READ, not two: the size
+/// fetched with the open (in the same round trip) shows that a short read
+/// is the end of the file, even when the client reads more than 32 KiB at a
+/// time (OpenSSH asks for the 255 KiB the gateway announces), so the
+/// client's next read is answered without a round trip to a remote that
+/// may be 50 ms away.
+#[test]
+fn a_small_files_download_asks_the_remote_for_one_read() {
+    let mut s = mount_on(SshdOptions {
+        sftp_request_log: true,
+        ..SshdOptions::default()
+    });
+    s.start_gateway().unwrap();
+    let mut sources = Vec::new();
+    for i in 0..3 {
+        let f = s.root.join(format!("small-{i}.bin"));
+        write_random_file(&f, 4096 + i * 1000).unwrap();
+        chown_to_test_user(&f).unwrap();
+        sources.push(f);
+    }
+    let dl = s.env.path("dl");
+    std::fs::create_dir(&dl).unwrap();
+    let out = s
+        .client()
+        .sftp(&format!("get -r {MOUNT} {}\n", p(&dl)))
+        .unwrap();
+    assert_ok(&out, &format!("get -r of small files\n{}", s.logs()));
+    for (i, src) in sources.iter().enumerate() {
+        assert_same_file(
+            src,
+            &dl.join(MOUNT.trim_start_matches('/'))
+                .join(format!("small-{i}.bin")),
+        );
+    }
+    let log = s.sshd.sftp_request_log();
+    let reads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": read \"") && l.contains("small-"))
+        .collect();
+    assert!(
+        log.contains("small-0.bin"),
+        "the SFTP request log does not show the files:\n{log}"
+    );
+    assert_eq!(
+        reads.len(),
+        3,
+        "the remote saw {} READs for 3 small files:\n{}",
+        reads.len(),
+        reads.join("\n")
+    );
+}

@@ -10,6 +10,10 @@ pub(super) struct SftpReader {
     pub(super) conn: Option<Pooled<SftpConnector>>,
     pub(super) handle: String,
     pub(super) path: StoragePath,
+    /// The file's size when it was opened, if the remote said: a short
+    /// read of any length that ends there marks the end of the file (a
+    /// short read alone may be a server's own cap on read lengths).
+    pub(super) size_at_open: Option<u64>,
     /// Where the last short read showed the end of the file ([`NO_EOF`]
     /// if none): the next read there is answered without a round trip.
     pub(super) eof_at: AtomicU64,
@@ -100,9 +104,12 @@ impl FileReader for SftpReader {
                 Err(e) => return Err(self.settle(self.backend.err("read", &self.path, e))),
             }
         }
-        if len <= SHORT_READ_IS_EOF && out.len() < len && !out.is_empty() {
-            self.eof_at
-                .store(offset + out.len() as u64, Ordering::Relaxed);
+        let end = offset + out.len() as u64;
+        if out.len() < len
+            && !out.is_empty()
+            && (len <= SHORT_READ_IS_EOF || self.size_at_open == Some(end))
+        {
+            self.eof_at.store(end, Ordering::Relaxed);
         }
         Ok(Bytes::from(out))
     }
