@@ -827,7 +827,7 @@ def workload1(b: Bench, cfg: dict) -> dict:
     size = cfg["w1_size"]
     src = b.local / "w1-src.bin"
     digest = make_random_file(src, size)
-    res: dict = {"size": size, "ciphers": {}, "systems": {}}
+    res: dict = {"size": size, "ciphers": {}, "systems": {}, "rtt_ms": getattr(b.args, "rtt_ms", None) or 0}
     res["load"] = b.wait_quiet("workload 1")
     gw = rc = None
     try:
@@ -901,7 +901,8 @@ def workload2(b: Bench, cfg: dict) -> dict:
             (list_dir / f"f{i:05d}.dat").write_bytes(os.urandom(fsize))
         for f in [list_dir, *list_dir.iterdir()]:
             shutil.chown(f, GWTEST_USER, GWTEST_USER)
-    res: dict = {"files": n, "file_size": fsize, "listed": listed_n, "systems": {}, "runs": {}}
+    res: dict = {"files": n, "file_size": fsize, "listed": listed_n, "systems": {}, "runs": {},
+                 "rtt_ms": getattr(b.args, "rtt_ms", None) or 0}
     res["load"] = b.wait_quiet("workload 2")
     gw = rc = None
     try:
