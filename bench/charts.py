@@ -89,7 +89,7 @@ def legend(x: float, y: float) -> list[str]:
 def times_chart(title: str, rows: list[tuple[str, dict]]) -> str:
     """One panel per row; bars scaled to the row's slowest system."""
     label_w, bar_w, bar_h, gap = 190, 330, 14, 16
-    width = label_w + bar_w + 90
+    width = label_w + bar_w + 220
     body = [text(10, 22, title, size=14, weight="bold")]
     body += legend(10, 44)
     y = 64
@@ -145,7 +145,9 @@ def wan_chart(points: dict) -> str:
                 body.append(text(x + 5, y - 5, f"{v:.0f}", size=9, fill=COLOURS[s]))
     body.append(text(10, mt + ph + 50, "Median MiB/s of one file (1 GiB on loopback, 128 MiB over the relayed "
                      "links), default cipher; higher is faster.", size=10, fill="#555"))
-    return svg(width, mt + ph + 62, body)
+    body.append(text(10, mt + ph + 64, "Each round trip's points come from its own report (see it for the rclone "
+                     "version and the machine's load).", size=10, fill="#555"))
+    return svg(width, mt + ph + 76, body)
 
 
 def main() -> int:
