@@ -697,9 +697,12 @@ impl Backend for SftpBackend {
                 .open(remote.clone(), OpenFlags::READ, FileAttributes::default()),
             conn.sftp.stat(remote.clone())
         );
+        // The same STAT tells a folder opened as a file, should the open fail.
+        let stat = stat.ok();
+        let meta = stat.as_ref().map(|a| metadata_of(&a.attrs));
         let size_at_open = stat
-            .ok()
-            .filter(|a| metadata_of(&a.attrs).kind == EntryKind::File)
+            .as_ref()
+            .filter(|_| meta.as_ref().is_some_and(|m| m.kind == EntryKind::File))
             .and_then(|a| a.attrs.size);
         match opened {
             Ok(h) => Ok(Box::new(SftpReader {
@@ -713,17 +716,13 @@ impl Backend for SftpBackend {
             })),
             Err(e) => {
                 let mut err = self.err("open", path, e);
-                if err.kind() == ErrorKind::Other {
-                    if let Some(meta) = Self::probe(&conn, &remote).await {
-                        if meta.is_dir() {
-                            err = BackendError::new(
-                                ErrorKind::IsADirectory,
-                                "open",
-                                path.as_str(),
-                                "is a folder",
-                            );
-                        }
-                    }
+                if err.kind() == ErrorKind::Other && meta.is_some_and(|m| m.is_dir()) {
+                    err = BackendError::new(
+                        ErrorKind::IsADirectory,
+                        "open",
+                        path.as_str(),
+                        "is a folder",
+                    );
                 }
                 if err.is_temporary() {
                     conn.mark_broken();
